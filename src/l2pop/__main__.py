@@ -1,0 +1,3 @@
+from l2pop.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The pure domain of l2pop: types, validation, lifecycle, desired state and diff.
+
+Standard library only and no I/O, so every rule here is testable in isolation and shared
+verbatim by the server, the agent and the simulator.
+"""
+
+from l2pop.model.desired import (
+    HostState,
+    NetworkTables,
+    canonical,
+    canonical_network,
+    combine_digests,
+    desired_state,
+    digest,
+    network_digest,
+    network_view,
+)
+from l2pop.model.diff import NetworkDelta, apply_delta, apply_deltas, diff_network, diff_state
+from l2pop.model.errors import Conflict, DomainError, Forbidden, InvalidField, NotFound
+from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression, Host, Network, Port, PortStatus
+
+__all__ = [
+    "VNI_MAX",
+    "VNI_MIN",
+    "ArpSuppression",
+    "Conflict",
+    "DomainError",
+    "Forbidden",
+    "Host",
+    "HostState",
+    "InvalidField",
+    "Network",
+    "NetworkDelta",
+    "NetworkTables",
+    "NotFound",
+    "Port",
+    "PortStatus",
+    "apply_delta",
+    "apply_deltas",
+    "canonical",
+    "canonical_network",
+    "combine_digests",
+    "desired_state",
+    "diff_network",
+    "diff_state",
+    "digest",
+    "network_digest",
+    "network_view",
+]

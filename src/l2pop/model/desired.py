@@ -1,0 +1,144 @@
+"""The desired state: what each host's kernel must hold. One pure function of the store.
+
+SPEC.md "What each host's kernel must hold". With ACTIVE(N) the ACTIVE ports of network N
+whose host has a VTEP IP:
+
+* H is a member of N when a port of N is bound to H and is BUILD or ACTIVE;
+  only members hold any of N's state.
+* ``flood(H, N)``: the VTEPs of every *other* host with a port in ACTIVE(N);
+* ``fdb(H, N)``: MAC -> VTEP of every port in ACTIVE(N) bound to another host;
+* ``neigh(H, N)``: IP -> MAC for every fixed IP of those ports.
+
+Everything else (the channel's deltas, the agents' tables, the simulator's checks) must agree
+with ``desired_state``; the property tests hold the incremental paths to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from l2pop.model.lifecycle import is_member_status
+from l2pop.model.types import ArpSuppression, Host, Network, Port, PortStatus
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkTables:
+    """One network's tables as one host must hold them. Treat the mappings as read-only."""
+
+    network_id: str
+    vni: int
+    arp_suppression: ArpSuppression
+    flood: frozenset[str] = frozenset()
+    fdb: Mapping[str, str] = field(default_factory=dict)  # mac -> vtep
+    neigh: Mapping[str, str] = field(default_factory=dict)  # ip -> mac
+
+    def entry_count(self) -> int:
+        return len(self.flood) + len(self.fdb) + len(self.neigh)
+
+
+#: network_id -> tables, for one host
+HostState = Mapping[str, NetworkTables]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """A port as the other members of its network see it."""
+
+    host: str
+    vtep: str
+    mac: str
+    fixed_ips: tuple[str, ...]
+
+
+def network_view(
+    network: Network, ports: Iterable[Port], vteps: Mapping[str, str]
+) -> dict[str, NetworkTables]:
+    """The tables of ``network`` for each of its member hosts.
+
+    ``ports`` are the ports of this network; ``vteps`` maps host name -> VTEP IP and
+    holds every registered host. A bound port whose host is not registered is ignored.
+    """
+    members: set[str] = set()
+    remote: list[RemoteEntry] = []
+    for port in ports:
+        if port.host is None or port.host not in vteps:
+            continue
+        if is_member_status(port.status):
+            members.add(port.host)
+        if port.status is PortStatus.ACTIVE:
+            remote.append(RemoteEntry(port.host, vteps[port.host], port.mac, port.fixed_ips))
+    return {host: tables_for(host, network, remote) for host in members}
+
+
+def tables_for(host: str, network: Network, remote: Iterable[RemoteEntry]) -> NetworkTables:
+    """``network``'s tables as ``host`` holds them: everything but its own ports."""
+    flood: set[str] = set()
+    fdb: dict[str, str] = {}
+    neigh: dict[str, str] = {}
+    for entry in remote:
+        if entry.host == host:
+            continue
+        flood.add(entry.vtep)
+        fdb[entry.mac] = entry.vtep
+        for ip in entry.fixed_ips:
+            neigh[ip] = entry.mac
+    return NetworkTables(
+        network.id, network.vni, network.arp_suppression, frozenset(flood), fdb, neigh
+    )
+
+
+def desired_state(
+    networks: Iterable[Network], ports: Iterable[Port], hosts: Iterable[Host]
+) -> dict[str, dict[str, NetworkTables]]:
+    """host name -> (network id -> tables), for every registered host (possibly empty)."""
+    vteps = {h.name: h.vtep_ip for h in hosts}
+    by_network: dict[str, list[Port]] = defaultdict(list)
+    for port in ports:
+        by_network[port.network_id].append(port)
+    state: dict[str, dict[str, NetworkTables]] = {name: {} for name in vteps}
+    for network in networks:
+        for host, tables in network_view(network, by_network.get(network.id, ()), vteps).items():
+            state[host][network.id] = tables
+    return state
+
+
+def canonical_network(t: NetworkTables) -> dict[str, object]:
+    """One network's tables in sorted, JSON-ready form (what ``/fdb`` serves)."""
+    return {
+        "network_id": t.network_id,
+        "vni": t.vni,
+        "arp_suppression": t.arp_suppression.value,
+        "flood": sorted(t.flood),
+        "fdb": [{"mac": m, "vtep": v} for m, v in sorted(t.fdb.items())],
+        "neigh": [{"ip": i, "mac": m} for i, m in sorted(t.neigh.items())],
+    }
+
+
+def canonical(state: HostState) -> list[dict[str, object]]:
+    """A host's tables, sorted by network id."""
+    return [canonical_network(state[network_id]) for network_id in sorted(state)]
+
+
+def network_digest(tables: NetworkTables) -> str:
+    """sha256 of one network's canonical tables."""
+    text = json.dumps(canonical_network(tables), separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def combine_digests(per_network: Mapping[str, str]) -> str:
+    """A host digest from its per-network digests.
+
+    Two levels so that a change to one network costs a re-hash of that network only:
+    the server and the agent both keep per-network digests and combine them.
+    """
+    text = "\n".join(f"{nid}:{per_network[nid]}" for nid in sorted(per_network))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digest(state: HostState) -> str:
+    """The digest of a host's tables; server and agent compute it the same way."""
+    return combine_digests({nid: network_digest(t) for nid, t in state.items()})

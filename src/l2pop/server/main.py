@@ -1,0 +1,62 @@
+"""``l2pop server``: open the store, build the app, serve it with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+
+import uvicorn
+
+from l2pop.server.app import create_app
+from l2pop.store import open_store
+
+log = logging.getLogger("l2pop.server")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen must be HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_db_url(db: str) -> str:
+    """A bare path means a SQLite file."""
+    return db if "://" in db else f"sqlite:///{db}"
+
+
+def run(db_url: str, listen: str, admin_token: str | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not admin_token and not is_loopback(host):
+        print(
+            f"error: refusing to listen on {host}: without --admin-token (or L2POP_ADMIN_TOKEN)"
+            " the API is open, so it listens on loopback only",
+            file=sys.stderr,
+        )
+        return 2
+    if not admin_token:
+        log.warning("no admin token: the API is open to local callers on %s", host)
+    store = open_store(normalise_db_url(db_url))
+    app = create_app(store, admin_token or None)
+    log.info("l2pop server on http://%s:%d, store %s", host, port, store.url.split("@")[-1])
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        store.close()
+    return 0

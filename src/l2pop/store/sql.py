@@ -1,0 +1,614 @@
+"""The ``Store`` on SQLAlchemy Core: one implementation for SQLite (file) and PostgreSQL.
+
+How the contract of ``store/abc.py`` is kept:
+
+* Revision order = commit order. The first write of a block runs
+  ``UPDATE meta SET revision = revision + 1``; on PostgreSQL that row lock is held until commit,
+  on SQLite every write block starts with ``BEGIN IMMEDIATE`` (writers are serialised).
+* Uniqueness and references are constraints; an ``IntegrityError`` is mapped back to
+  ``Conflict``/``NotFound`` by constraint name (``_domain_error``). Explicit checks run first
+  where they give a better message; the constraints stay the race-free last word.
+* Reads are one snapshot: SQLite WAL readers see the database as of their first read;
+  PostgreSQL reads run REPEATABLE READ, READ ONLY.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Executable,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from l2pop.model import (
+    ArpSuppression,
+    Conflict,
+    DomainError,
+    Host,
+    Network,
+    NotFound,
+    Port,
+    PortStatus,
+)
+from l2pop.model.validation import ip_sort_key
+from l2pop.store.abc import Change, ChangeKind, ChangeLogTruncated, ChangeOp, iter_chunks
+from l2pop.store.schema import (
+    SQLITE_UNIQUE_COLUMNS,
+    changes,
+    hosts,
+    meta,
+    metadata,
+    networks,
+    port_ips,
+    ports,
+)
+
+#: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
+CHUNK = 1000
+#: execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE
+_WRITE = "l2pop_write"
+
+
+def _engine(url: str) -> Engine:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    backend = u.get_backend_name()
+    if backend == "postgresql":
+        return create_engine(u, pool_size=10, max_overflow=30)
+    if backend != "sqlite":
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://")
+    if not u.database or u.database == ":memory:":
+        # every pooled connection would get its own empty database
+        raise ValueError("the SQLite store needs a file: sqlite:///path/to/l2pop.db")
+    Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(u, pool_size=10, max_overflow=30)
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # SQLAlchemy's pysqlite recipe: stop the driver from issuing its own (deferred) BEGIN so
+    # that _sqlite_begin decides; a deferred writer that upgrades its lock can deadlock
+    # ("database is locked") instead of waiting in busy_timeout.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer and vice versa
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sorted_ips(ips: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(ips, key=ip_sort_key))
+
+
+@dataclass(frozen=True, slots=True)
+class _Deleting:
+    """The subject of a delete, for error messages."""
+
+    kind: ChangeKind
+    key: str
+
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
+_PG_KEY_VALUES = re.compile(r"\)=\((.*)\) already exists")
+
+
+def _constraint(exc: IntegrityError) -> str | None:
+    """The name of the violated constraint; "fk" for SQLite's anonymous FK failures."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:  # psycopg
+        return getattr(diag, "constraint_name", None)
+    text = str(exc.orig)
+    if m := _SQLITE_UNIQUE.search(text):
+        return SQLITE_UNIQUE_COLUMNS.get(m.group(1).strip())
+    if "FOREIGN KEY constraint failed" in text:
+        return "fk"
+    return None
+
+
+def _pg_duplicate_ip(exc: IntegrityError) -> str | None:
+    """The IP of a uq_port_ips_network_id_ip violation, from PostgreSQL's detail line."""
+    detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None) or ""
+    m = _PG_KEY_VALUES.search(detail)
+    return m.group(1).split(", ")[-1] if m else None
+
+
+def _domain_error(name: str | None, exc: IntegrityError, subject: object) -> DomainError | None:
+    """The domain error for violating constraint ``name`` while writing ``subject``."""
+    if isinstance(subject, Network):
+        if name == "uq_networks_vni":
+            return Conflict(f"vni {subject.vni} is already used by another network", "vni")
+        if name == "pk_networks":
+            return Conflict(f"network {subject.id} already exists", "id")
+    elif isinstance(subject, Host):
+        if name == "pk_hosts":
+            return Conflict(f"host {subject.name} is already registered", "name")
+        if name == "uq_hosts_vtep_ip":
+            return Conflict(f"vtep_ip {subject.vtep_ip} is already used by another host", "vtep_ip")
+        if name == "uq_hosts_token_hash":
+            return Conflict("this token is already used by another host", "token")
+    elif isinstance(subject, Port):
+        net = subject.network_id
+        if name == "uq_ports_network_id_mac":
+            return Conflict(f"mac {subject.mac} is already used in network {net}", "mac")
+        if name == "uq_port_ips_network_id_ip":
+            ip = _pg_duplicate_ip(exc) or " or ".join(subject.fixed_ips)
+            return Conflict(f"ip {ip} is already used in network {net}", "fixed_ips")
+        if name == "pk_ports":
+            return Conflict(f"port {subject.id} already exists", "id")
+        if name == "fk_ports_network_id":
+            return NotFound(f"network {net} not found")
+        if name in ("fk_ports_host", "fk"):
+            return Conflict(f"host {subject.host} is not registered (or was just removed)", "host")
+    elif isinstance(subject, _Deleting) and name in ("fk", "fk_ports_network_id", "fk_ports_host"):
+        return Conflict(f"{subject.kind} {subject.key} still has ports")
+    return None
+
+
+def _network(row: Any) -> Network:
+    return Network(
+        id=row.id,
+        name=row.name,
+        vni=row.vni,
+        arp_suppression=ArpSuppression(row.arp_suppression),
+        created_at=row.created_at,
+        revision=row.revision,
+    )
+
+
+def _host(row: Any) -> Host:
+    return Host(
+        name=row.name,
+        vtep_ip=row.vtep_ip,
+        created_at=row.created_at,
+        last_seen=row.last_seen,
+        applied_revision=row.applied_revision,
+        applied_digest=row.applied_digest,
+    )
+
+
+class _ReadTx:
+    """``ReadTx`` over one connection inside one transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._c = conn
+
+    def revision(self) -> int:
+        return int(self._c.execute(select(meta.c.revision)).scalar_one())
+
+    def get_network(self, network_id: str) -> Network | None:
+        row = self._c.execute(select(networks).where(networks.c.id == network_id)).first()
+        return _network(row) if row else None
+
+    def list_networks(self) -> list[Network]:
+        rows = self._c.execute(select(networks).order_by(networks.c.vni))
+        return [_network(r) for r in rows]
+
+    def get_port(self, port_id: str) -> Port | None:
+        found = self._ports([ports.c.id == port_id])
+        return found[0] if found else None
+
+    def list_ports(
+        self,
+        *,
+        network_id: str | None = None,
+        host: str | None = None,
+        status: PortStatus | None = None,
+        network_ids: Iterable[str] | None = None,
+    ) -> list[Port]:
+        conds: list[Any] = []
+        if network_id is not None:
+            conds.append(ports.c.network_id == network_id)
+        if host is not None:
+            conds.append(ports.c.host == host)
+        if status is not None:
+            conds.append(ports.c.status == PortStatus(status).value)
+        if network_ids is None:
+            return self._ports(conds)
+        out: list[Port] = []
+        for chunk in iter_chunks(sorted(set(network_ids)), CHUNK):
+            out += self._ports([*conds, ports.c.network_id.in_(chunk)])
+        return out
+
+    def _ports(self, conds: list[Any]) -> list[Port]:
+        """Ports matching ``conds`` with their fixed IPs, in one query (a LEFT JOIN on
+        port_ips: a port has at most a handful of IPs), ordered by (network_id, id)."""
+        stmt = (
+            select(ports, port_ips.c.ip)
+            .select_from(ports.outerjoin(port_ips, port_ips.c.port_id == ports.c.id))
+            .where(*conds)
+        )
+        rows: dict[str, Any] = {}
+        ips: dict[str, list[str]] = {}
+        for row in self._c.execute(stmt):
+            if row.id not in rows:
+                rows[row.id] = row
+                ips[row.id] = []
+            if row.ip is not None:
+                ips[row.id].append(row.ip)
+        found = [
+            Port(
+                id=r.id,
+                network_id=r.network_id,
+                name=r.name,
+                mac=r.mac,
+                fixed_ips=_sorted_ips(ips[r.id]),
+                host=r.host,
+                status=PortStatus(r.status),
+                revision=r.revision,
+                created_at=r.created_at,
+            )
+            for r in rows.values()
+        ]
+        # sorted here, not in SQL: database collations need not order text like Python does
+        found.sort(key=lambda p: (p.network_id, p.id))
+        return found
+
+    def count_ports(self, network_id: str) -> int:
+        stmt = select(func.count()).select_from(ports).where(ports.c.network_id == network_id)
+        return int(self._c.execute(stmt).scalar_one())
+
+    def get_host(self, name: str) -> Host | None:
+        row = self._c.execute(select(hosts).where(hosts.c.name == name)).first()
+        return _host(row) if row else None
+
+    def get_host_by_token_hash(self, token_hash: str) -> Host | None:
+        row = self._c.execute(select(hosts).where(hosts.c.token_hash == token_hash)).first()
+        return _host(row) if row else None
+
+    def list_hosts(self) -> list[Host]:
+        return sorted((_host(r) for r in self._c.execute(select(hosts))), key=lambda h: h.name)
+
+    def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
+        """Change rows after ``revision`` in (revision, seq) order.
+
+        ``limit`` never splits a revision: the last revision returned is complete, so a
+        reader can always resume from the revision of the last row it got.
+        """
+        pruned_before = int(self._c.execute(select(meta.c.pruned_before)).scalar_one())
+        if revision + 1 < pruned_before:
+            raise ChangeLogTruncated(
+                f"changes after revision {revision} were pruned; "
+                f"the log starts at revision {pruned_before}"
+            )
+        order = (changes.c.revision, changes.c.seq)
+        stmt = select(changes).where(changes.c.revision > revision).order_by(*order)
+        rows = list(self._c.execute(stmt if limit is None else stmt.limit(limit)))
+        if limit is not None and rows and len(rows) == limit:
+            last = rows[-1]
+            rest = select(changes).where(
+                changes.c.revision == last.revision, changes.c.seq > last.seq
+            )
+            rows += self._c.execute(rest.order_by(changes.c.seq))
+        return [Change(r.revision, r.kind, r.key, r.op, r.network_id) for r in rows]
+
+
+class _WriteTx(_ReadTx):
+    """``WriteTx``. Checks that only read run first, so a refused call (``NotFound``,
+    ``Conflict`` from a check) leaves the block usable and the revision untouched; after a
+    database error the block is ``failed`` and can only roll back."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._revision: int | None = None
+        self._seq = 0
+        self.failed = False
+
+    def _exec(self, stmt: Executable, params: Any = None, subject: object = None) -> Any:
+        try:
+            return self._c.execute(stmt, params)
+        except DBAPIError as exc:
+            # PostgreSQL aborts the transaction on any error; make SQLite behave the same
+            self.failed = True
+            if isinstance(exc, IntegrityError):
+                error = _domain_error(_constraint(exc), exc, subject)
+                if error is not None:
+                    raise error from exc
+            raise
+
+    def _stamp(self) -> int:
+        """This block's revision, taken on its first write."""
+        if self._revision is None:
+            bump = update(meta).values(revision=meta.c.revision + 1).returning(meta.c.revision)
+            self._revision = int(self._exec(bump).scalar_one())
+        return self._revision
+
+    def _log(self, kind: ChangeKind, key: str, op: ChangeOp, network_id: str | None) -> None:
+        self._seq += 1
+        row = dict(revision=self._revision, seq=self._seq, kind=kind, key=key, op=op)
+        self._exec(insert(changes).values(**row, network_id=network_id))
+
+    def _modified(self, result: CursorResult[Any], what: str) -> None:
+        if result.rowcount == 0:  # deleted by a concurrent writer after our check
+            self.failed = True
+            raise NotFound(f"{what} not found")
+
+    # -- networks ---------------------------------------------------------------------
+
+    def _require_network(self, network_id: str) -> None:
+        if self.get_network(network_id) is None:
+            raise NotFound(f"network {network_id} not found")
+
+    def insert_network(self, network: Network) -> Network:
+        stored = replace(network, revision=self._stamp())
+        values = dict(
+            id=stored.id,
+            name=stored.name,
+            vni=stored.vni,
+            arp_suppression=ArpSuppression(stored.arp_suppression).value,
+            created_at=stored.created_at,
+            revision=stored.revision,
+        )
+        self._exec(insert(networks).values(**values), subject=stored)
+        self._log("network", stored.id, "create", stored.id)
+        return stored
+
+    def update_network(self, network: Network) -> Network:
+        self._require_network(network.id)
+        stored = replace(network, revision=self._stamp())
+        stmt = (
+            update(networks)
+            .where(networks.c.id == stored.id)
+            .values(
+                name=stored.name,
+                vni=stored.vni,
+                arp_suppression=ArpSuppression(stored.arp_suppression).value,
+                revision=stored.revision,
+            )
+        )
+        self._modified(self._exec(stmt, subject=stored), f"network {stored.id}")
+        self._log("network", stored.id, "update", stored.id)
+        return stored
+
+    def delete_network(self, network_id: str) -> None:
+        self._require_network(network_id)
+        if count := self.count_ports(network_id):
+            raise Conflict(f"network {network_id} still has {count} port(s); delete them first")
+        self._stamp()
+        stmt = delete(networks).where(networks.c.id == network_id)
+        result = self._exec(stmt, subject=_Deleting("network", network_id))
+        self._modified(result, f"network {network_id}")
+        self._log("network", network_id, "delete", network_id)
+
+    # -- ports ------------------------------------------------------------------------
+
+    def _check_host(self, host: str | None) -> None:
+        known = select(exists().where(hosts.c.name == host))
+        if host is not None and not self._c.execute(known).scalar():
+            raise Conflict(f"host {host} is not registered", field="host")
+
+    def _check_ips(self, port: Port, ips: Iterable[str]) -> None:
+        """Refuse IPs another port of the network holds, naming the first one."""
+        wanted = sorted(ips)
+        if not wanted:
+            return
+        stmt = select(port_ips.c.ip).where(
+            port_ips.c.network_id == port.network_id,
+            port_ips.c.ip.in_(wanted),
+            port_ips.c.port_id != port.id,
+        )
+        if taken := self._c.execute(stmt).scalars().all():
+            ip = _sorted_ips(taken)[0]
+            raise Conflict(f"ip {ip} is already used in network {port.network_id}", "fixed_ips")
+
+    def _insert_ips(self, port: Port, ips: Iterable[str]) -> None:
+        rows = [{"port_id": port.id, "network_id": port.network_id, "ip": ip} for ip in ips]
+        if rows:
+            self._exec(insert(port_ips), rows, subject=port)
+
+    def insert_port(self, port: Port) -> Port:
+        self._require_network(port.network_id)
+        self._check_host(port.host)
+        self._check_ips(port, port.fixed_ips)
+        stored = replace(
+            port,
+            fixed_ips=_sorted_ips(port.fixed_ips),
+            revision=self._stamp(),
+            created_at=port.created_at or _now(),
+        )
+        values = dict(
+            id=stored.id,
+            network_id=stored.network_id,
+            name=stored.name,
+            mac=stored.mac,
+            host=stored.host,
+            status=PortStatus(stored.status).value,
+            revision=stored.revision,
+            created_at=stored.created_at,
+        )
+        self._exec(insert(ports).values(**values), subject=stored)
+        self._insert_ips(stored, stored.fixed_ips)
+        self._log("port", stored.id, "create", stored.network_id)
+        return stored
+
+    def update_port(self, port: Port) -> Port:
+        """Update every field but ``network_id`` (a port cannot change networks) and
+        ``created_at``; only the fixed IPs that changed are rewritten."""
+        old = self.get_port(port.id)
+        if old is None:
+            raise NotFound(f"port {port.id} not found")
+        if port.network_id != old.network_id:
+            raise Conflict(f"port {port.id} cannot move to another network", "network_id")
+        added = set(port.fixed_ips) - set(old.fixed_ips)
+        removed = set(old.fixed_ips) - set(port.fixed_ips)
+        if port.host != old.host:
+            self._check_host(port.host)
+        self._check_ips(port, added)
+        stored = replace(
+            port,
+            fixed_ips=_sorted_ips(port.fixed_ips),
+            revision=self._stamp(),
+            created_at=old.created_at,
+        )
+        stmt = (
+            update(ports)
+            .where(ports.c.id == stored.id)
+            .values(
+                name=stored.name,
+                mac=stored.mac,
+                host=stored.host,
+                status=PortStatus(stored.status).value,
+                revision=stored.revision,
+            )
+        )
+        self._modified(self._exec(stmt, subject=stored), f"port {stored.id}")
+        if removed:
+            gone = port_ips.c.ip.in_(sorted(removed))
+            self._exec(delete(port_ips).where(port_ips.c.port_id == stored.id, gone))
+        self._insert_ips(stored, _sorted_ips(added))
+        self._log("port", stored.id, "update", stored.network_id)
+        return stored
+
+    def delete_port(self, port_id: str) -> Port:
+        old = self.get_port(port_id)
+        if old is None:
+            raise NotFound(f"port {port_id} not found")
+        self._stamp()
+        # port_ips rows go with it (ON DELETE CASCADE)
+        result = self._exec(delete(ports).where(ports.c.id == port_id))
+        self._modified(result, f"port {port_id}")
+        self._log("port", port_id, "delete", old.network_id)
+        return old
+
+    # -- hosts ------------------------------------------------------------------------
+
+    def insert_host(self, host: Host, token_hash: str) -> Host:
+        self._stamp()
+        stored = replace(host, created_at=host.created_at or _now())
+        values = dict(
+            name=stored.name,
+            vtep_ip=stored.vtep_ip,
+            token_hash=token_hash,
+            created_at=stored.created_at,
+            last_seen=stored.last_seen,
+            applied_revision=stored.applied_revision,
+            applied_digest=stored.applied_digest,
+        )
+        self._exec(insert(hosts).values(**values), subject=stored)
+        self._log("host", stored.name, "create", None)
+        return stored
+
+    def delete_host(self, name: str) -> None:
+        """Refused (``Conflict``) while ports are bound to the host: unbind them first, in
+        the same block, so that their change rows are written too."""
+        if self.get_host(name) is None:
+            raise NotFound(f"host {name} not found")
+        bound = select(func.count()).select_from(ports).where(ports.c.host == name)
+        if count := int(self._c.execute(bound).scalar_one()):
+            raise Conflict(f"host {name} still has {count} bound port(s)", field="host")
+        self._stamp()
+        stmt = delete(hosts).where(hosts.c.name == name)
+        self._modified(self._exec(stmt, subject=_Deleting("host", name)), f"host {name}")
+        self._log("host", name, "delete", None)
+
+
+class SqlStore:
+    """The ``Store`` on ``sqlite:///FILE`` or ``postgresql://...`` (psycopg 3).
+
+    The schema is created when missing. Thread-safe: every block takes its own pooled
+    connection. A ``write()`` block whose write failed with a database error rolls back even
+    if the caller swallowed the error, and then raises ``RuntimeError``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = _engine(url)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        with self._begin(write=True) as conn:
+            metadata.create_all(conn)
+            if conn.execute(select(meta.c.id)).first() is None:
+                conn.execute(insert(meta).values(id=1, revision=0, pruned_before=0))
+
+    @contextmanager
+    def _begin(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction on one pooled connection; commits on success."""
+        with self._engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE: True})
+            elif self._postgres:
+                # one snapshot for the whole block (READ COMMITTED takes one per statement)
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[_ReadTx]:
+        with self._begin(write=False) as conn:
+            yield _ReadTx(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[_WriteTx]:
+        with self._begin(write=True) as conn:
+            tx = _WriteTx(conn)
+            yield tx
+            if tx.failed:
+                # raising here makes conn.begin() roll back
+                raise RuntimeError("a write in this block failed; the block was rolled back")
+
+    def record_host_report(
+        self,
+        name: str,
+        *,
+        last_seen: datetime,
+        applied_revision: int | None = None,
+        applied_digest: str | None = None,
+    ) -> None:
+        """Save agent telemetry; ``None`` leaves a value as it was. ``NotFound`` when no
+        host ``name`` is registered."""
+        values: dict[str, Any] = {"last_seen": last_seen}
+        if applied_revision is not None:
+            values["applied_revision"] = applied_revision
+        if applied_digest is not None:
+            values["applied_digest"] = applied_digest
+        with self._begin(write=True) as conn:
+            result = conn.execute(update(hosts).where(hosts.c.name == name).values(**values))
+            if result.rowcount == 0:
+                raise NotFound(f"host {name} not found")
+
+    def prune_changes(self, before_revision: int) -> int:
+        with self._begin(write=True) as conn:
+            current, pruned = conn.execute(select(meta.c.revision, meta.c.pruned_before)).one()
+            # the watermark never passes the committed revision: rows of revisions not yet
+            # written cannot have been pruned, and readers must not be told they were
+            mark = min(before_revision, current + 1)
+            result = conn.execute(delete(changes).where(changes.c.revision < mark))
+            if mark > pruned:
+                conn.execute(update(meta).values(pruned_before=mark))
+            return int(result.rowcount)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({make_url(self.url).render_as_string(hide_password=True)!r})"

@@ -1,0 +1,110 @@
+"""Start and stop real l2pop processes (server, agents) for tests, demo and benchmarks.
+
+Processes are stopped by the pid we started, never by name, and always reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``l2pop server`` as a child process on a free loopback port.
+
+    >>> with ServerProcess(db_url, admin_token="t") as server:
+    ...     httpx.get(server.url + "/healthz")
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        admin_token: str | None = "admin-secret",
+        listen_host: str = "127.0.0.1",
+        port: int | None = None,
+        log_path: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.db_url = db_url
+        self.admin_token = admin_token
+        self.listen_host = listen_host
+        self.port = port or free_port(listen_host)
+        self.url = f"http://{listen_host}:{self.port}"
+        self.log_path = log_path
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "l2pop", "server", "--db", self.db_url]
+        cmd += ["--listen", f"{self.listen_host}:{self.port}", *self.extra_args]
+        if self.admin_token:
+            cmd += ["--admin-token", self.admin_token]
+        return cmd
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("L2POP_ADMIN_TOKEN", None)
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.proc.returncode}; see {self.log_path}"
+                )
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server at {self.url} not healthy after {timeout}s")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown handlers run, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        token = token if token is not None else self.admin_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
