@@ -263,6 +263,23 @@ def test_fixed_ip_unique_in_network(store: Store, ip: str) -> None:
         assert tx.get_port(other.id) == other
 
 
+def test_constraints_have_the_last_word(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the explicit checks gone (as when a concurrent writer slips past them), the
+    database constraints still refuse, and the error still names the field."""
+    from l2pop.store import sql
+
+    monkeypatch.setattr(sql._WriteTx, "_check_ips", lambda *a: None)
+    monkeypatch.setattr(sql._WriteTx, "_check_host", lambda *a: None)
+    net = add_network(store, 1)
+    add_port(store, net.id, "fa:16:3e:00:00:01", ("198.19.0.5",))
+    err = conflict(lambda: add_port(store, net.id, "fa:16:3e:00:00:02", ("198.19.0.5",)))
+    assert err.field == "fixed_ips" and "198.19.0.5" in err.message
+    err = conflict(lambda: add_port(store, net.id, "fa:16:3e:00:00:02", (), "ghost"))
+    assert err.field == "host"
+    with store.read() as tx:
+        assert tx.count_ports(net.id) == 1 and tx.revision() == 2
+
+
 # -- references ---------------------------------------------------------------------------
 
 

@@ -39,8 +39,8 @@ def make_console(file: TextIO | None = None) -> Console:
 
 
 def cell(value: Any) -> Text:
-    """One table cell: ``None`` -> ``-``, bools -> yes/no, lists one item per line."""
-    if value is None:
+    """One table cell: ``None`` or ``""`` -> ``-``, bools -> yes/no, lists one per line."""
+    if value is None or value == "":
         return Text("-", style="dim")
     if isinstance(value, bool):
         return Text("yes", style="green") if value else Text("no", style="red")
@@ -151,7 +151,7 @@ def ports(out: Output, items: list[Mapping[str, Any]], names: Mapping[str, str])
     rows = (
         [
             p.get("id"),
-            p.get("name") or None,
+            p.get("name"),
             names.get(str(p.get("network_id")), p.get("network_id")),
             p.get("mac"),
             p.get("fixed_ips"),
@@ -260,6 +260,13 @@ def fdb(out: Output, state: Mapping[str, Any], names: Mapping[str, str]) -> None
         flood = net.get("flood") or []
         out.console.print(Text("flood: " + (", ".join(map(str, flood)) if flood else "-")))
         entries = net.get("fdb") or []
-        out.table(("mac", "vtep"), ([e.get("mac"), e.get("vtep")] for e in entries), title="fdb")
+        if entries:
+            rows = ([e.get("mac"), e.get("vtep")] for e in entries)
+            out.table(("mac", "vtep"), rows, title="fdb")
+        else:
+            out.console.print(Text("fdb: -"))
         neigh = net.get("neigh") or []
-        out.table(("ip", "mac"), ([e.get("ip"), e.get("mac")] for e in neigh), title="neigh")
+        if neigh:
+            out.table(("ip", "mac"), ([e.get("ip"), e.get("mac")] for e in neigh), title="neigh")
+        else:
+            out.console.print(Text("neigh: -"))

@@ -7,13 +7,16 @@ verbatim by the server, the agent and the simulator.
 from l2pop.model.desired import (
     HostState,
     NetworkTables,
+    RemoteEntry,
     canonical,
     canonical_network,
     combine_digests,
     desired_state,
     digest,
     network_digest,
+    network_members,
     network_view,
+    tables_for,
 )
 from l2pop.model.diff import NetworkDelta, apply_delta, apply_deltas, diff_network, diff_state
 from l2pop.model.errors import Conflict, DomainError, Forbidden, InvalidField, NotFound
@@ -35,6 +38,7 @@ __all__ = [
     "NotFound",
     "Port",
     "PortStatus",
+    "RemoteEntry",
     "apply_delta",
     "apply_deltas",
     "canonical",
@@ -45,5 +49,7 @@ __all__ = [
     "diff_state",
     "digest",
     "network_digest",
+    "network_members",
     "network_view",
+    "tables_for",
 ]

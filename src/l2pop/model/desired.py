@@ -54,13 +54,13 @@ class RemoteEntry:
     fixed_ips: tuple[str, ...]
 
 
-def network_view(
-    network: Network, ports: Iterable[Port], vteps: Mapping[str, str]
-) -> dict[str, NetworkTables]:
-    """The tables of ``network`` for each of its member hosts.
+def network_members(
+    ports: Iterable[Port], vteps: Mapping[str, str]
+) -> tuple[set[str], list[RemoteEntry]]:
+    """(member hosts, ACTIVE ports as remote entries) of one network's ``ports``.
 
-    ``ports`` are the ports of this network; ``vteps`` maps host name -> VTEP IP and
-    holds every registered host. A bound port whose host is not registered is ignored.
+    ``vteps`` maps host name -> VTEP IP of every registered host; a bound port whose host
+    is not registered counts for nothing.
     """
     members: set[str] = set()
     remote: list[RemoteEntry] = []
@@ -71,6 +71,14 @@ def network_view(
             members.add(port.host)
         if port.status is PortStatus.ACTIVE:
             remote.append(RemoteEntry(port.host, vteps[port.host], port.mac, port.fixed_ips))
+    return members, remote
+
+
+def network_view(
+    network: Network, ports: Iterable[Port], vteps: Mapping[str, str]
+) -> dict[str, NetworkTables]:
+    """The tables of ``network`` for each of its member hosts (``ports``: its ports)."""
+    members, remote = network_members(ports, vteps)
     return {host: tables_for(host, network, remote) for host in members}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from l2pop.model import NetworkTables, NotFound, Port, PortStatus, desired_state, network_view
+from l2pop.model import NetworkTables, NotFound, Port, PortStatus, network_view
 from l2pop.model.lifecycle import is_member_status
 from l2pop.store import ReadTx
 
@@ -29,11 +29,6 @@ def host_tables(tx: ReadTx, host: str) -> dict[str, NetworkTables]:
             continue
         out[network_id] = network_view(network, by_network[network_id], vteps)[host]
     return out
-
-
-def all_host_tables(tx: ReadTx) -> dict[str, dict[str, NetworkTables]]:
-    """Every registered host's tables in one pass over the store."""
-    return desired_state(tx.list_networks(), tx.list_ports(), tx.list_hosts())
 
 
 def count_ports_by_status(tx: ReadTx) -> dict[PortStatus, int]:

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from l2pop.model import NotFound, PortStatus, canonical, digest
+from l2pop.model import Host, NotFound, PortStatus, canonical, digest
 from l2pop.server import usecases
 from l2pop.server.auth import Caller, require_admin, require_admin_or_host, require_agent
-from l2pop.server.desired import all_host_tables, host_tables
+from l2pop.server.channel import Channel
+from l2pop.server.desired import host_tables
 from l2pop.store import Store
 from l2pop.wire import (
     HostCreate,
@@ -130,31 +131,28 @@ def create_host(body: HostCreate, store: StoreDep, _: Admin) -> HostCreated:
     return HostCreated(**HostOut.of(host).model_dump(), token=token)
 
 
+def host_out(request: Request, host: Host) -> HostOut:
+    channel: Channel = request.app.state.channel
+    connected, applied, in_sync = channel.host_status(host)
+    out = HostOut.of(host, connected=connected, in_sync=in_sync)
+    out.applied_revision = applied
+    return out
+
+
 @router.get("/hosts", response_model=list[HostOut])
 def list_hosts(request: Request, store: StoreDep, _: Admin) -> list[HostOut]:
     with store.read() as tx:
         hosts = tx.list_hosts()
-        tables = all_host_tables(tx)
-    sessions = request.app.state.sessions
-    return [
-        HostOut.of(
-            h,
-            connected=sessions.connected(h.name),
-            in_sync=h.applied_digest == digest(tables.get(h.name, {})),
-        )
-        for h in hosts
-    ]
+    return [host_out(request, h) for h in hosts]
 
 
 @router.get("/hosts/{name}", response_model=HostOut)
 def get_host(name: str, request: Request, store: StoreDep, _: Admin) -> HostOut:
     with store.read() as tx:
         host = tx.get_host(name)
-        if host is None:
-            raise NotFound(f"host {name} not found")
-        in_sync = host.applied_digest == digest(host_tables(tx, name))
-    sessions = request.app.state.sessions
-    return HostOut.of(host, connected=sessions.connected(name), in_sync=in_sync)
+    if host is None:
+        raise NotFound(f"host {name} not found")
+    return host_out(request, host)
 
 
 @router.delete("/hosts/{name}", status_code=204)

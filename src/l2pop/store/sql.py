@@ -6,7 +6,7 @@ How the contract of ``store/abc.py`` is kept:
   ``UPDATE meta SET revision = revision + 1``; on PostgreSQL that row lock is held until commit,
   on SQLite every write block starts with ``BEGIN IMMEDIATE`` (writers are serialised).
 * Uniqueness and references are constraints; an ``IntegrityError`` is mapped back to
-  ``Conflict``/``NotFound`` by constraint name (``_domain_error``). Explicit checks run first
+  ``Conflict``/``NotFound`` by constraint name (``integrity.py``). Explicit checks run first
   where they give a better message; the constraints stay the race-free last word.
 * Reads are one snapshot: SQLite WAL readers see the database as of their first read;
   PostgreSQL reads run REPEATABLE READ, READ ONLY.
@@ -14,11 +14,11 @@ How the contract of ``store/abc.py`` is kept:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     CursorResult,
     Engine,
     Executable,
+    Table,
     create_engine,
     delete,
     event,
@@ -34,33 +35,17 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from l2pop.model import (
-    ArpSuppression,
-    Conflict,
-    DomainError,
-    Host,
-    Network,
-    NotFound,
-    Port,
-    PortStatus,
-)
+from l2pop.model import ArpSuppression, Conflict, Host, Network, NotFound, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
 from l2pop.store.abc import Change, ChangeKind, ChangeLogTruncated, ChangeOp, iter_chunks
-from l2pop.store.schema import (
-    SQLITE_UNIQUE_COLUMNS,
-    changes,
-    hosts,
-    meta,
-    metadata,
-    networks,
-    port_ips,
-    ports,
-)
+from l2pop.store.integrity import Deleting, domain_error
+from l2pop.store.schema import changes, hosts, meta, metadata, networks, port_ips, ports
 
 #: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
 CHUNK = 1000
@@ -93,8 +78,8 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # ("database is locked") instead of waiting in busy_timeout.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: the other pragmas may wait for locks
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer and vice versa
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
     cur.close()
 
@@ -109,71 +94,17 @@ def _now() -> datetime:
 
 
 def _sorted_ips(ips: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(ips, key=ip_sort_key))
+    return tuple(sorted(set(ips), key=ip_sort_key))
 
 
-@dataclass(frozen=True, slots=True)
-class _Deleting:
-    """The subject of a delete, for error messages."""
-
-    kind: ChangeKind
-    key: str
-
-
-_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
-_PG_KEY_VALUES = re.compile(r"\)=\((.*)\) already exists")
-
-
-def _constraint(exc: IntegrityError) -> str | None:
-    """The name of the violated constraint; "fk" for SQLite's anonymous FK failures."""
-    diag = getattr(exc.orig, "diag", None)
-    if diag is not None:  # psycopg
-        return getattr(diag, "constraint_name", None)
-    text = str(exc.orig)
-    if m := _SQLITE_UNIQUE.search(text):
-        return SQLITE_UNIQUE_COLUMNS.get(m.group(1).strip())
-    if "FOREIGN KEY constraint failed" in text:
-        return "fk"
-    return None
-
-
-def _pg_duplicate_ip(exc: IntegrityError) -> str | None:
-    """The IP of a uq_port_ips_network_id_ip violation, from PostgreSQL's detail line."""
-    detail = getattr(getattr(exc.orig, "diag", None), "message_detail", None) or ""
-    m = _PG_KEY_VALUES.search(detail)
-    return m.group(1).split(", ")[-1] if m else None
-
-
-def _domain_error(name: str | None, exc: IntegrityError, subject: object) -> DomainError | None:
-    """The domain error for violating constraint ``name`` while writing ``subject``."""
-    if isinstance(subject, Network):
-        if name == "uq_networks_vni":
-            return Conflict(f"vni {subject.vni} is already used by another network", "vni")
-        if name == "pk_networks":
-            return Conflict(f"network {subject.id} already exists", "id")
-    elif isinstance(subject, Host):
-        if name == "pk_hosts":
-            return Conflict(f"host {subject.name} is already registered", "name")
-        if name == "uq_hosts_vtep_ip":
-            return Conflict(f"vtep_ip {subject.vtep_ip} is already used by another host", "vtep_ip")
-        if name == "uq_hosts_token_hash":
-            return Conflict("this token is already used by another host", "token")
-    elif isinstance(subject, Port):
-        net = subject.network_id
-        if name == "uq_ports_network_id_mac":
-            return Conflict(f"mac {subject.mac} is already used in network {net}", "mac")
-        if name == "uq_port_ips_network_id_ip":
-            ip = _pg_duplicate_ip(exc) or " or ".join(subject.fixed_ips)
-            return Conflict(f"ip {ip} is already used in network {net}", "fixed_ips")
-        if name == "pk_ports":
-            return Conflict(f"port {subject.id} already exists", "id")
-        if name == "fk_ports_network_id":
-            return NotFound(f"network {net} not found")
-        if name in ("fk_ports_host", "fk"):
-            return Conflict(f"host {subject.host} is not registered (or was just removed)", "host")
-    elif isinstance(subject, _Deleting) and name in ("fk", "fk_ports_network_id", "fk_ports_host"):
-        return Conflict(f"{subject.kind} {subject.key} still has ports")
-    return None
+def _row(table: Table, obj: object, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The column values of ``obj`` for ``table``; enums are stored by value."""
+    values = {}
+    for column in table.columns:
+        if column.name not in skip and hasattr(obj, column.name):
+            value = getattr(obj, column.name)
+            values[column.name] = value.value if isinstance(value, Enum) else value
+    return values
 
 
 def _network(row: Any) -> Network:
@@ -315,9 +246,9 @@ class _ReadTx:
 
 
 class _WriteTx(_ReadTx):
-    """``WriteTx``. Checks that only read run first, so a refused call (``NotFound``,
-    ``Conflict`` from a check) leaves the block usable and the revision untouched; after a
-    database error the block is ``failed`` and can only roll back."""
+    """``WriteTx``. Each write method runs its read-only checks first: a call they refuse
+    (``NotFound``, ``Conflict``) leaves the block usable and the revision untouched. After a
+    database error (constraint violation included) the block is ``failed``: it rolls back."""
 
     def __init__(self, conn: Connection) -> None:
         super().__init__(conn)
@@ -332,7 +263,7 @@ class _WriteTx(_ReadTx):
             # PostgreSQL aborts the transaction on any error; make SQLite behave the same
             self.failed = True
             if isinstance(exc, IntegrityError):
-                error = _domain_error(_constraint(exc), exc, subject)
+                error = domain_error(exc, subject)
                 if error is not None:
                     raise error from exc
             raise
@@ -362,31 +293,15 @@ class _WriteTx(_ReadTx):
 
     def insert_network(self, network: Network) -> Network:
         stored = replace(network, revision=self._stamp())
-        values = dict(
-            id=stored.id,
-            name=stored.name,
-            vni=stored.vni,
-            arp_suppression=ArpSuppression(stored.arp_suppression).value,
-            created_at=stored.created_at,
-            revision=stored.revision,
-        )
-        self._exec(insert(networks).values(**values), subject=stored)
+        self._exec(insert(networks).values(_row(networks, stored)), subject=stored)
         self._log("network", stored.id, "create", stored.id)
         return stored
 
     def update_network(self, network: Network) -> Network:
         self._require_network(network.id)
         stored = replace(network, revision=self._stamp())
-        stmt = (
-            update(networks)
-            .where(networks.c.id == stored.id)
-            .values(
-                name=stored.name,
-                vni=stored.vni,
-                arp_suppression=ArpSuppression(stored.arp_suppression).value,
-                revision=stored.revision,
-            )
-        )
+        values = _row(networks, stored, skip=("id", "created_at"))
+        stmt = update(networks).where(networks.c.id == stored.id).values(values)
         self._modified(self._exec(stmt, subject=stored), f"network {stored.id}")
         self._log("network", stored.id, "update", stored.id)
         return stored
@@ -397,7 +312,7 @@ class _WriteTx(_ReadTx):
             raise Conflict(f"network {network_id} still has {count} port(s); delete them first")
         self._stamp()
         stmt = delete(networks).where(networks.c.id == network_id)
-        result = self._exec(stmt, subject=_Deleting("network", network_id))
+        result = self._exec(stmt, subject=Deleting("network", network_id))
         self._modified(result, f"network {network_id}")
         self._log("network", network_id, "delete", network_id)
 
@@ -425,7 +340,9 @@ class _WriteTx(_ReadTx):
     def _insert_ips(self, port: Port, ips: Iterable[str]) -> None:
         rows = [{"port_id": port.id, "network_id": port.network_id, "ip": ip} for ip in ips]
         if rows:
-            self._exec(insert(port_ips), rows, subject=port)
+            # one multi-row VALUES statement: psycopg runs executemany() in pipeline mode,
+            # which logs a warning when a row violates a constraint
+            self._exec(insert(port_ips).values(rows), subject=port)
 
     def insert_port(self, port: Port) -> Port:
         self._require_network(port.network_id)
@@ -437,17 +354,7 @@ class _WriteTx(_ReadTx):
             revision=self._stamp(),
             created_at=port.created_at or _now(),
         )
-        values = dict(
-            id=stored.id,
-            network_id=stored.network_id,
-            name=stored.name,
-            mac=stored.mac,
-            host=stored.host,
-            status=PortStatus(stored.status).value,
-            revision=stored.revision,
-            created_at=stored.created_at,
-        )
-        self._exec(insert(ports).values(**values), subject=stored)
+        self._exec(insert(ports).values(_row(ports, stored)), subject=stored)
         self._insert_ips(stored, stored.fixed_ips)
         self._log("port", stored.id, "create", stored.network_id)
         return stored
@@ -471,17 +378,8 @@ class _WriteTx(_ReadTx):
             revision=self._stamp(),
             created_at=old.created_at,
         )
-        stmt = (
-            update(ports)
-            .where(ports.c.id == stored.id)
-            .values(
-                name=stored.name,
-                mac=stored.mac,
-                host=stored.host,
-                status=PortStatus(stored.status).value,
-                revision=stored.revision,
-            )
-        )
+        values = _row(ports, stored, skip=("id", "network_id", "created_at"))
+        stmt = update(ports).where(ports.c.id == stored.id).values(values)
         self._modified(self._exec(stmt, subject=stored), f"port {stored.id}")
         if removed:
             gone = port_ips.c.ip.in_(sorted(removed))
@@ -506,16 +404,8 @@ class _WriteTx(_ReadTx):
     def insert_host(self, host: Host, token_hash: str) -> Host:
         self._stamp()
         stored = replace(host, created_at=host.created_at or _now())
-        values = dict(
-            name=stored.name,
-            vtep_ip=stored.vtep_ip,
-            token_hash=token_hash,
-            created_at=stored.created_at,
-            last_seen=stored.last_seen,
-            applied_revision=stored.applied_revision,
-            applied_digest=stored.applied_digest,
-        )
-        self._exec(insert(hosts).values(**values), subject=stored)
+        values = _row(hosts, stored) | {"token_hash": token_hash}
+        self._exec(insert(hosts).values(values), subject=stored)
         self._log("host", stored.name, "create", None)
         return stored
 
@@ -529,7 +419,7 @@ class _WriteTx(_ReadTx):
             raise Conflict(f"host {name} still has {count} bound port(s)", field="host")
         self._stamp()
         stmt = delete(hosts).where(hosts.c.name == name)
-        self._modified(self._exec(stmt, subject=_Deleting("host", name)), f"host {name}")
+        self._modified(self._exec(stmt, subject=Deleting("host", name)), f"host {name}")
         self._log("host", name, "delete", None)
 
 
@@ -546,6 +436,8 @@ class SqlStore:
         self._engine = _engine(url)
         self._postgres = self._engine.dialect.name == "postgresql"
         with self._begin(write=True) as conn:
+            if self._postgres:  # two processes opening a new database must not both create it
+                conn.execute(text("SELECT pg_advisory_xact_lock(7216505)"))
             metadata.create_all(conn)
             if conn.execute(select(meta.c.id)).first() is None:
                 conn.execute(insert(meta).values(id=1, revision=0, pruned_before=0))

@@ -1,0 +1,1 @@
+"""Kernel programming behind one interface: ``abc.Datapath``; ``memory`` (fake), ``linux``."""

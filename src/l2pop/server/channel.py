@@ -1,0 +1,307 @@
+"""The server side of the agent channel: ``/v1/agent`` (WebSocket, JSON text frames).
+
+A session: the agent authenticates with its host token in the upgrade request and says
+``hello`` (host, VTEP). The server answers with a snapshot of the host's state, then ordered
+deltas, each stamped with a revision and chained by ``prev_revision``; heartbeats carry the
+digest the host must have. The agent acks revision + digest of what it applied.
+
+Memory per session is bounded (SPEC.md property 5): a session's outbox holds at most
+``queue_limit`` messages. When a slow agent lets it fill, the queued deltas are dropped and
+replaced by one snapshot, built when the socket is writable again: the backlog coalesces
+into the current state instead of growing. One session per host: a new one replaces the old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from l2pop.model import Host
+from l2pop.server import usecases
+from l2pop.server.hub import HostUpdate, Hub
+from l2pop.server.sessions import SessionRegistry
+from l2pop.store import Store
+from l2pop.wire.channel import (
+    Ack,
+    Delta,
+    ErrorMsg,
+    Heartbeat,
+    Hello,
+    Message,
+    NetworkDeltaMsg,
+    NetworkTablesMsg,
+    Resync,
+    Snapshot,
+    agent_message,
+)
+
+log = logging.getLogger("l2pop.channel")
+router = APIRouter()
+
+CLOSE_REFUSED = 4401
+CLOSE_REPLACED = 4000
+CLOSE_HOST_GONE = 4404
+
+
+class Session:
+    """One live agent connection and its bounded outbox."""
+
+    def __init__(self, host: Host, ws: WebSocket, hub: Hub, queue_limit: int) -> None:
+        self.host = host.name
+        self.ws = ws
+        self.hub = hub
+        self.queue_limit = queue_limit
+        self.outbox: deque[Message] = deque()
+        self.needs_snapshot = True
+        self.prev_revision = 0  # revision of the last message queued on this session
+        self.wake = asyncio.Event()
+        self.wake.set()
+        self.closed = False
+        self.acked_revision: int | None = None
+        self.acked_digest: str | None = None
+        self.last_heard = time.monotonic()
+        self.last_recorded = 0.0
+        self.sent_messages = 0
+        self.sent_bytes = 0
+        self.coalesced = 0
+
+    def push(self, message: Message) -> None:
+        if self.needs_snapshot or self.closed:
+            return  # the snapshot on its way will hold this change
+        if len(self.outbox) >= self.queue_limit:
+            self.outbox.clear()
+            self.needs_snapshot = True
+            self.coalesced += 1
+            log.warning("agent %s is slow: backlog replaced by a snapshot", self.host)
+        else:
+            self.outbox.append(message)
+        self.wake.set()
+
+    def push_update(self, revision: int, update: HostUpdate) -> None:
+        if self.needs_snapshot:
+            return
+        delta = Delta(
+            revision=revision,
+            prev_revision=self.prev_revision,
+            digest=self.hub.digest_of(self.host),
+            networks=[NetworkDeltaMsg.of(d) for d in update.deltas],
+            ports=sorted(update.ports.values(), key=lambda p: p.id),
+            ports_removed=sorted(update.ports_removed),
+        )
+        self.prev_revision = revision
+        self.push(delta)
+
+    def push_heartbeat(self) -> None:
+        self.push(Heartbeat(revision=self.prev_revision, digest=self.hub.digest_of(self.host)))
+
+    def snapshot(self) -> Snapshot:
+        hub = self.hub
+        self.prev_revision = hub.revision
+        return Snapshot(
+            revision=hub.revision,
+            digest=hub.digest_of(self.host),
+            networks=[NetworkTablesMsg.of(t) for t in hub.tables_of(self.host).values()],
+            ports=hub.local_ports_of(self.host),
+        )
+
+    async def send_loop(self) -> None:
+        while not self.closed:
+            await self.wake.wait()
+            self.wake.clear()
+            while not self.closed and (self.needs_snapshot or self.outbox):
+                if self.needs_snapshot:
+                    self.needs_snapshot = False
+                    self.outbox.clear()
+                    message: Message = self.snapshot()
+                else:
+                    message = self.outbox.popleft()
+                text = message.model_dump_json()
+                await self.ws.send_text(text)
+                self.sent_messages += 1
+                self.sent_bytes += len(text)
+
+
+class Channel:
+    """All sessions of one server: fan-out of hub updates, heartbeats, bookkeeping."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        registry: SessionRegistry,
+        *,
+        queue_limit: int = 256,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.registry = registry
+        self.queue_limit = queue_limit
+        self.heartbeat_interval = heartbeat_interval
+        self.sessions: dict[str, Session] = {}
+        self.sent_deltas = 0
+        self._background: set[asyncio.Task[None]] = set()
+        hub.listeners.append(self.publish)
+        hub.gone_listeners.append(self.hosts_gone)
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    def publish(self, revision: int, updates: dict[str, HostUpdate]) -> None:
+        for host, update in updates.items():
+            session = self.sessions.get(host)
+            if session is not None:
+                session.push_update(revision, update)
+                self.sent_deltas += 1
+
+    def hosts_gone(self, hosts: set[str]) -> None:
+        for host in hosts:
+            session = self.sessions.get(host)
+            if session is not None:
+                task = asyncio.create_task(self._close(session, CLOSE_HOST_GONE, "host deleted"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            deadline = time.monotonic() - 3 * self.heartbeat_interval
+            for session in list(self.sessions.values()):
+                if session.last_heard < deadline:
+                    log.warning("agent %s silent for 3 heartbeats: closing", session.host)
+                    await self._close(session, 1001, "heartbeat timeout")
+                else:
+                    session.push_heartbeat()
+
+    # -- per-connection -----------------------------------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        host = await self._authenticate(ws)
+        if host is None:
+            return
+        session = Session(host, ws, self.hub, self.queue_limit)
+        old = self.sessions.get(host.name)
+        if old is not None:
+            await self._close(old, CLOSE_REPLACED, "replaced by a new session")
+        self.sessions[host.name] = session
+        self.registry.opened(host.name)
+        log.info("agent %s connected (vtep %s)", host.name, host.vtep_ip)
+        sender = asyncio.create_task(session.send_loop())
+        try:
+            await self._receive_loop(session)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            session.closed = True
+            session.wake.set()
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            if self.sessions.get(host.name) is session:
+                del self.sessions[host.name]
+            self.registry.closed(host.name)
+            log.info("agent %s disconnected", host.name)
+
+    async def _authenticate(self, ws: WebSocket) -> Host | None:
+        header = ws.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        host = None
+        if scheme.lower() == "bearer" and token.strip():
+            host = await asyncio.to_thread(usecases.authenticate_host, self.store, token.strip())
+        if host is None:
+            await self._refuse(ws, "unauthorized", "missing or invalid host token")
+            return None
+        try:
+            hello = Hello.model_validate_json(await ws.receive_text())
+        except (ValidationError, WebSocketDisconnect, RuntimeError):
+            await self._refuse(ws, "protocol", "expected a hello message first")
+            return None
+        if not hmac.compare_digest(hello.host, host.name):
+            await self._refuse(ws, "host_mismatch", f"this token belongs to host {host.name}")
+            return None
+        if hello.vtep_ip != host.vtep_ip:
+            await self._refuse(
+                ws,
+                "vtep_mismatch",
+                f"host {host.name} is registered with VTEP {host.vtep_ip}, not {hello.vtep_ip}",
+            )
+            return None
+        return host
+
+    async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
+        log.warning("agent refused: %s", message)
+        with contextlib.suppress(Exception):
+            await ws.send_text(ErrorMsg(code=code, message=message).model_dump_json())
+            await ws.close(CLOSE_REFUSED, message[:120])
+
+    async def _close(self, session: Session, code: int, reason: str) -> None:
+        session.closed = True
+        session.wake.set()
+        with contextlib.suppress(Exception):
+            await session.ws.send_text(ErrorMsg(code="closed", message=reason).model_dump_json())
+            await session.ws.close(code, reason)
+
+    async def _receive_loop(self, session: Session) -> None:
+        while not session.closed:
+            text = await session.ws.receive_text()
+            session.last_heard = time.monotonic()
+            try:
+                message = agent_message.validate_json(text)
+            except ValidationError:
+                log.warning("agent %s sent a malformed message; ignored", session.host)
+                continue
+            if isinstance(message, Ack):
+                await self._on_ack(session, message)
+            elif isinstance(message, Resync):
+                log.info("agent %s asks for a resync: %s", session.host, message.reason)
+                session.needs_snapshot = True
+                session.outbox.clear()
+                session.wake.set()
+
+    async def _on_ack(self, session: Session, ack: Ack) -> None:
+        changed = (ack.revision, ack.digest) != (session.acked_revision, session.acked_digest)
+        session.acked_revision, session.acked_digest = ack.revision, ack.digest
+        now = time.monotonic()
+        # persist on change, and at most every other heartbeat otherwise (last_seen)
+        if changed or now - session.last_recorded > 2 * self.heartbeat_interval:
+            session.last_recorded = now
+            await asyncio.to_thread(
+                self.store.record_host_report,
+                session.host,
+                last_seen=datetime.now(UTC),
+                applied_revision=ack.revision,
+                applied_digest=ack.digest,
+            )
+
+    # -- views for the REST API ---------------------------------------------------------------
+
+    def host_status(self, host: Host) -> tuple[bool, int | None, bool]:
+        """(connected, applied revision, in sync) of ``host`` for the REST API.
+
+        In sync: the digest the agent last acknowledged equals the digest of what the host
+        must hold now. A connected, in-sync agent with nothing in flight is current as of
+        the hub's revision even if no message concerned it since.
+        """
+        expected = self.hub.digest_of(host.name)
+        session = self.sessions.get(host.name)
+        if session is None:
+            return False, host.applied_revision, host.applied_digest == expected
+        in_sync = session.acked_digest == expected
+        applied = session.acked_revision
+        if in_sync and not session.outbox and not session.needs_snapshot:
+            applied = max(applied or 0, self.hub.revision)
+        return True, applied, in_sync
+
+
+@router.websocket("/v1/agent")
+async def agent_channel(ws: WebSocket) -> None:
+    channel: Channel = ws.app.state.channel
+    await channel.serve(ws)

@@ -1,0 +1,279 @@
+"""The hub: the server's in-memory view of the desired state, and what each host must hear.
+
+Design notes
+------------
+The store is the truth; the hub is a cache of it that follows the change log. It holds every
+network and its ports (a few hundred bytes a port) plus, per host, the digest of each network
+table the host must hold. It does **not** hold a copy of every host's tables: a host's table
+of network N is derived on demand from N's ports (``model.tables_for``), so memory grows with
+the number of ports, not with ports x members.
+
+One event, one pass (``advance``): read the changes since the hub's revision together with the
+current rows of every network they touched, in one read transaction (a consistent snapshot).
+For each touched network compute its member view before and after, and diff them per member
+host (``model.diff_network``). Only hosts that are or were members of a touched network get
+a message: interest-based fan-out, never broadcast (SPEC.md channel property 2). Recomputing
+touched networks from rows, rather than patching from event payloads, makes a batch of
+changes idempotent and order-proof: whatever happened in between, the delta moves the host
+from what it was sent to what it must hold.
+
+Per-host digests are kept per network and combined (ADR 6), so an event costs a re-hash of
+the touched network only.
+
+The hub runs on the server's event loop; ``notify`` may be called from any thread (the REST
+handlers run in a thread pool) and only wakes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from l2pop.model import (
+    Network,
+    NetworkDelta,
+    NetworkTables,
+    Port,
+    combine_digests,
+    diff_network,
+    network_digest,
+    network_members,
+    network_view,
+    tables_for,
+)
+from l2pop.store import Store
+from l2pop.wire.channel import LocalPort
+
+log = logging.getLogger("l2pop.hub")
+
+
+@dataclass
+class HostUpdate:
+    """What one host must hear about one batch of changes."""
+
+    deltas: list[NetworkDelta] = field(default_factory=list)
+    ports: dict[str, LocalPort] = field(default_factory=dict)
+    ports_removed: set[str] = field(default_factory=set)
+
+    def is_empty(self) -> bool:
+        return not (self.deltas or self.ports or self.ports_removed)
+
+
+@dataclass
+class Batch:
+    """Rows read in one transaction: everything needed to move the hub to ``revision``."""
+
+    revision: int
+    networks: dict[str, Network | None]  # touched network id -> current row (None: deleted)
+    ports: dict[str, list[Port]]  # touched network id -> its current ports
+    vteps: dict[str, str] | None  # every host's VTEP, when hosts changed
+
+
+def local_port(network: Network, port: Port) -> LocalPort:
+    return LocalPort(
+        id=port.id,
+        network_id=port.network_id,
+        vni=network.vni,
+        mac=port.mac,
+        fixed_ips=list(port.fixed_ips),
+        status=port.status,
+    )
+
+
+class Hub:
+    """In-memory desired state that follows the store, and per-host fan-out of its changes.
+
+    ``listener(revision, updates)`` is called on the event loop after each batch with the
+    per-host updates; ``hosts_gone(names)`` when hosts were deleted.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.revision = 0
+        self.networks: dict[str, Network] = {}
+        self.ports: dict[str, dict[str, Port]] = defaultdict(dict)  # network id -> port id -> port
+        self.vteps: dict[str, str] = {}
+        self.member_of: dict[str, set[str]] = defaultdict(set)  # host -> network ids
+        self.local: dict[str, set[tuple[str, str]]] = defaultdict(set)  # host -> {(net, port)}
+        self.net_digests: dict[str, dict[str, str]] = defaultdict(dict)  # host -> net -> digest
+        self.listeners: list[Callable[[int, dict[str, HostUpdate]], None]] = []
+        self.gone_listeners: list[Callable[[set[str]], None]] = []
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0
+
+    # -- loading and following the store ------------------------------------------------
+
+    def load(self) -> None:
+        """Read the whole store (blocking; call from a thread before serving agents)."""
+        with self.store.read() as tx:
+            revision = tx.revision()
+            networks = tx.list_networks()
+            ports = tx.list_ports()
+            hosts = tx.list_hosts()
+        self.revision = revision
+        self.vteps = {h.name: h.vtep_ip for h in hosts}
+        self.networks = {n.id: n for n in networks}
+        for port in ports:
+            self.ports[port.network_id][port.id] = port
+        for network in networks:
+            self._index(network.id, self._view(network.id))
+        log.info(
+            "hub loaded revision %d: %d networks, %d ports, %d hosts",
+            revision,
+            len(networks),
+            len(ports),
+            len(hosts),
+        )
+
+    def notify(self, revision: int) -> None:
+        """A write committed (any thread): wake the loop to read the change log."""
+        if self._loop is not None and revision > self.revision:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def follow(self) -> None:
+        """Forever: wait for a commit, read what changed, fan it out."""
+        self._loop = asyncio.get_running_loop()
+        self._wake.set()  # catch up with anything committed while loading
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                batch = await asyncio.to_thread(self.read_batch)
+            except Exception:
+                log.exception("hub: reading the change log failed; retrying")
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            if batch is not None:
+                self.apply_batch(batch)
+
+    def read_batch(self) -> Batch | None:
+        """Changes since our revision plus the current rows they touched (one snapshot)."""
+        with self.store.read() as tx:
+            changes = tx.changes_since(self.revision)
+            if not changes:
+                return None
+            touched = sorted({c.network_id for c in changes if c.network_id})
+            networks = {nid: tx.get_network(nid) for nid in touched}
+            ports: dict[str, list[Port]] = {nid: [] for nid in touched}
+            for port in tx.list_ports(network_ids=touched):
+                ports[port.network_id].append(port)
+            hosts_changed = any(c.kind == "host" for c in changes)
+            vteps = {h.name: h.vtep_ip for h in tx.list_hosts()} if hosts_changed else None
+            return Batch(tx.revision(), networks, ports, vteps)
+
+    def apply_batch(self, batch: Batch) -> dict[str, HostUpdate]:
+        """Move the hub to ``batch.revision``; returns (and publishes) per-host updates."""
+        updates: dict[str, HostUpdate] = defaultdict(HostUpdate)
+        old_vteps = self.vteps
+        new_vteps = batch.vteps if batch.vteps is not None else old_vteps
+        touched = set(batch.networks)
+        if batch.vteps is not None:
+            # a host's VTEP appearing or going changes every network its ports are in
+            changed = {
+                h
+                for h in old_vteps.keys() | new_vteps.keys()
+                if old_vteps.get(h) != new_vteps.get(h)
+            }
+            touched |= {nid for h in changed for nid in self.member_of.get(h, ())}
+        old_views = {nid: self._view(nid) for nid in touched}
+        old_ports = {nid: dict(self.ports.get(nid, {})) for nid in touched}
+        self.vteps = dict(new_vteps)
+        for nid, network in batch.networks.items():
+            if network is None:
+                self.networks.pop(nid, None)
+                self.ports.pop(nid, None)
+            else:
+                self.networks[nid] = network
+                self.ports[nid] = {p.id: p for p in batch.ports[nid]}
+        for nid in sorted(touched):
+            new_view = self._view(nid)
+            for host in old_views[nid].keys() | new_view.keys():
+                delta = diff_network(old_views[nid].get(host), new_view.get(host))
+                if delta is not None:
+                    updates[host].deltas.append(delta)
+            self._index(nid, new_view, old_views[nid])
+            self._local_changes(nid, old_ports[nid], updates)
+        gone = set(old_vteps) - set(new_vteps)
+        for host in gone:
+            self.net_digests.pop(host, None)
+            self.member_of.pop(host, None)
+            self.local.pop(host, None)
+        self.revision = batch.revision
+        self.batches += 1
+        result = {h: u for h, u in updates.items() if not u.is_empty()}
+        for listener in self.listeners:
+            listener(batch.revision, result)
+        if gone:
+            for gone_listener in self.gone_listeners:
+                gone_listener(gone)
+        return result
+
+    # -- derived state --------------------------------------------------------------------
+
+    def _view(self, network_id: str) -> dict[str, NetworkTables]:
+        network = self.networks.get(network_id)
+        if network is None:
+            return {}
+        return network_view(network, self.ports.get(network_id, {}).values(), self.vteps)
+
+    def _index(
+        self,
+        network_id: str,
+        view: dict[str, NetworkTables],
+        old_view: dict[str, NetworkTables] | None = None,
+    ) -> None:
+        for host in (old_view or {}).keys() - view.keys():
+            self.member_of[host].discard(network_id)
+            self.net_digests[host].pop(network_id, None)
+        for host, tables in view.items():
+            self.member_of[host].add(network_id)
+            self.net_digests[host][network_id] = network_digest(tables)
+        for port in self.ports.get(network_id, {}).values():
+            if port.host is not None:
+                self.local[port.host].add((network_id, port.id))
+
+    def _local_changes(
+        self, network_id: str, before: dict[str, Port], updates: dict[str, HostUpdate]
+    ) -> None:
+        after = self.ports.get(network_id, {})
+        network = self.networks.get(network_id)
+        for port_id in before.keys() | after.keys():
+            old, new = before.get(port_id), after.get(port_id)
+            if old == new:
+                continue
+            if old is not None and old.host is not None and (new is None or new.host != old.host):
+                updates[old.host].ports_removed.add(port_id)
+                self.local[old.host].discard((network_id, port_id))
+            if new is not None and new.host is not None and network is not None:
+                updates[new.host].ports[port_id] = local_port(network, new)
+
+    # -- what a host must hold --------------------------------------------------------------
+
+    def digest_of(self, host: str) -> str:
+        return combine_digests(self.net_digests.get(host, {}))
+
+    def tables_of(self, host: str) -> dict[str, NetworkTables]:
+        """Every network table ``host`` must hold now."""
+        out: dict[str, NetworkTables] = {}
+        for nid in sorted(self.member_of.get(host, ())):
+            network = self.networks[nid]
+            _, remote = network_members(self.ports[nid].values(), self.vteps)
+            out[nid] = tables_for(host, network, remote)
+        return out
+
+    def local_ports_of(self, host: str) -> list[LocalPort]:
+        out = []
+        for nid, port_id in sorted(self.local.get(host, ())):
+            port = self.ports.get(nid, {}).get(port_id)
+            network = self.networks.get(nid)
+            if port is not None and network is not None and port.host == host:
+                out.append(local_port(network, port))
+        return out
+
+    def hosts(self) -> Iterable[str]:
+        return self.vteps.keys()
