@@ -71,9 +71,16 @@ def add_host(store: Store, name: str, vtep: str, token_hash: str | None = None) 
         return tx.insert_host(host(name, vtep), token_hash or f"hash-{name}")
 
 
-def add_port(store: Store, *args: object, **kwargs: object) -> Port:
+def add_port(  # noqa: PLR0917 (mirrors port())
+    store: Store,
+    network_id: str,
+    mac: str,
+    ips: tuple[str, ...] = (),
+    host: str | None = None,
+    status: PortStatus = PortStatus.DOWN,
+) -> Port:
     with store.write() as tx:
-        return tx.insert_port(port(*args, **kwargs))  # type: ignore[arg-type]
+        return tx.insert_port(port(network_id, mac, ips, host, status))
 
 
 def revision(store: Store) -> int:
@@ -325,13 +332,14 @@ def test_missing_rows_not_found(store: Store) -> None:
     ghost_net = network(5)
     ghost_port = port(str(uuid.uuid4()), "fa:16:3e:00:00:01")
     with store.write() as tx:
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: tx.update_network(ghost_net),
             lambda: tx.delete_network(ghost_net.id),
             lambda: tx.update_port(ghost_port),
             lambda: tx.delete_port(ghost_port.id),
             lambda: tx.delete_host("ghost"),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(NotFound):
                 call()
     assert revision(store) == 0

@@ -24,6 +24,7 @@ from l2pop.cli.common import add_global_options
 COMMAND_MODULES: tuple[str, ...] = (
     "l2pop.cli.server",
     "l2pop.cli.resources",
+    "l2pop.cli.agent",
 )
 
 

@@ -37,6 +37,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="T",
         help="bearer token for admin calls (env L2POP_ADMIN_TOKEN)",
     )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between channel heartbeats to agents (default 5)",
+    )
+    p.add_argument(
+        "--queue-limit",
+        type=int,
+        default=256,
+        metavar="N",
+        help="messages buffered per agent before its backlog becomes a snapshot (default 256)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -46,5 +60,11 @@ def _run(args: argparse.Namespace) -> int:
         from l2pop.server.main import run
     except ImportError as exc:
         raise CliError(f"the l2pop server is not available: {exc}") from None
-    result = run(db_url=args.db, listen=args.listen, admin_token=args.admin_token)
+    result = run(
+        db_url=args.db,
+        listen=args.listen,
+        admin_token=args.admin_token,
+        heartbeat_interval=args.heartbeat_interval,
+        queue_limit=args.queue_limit,
+    )
     return result if isinstance(result, int) else 0

@@ -63,7 +63,7 @@ def create_app(
     app.state.hub = hub
     app.state.channel = channel
     install_error_handlers(app)
-    install_metrics(app, app.state.store, sessions)
+    install_metrics(app, app.state.store, sessions, channel.stats)
     app.include_router(router)
     app.include_router(channel_router)
 

@@ -18,7 +18,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -54,8 +54,11 @@ CLOSE_HOST_GONE = 4404
 class Session:
     """One live agent connection and its bounded outbox."""
 
-    def __init__(self, host: Host, ws: WebSocket, hub: Hub, queue_limit: int) -> None:
+    def __init__(
+        self, host: Host, ws: WebSocket, hub: Hub, queue_limit: int, stats: Counter[str]
+    ) -> None:
         self.host = host.name
+        self.stats = stats
         self.ws = ws
         self.hub = hub
         self.queue_limit = queue_limit
@@ -69,9 +72,6 @@ class Session:
         self.acked_digest: str | None = None
         self.last_heard = time.monotonic()
         self.last_recorded = 0.0
-        self.sent_messages = 0
-        self.sent_bytes = 0
-        self.coalesced = 0
 
     def push(self, message: Message) -> None:
         if self.needs_snapshot or self.closed:
@@ -79,7 +79,7 @@ class Session:
         if len(self.outbox) >= self.queue_limit:
             self.outbox.clear()
             self.needs_snapshot = True
-            self.coalesced += 1
+            self.stats["coalesced"] += 1
             log.warning("agent %s is slow: backlog replaced by a snapshot", self.host)
         else:
             self.outbox.append(message)
@@ -125,8 +125,9 @@ class Session:
                     message = self.outbox.popleft()
                 text = message.model_dump_json()
                 await self.ws.send_text(text)
-                self.sent_messages += 1
-                self.sent_bytes += len(text)
+                kind = getattr(message, "type", "other")
+                self.stats[f"sent_{kind}"] += 1
+                self.stats[f"bytes_{kind}"] += len(text)
 
 
 class Channel:
@@ -147,7 +148,7 @@ class Channel:
         self.queue_limit = queue_limit
         self.heartbeat_interval = heartbeat_interval
         self.sessions: dict[str, Session] = {}
-        self.sent_deltas = 0
+        self.stats: Counter[str] = Counter()  # sent_<type>, bytes_<type>, coalesced, ...
         self._background: set[asyncio.Task[None]] = set()
         hub.listeners.append(self.publish)
         hub.gone_listeners.append(self.hosts_gone)
@@ -159,7 +160,6 @@ class Channel:
             session = self.sessions.get(host)
             if session is not None:
                 session.push_update(revision, update)
-                self.sent_deltas += 1
 
     def hosts_gone(self, hosts: set[str]) -> None:
         for host in hosts:
@@ -187,7 +187,7 @@ class Channel:
         host = await self._authenticate(ws)
         if host is None:
             return
-        session = Session(host, ws, self.hub, self.queue_limit)
+        session = Session(host, ws, self.hub, self.queue_limit, self.stats)
         old = self.sessions.get(host.name)
         if old is not None:
             await self._close(old, CLOSE_REPLACED, "replaced by a new session")
@@ -261,6 +261,7 @@ class Channel:
             if isinstance(message, Ack):
                 await self._on_ack(session, message)
             elif isinstance(message, Resync):
+                self.stats["resyncs"] += 1
                 log.info("agent %s asks for a resync: %s", session.host, message.reason)
                 session.needs_snapshot = True
                 session.outbox.clear()

@@ -36,7 +36,14 @@ def normalise_db_url(db: str) -> str:
     return db if "://" in db else f"sqlite:///{db}"
 
 
-def run(db_url: str, listen: str, admin_token: str | None) -> int:
+def run(
+    db_url: str,
+    listen: str,
+    admin_token: str | None,
+    *,
+    heartbeat_interval: float = 5.0,
+    queue_limit: int = 256,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         host, port = parse_listen(listen)
@@ -53,10 +60,20 @@ def run(db_url: str, listen: str, admin_token: str | None) -> int:
     if not admin_token:
         log.warning("no admin token: the API is open to local callers on %s", host)
     store = open_store(normalise_db_url(db_url))
-    app = create_app(store, admin_token or None)
+    app = create_app(
+        store, admin_token or None, heartbeat_interval=heartbeat_interval, queue_limit=queue_limit
+    )
     log.info("l2pop server on http://%s:%d, store %s", host, port, store.url.split("@")[-1])
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ws_ping_interval=heartbeat_interval,
+            ws_ping_timeout=3 * heartbeat_interval,
+        )
     finally:
         store.close()
     return 0

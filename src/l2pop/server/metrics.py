@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -41,7 +41,39 @@ class StoreCollector(Collector):
         yield by_status
 
 
-def install_metrics(app: FastAPI, store: Store, sessions: SessionRegistry) -> None:
+class ChannelCollector(Collector):
+    """Agent-channel counters: messages and bytes sent by type, coalesced backlogs."""
+
+    def __init__(self, stats: Mapping[str, int]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        messages = CounterMetricFamily(
+            "l2pop_channel_messages_sent", "Channel messages sent to agents", labels=["type"]
+        )
+        sent_bytes = CounterMetricFamily(
+            "l2pop_channel_bytes_sent", "Channel bytes sent to agents", labels=["type"]
+        )
+        for key, value in sorted(self.stats.items()):
+            if key.startswith("sent_"):
+                messages.add_metric([key.removeprefix("sent_")], value)
+            elif key.startswith("bytes_"):
+                sent_bytes.add_metric([key.removeprefix("bytes_")], value)
+        yield messages
+        yield sent_bytes
+        yield CounterMetricFamily(
+            "l2pop_channel_coalesced",
+            "Slow-agent backlogs replaced by a snapshot",
+            self.stats.get("coalesced", 0),
+        )
+        yield CounterMetricFamily(
+            "l2pop_channel_resyncs", "Resyncs requested by agents", self.stats.get("resyncs", 0)
+        )
+
+
+def install_metrics(
+    app: FastAPI, store: Store, sessions: SessionRegistry, channel_stats: Mapping[str, int]
+) -> None:
     registry = CollectorRegistry()
     requests = Counter(
         "l2pop_http_requests",
@@ -56,6 +88,7 @@ def install_metrics(app: FastAPI, store: Store, sessions: SessionRegistry) -> No
         registry=registry,
     )
     registry.register(StoreCollector(store, sessions))
+    registry.register(ChannelCollector(channel_stats))
     app.state.metrics_registry = registry
 
     @app.middleware("http")

@@ -61,6 +61,7 @@ def _retry_allocation(field: str, attempt: Callable[[], T]) -> T:
 
 
 def _next_free_vni(tx: WriteTx) -> int:
+    tx.serialize()  # concurrent creations would all read the same maximum
     used = sorted(n.vni for n in tx.list_networks())
     candidate = (used[-1] + 1) if used else 1
     if candidate <= VNI_MAX:

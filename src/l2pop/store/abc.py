@@ -101,6 +101,15 @@ class ReadTx(Protocol):
 class WriteTx(ReadTx, Protocol):
     """A read transaction that may also write. Writes return the stored (stamped) object."""
 
+    def serialize(self) -> int:
+        """Take this block's revision now, as its first write would, and return it.
+
+        Writers queue on the revision, so once this returns no other write is in flight and
+        reads see everything committed: use it before read-then-allocate (the next free
+        VNI). Only for blocks that go on to write.
+        """
+        ...
+
     def insert_network(self, network: Network) -> Network: ...
 
     def update_network(self, network: Network) -> Network: ...

@@ -291,6 +291,9 @@ class _WriteTx(_ReadTx):
         if self.get_network(network_id) is None:
             raise NotFound(f"network {network_id} not found")
 
+    def serialize(self) -> int:
+        return self._stamp()
+
     def insert_network(self, network: Network) -> Network:
         stored = replace(network, revision=self._stamp())
         self._exec(insert(networks).values(_row(networks, stored)), subject=stored)

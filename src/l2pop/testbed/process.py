@@ -89,6 +89,10 @@ class ServerProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def restart(self, timeout: float = 20.0) -> ServerProcess:
+        """Start again on the same port and database (after ``kill`` or ``stop``)."""
+        return self.start(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

@@ -1,0 +1,387 @@
+"""The agent: one WebSocket session to ``/v1/agent`` at a time, forever (protocol in
+``l2pop.wire.channel``).
+
+Work structure (kubernetes sample-controller pattern): the socket reader only updates the
+reconciler's in-memory state and wakes the worker; the datapath's port listener (any thread)
+only wakes the worker; one worker task runs ``Reconciler.sync`` (in a thread when the datapath
+does kernel I/O), then acks and queues status reports. A failed sync is retried with
+rate-limited backoff and is FULL (mark and sweep).
+
+Session life: connect with the host token, send ``hello``, then snapshot and deltas arrive. A
+gap or a digest mismatch (delta or server heartbeat) sends ``resync`` once and ignores deltas
+until the snapshot comes. The agent acks after each sync that changed what it applied, and
+every ``heartbeat_interval`` as its heartbeat. WebSocket pings detect a dead link. On any end
+of the session it reconnects with exponential backoff and full jitter (reset after a session
+that lived long enough), and keeps the kernel as it is meanwhile (fail static).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from l2pop.agent.backoff import Backoff
+from l2pop.agent.reconciler import Gap, Reconciler
+from l2pop.agent.reporter import StatusReporter
+from l2pop.datapath.abc import Datapath
+from l2pop.wire.channel import (
+    Ack,
+    Delta,
+    ErrorMsg,
+    Heartbeat,
+    Hello,
+    Resync,
+    ServerMessage,
+    Snapshot,
+    server_message,
+)
+
+log = logging.getLogger("l2pop.agent")
+
+#: server error codes that mean "you are not welcome as you are": retry slowly.
+REFUSED_CODES = frozenset(
+    {"unauthorized", "forbidden", "conflict", "vtep_ip_taken", "unknown_host", "replaced"}
+)
+#: a session that lived this long resets the reconnect backoff
+STABLE_SESSION_S = 10.0
+#: largest message accepted: a big host's snapshot is several MB of JSON
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def channel_urls(server_url: str) -> tuple[str, str]:
+    """(http base URL, WebSocket URL of ``/v1/agent``) from the server URL, http(s) or ws(s)."""
+    url = server_url.rstrip("/")
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(http):
+            return url, ws + url[len(http) :] + "/v1/agent"
+        if url.startswith(ws):
+            return http + url[len(ws) :], url + "/v1/agent"
+    return "http://" + url, "ws://" + url + "/v1/agent"
+
+
+@dataclass
+class AgentStats:
+    """Counters of one agent (served by the control endpoint)."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    bytes_received: int = 0
+    networks_seen: set[str] = field(default_factory=set)
+    resyncs_requested: int = 0
+    gaps_detected: int = 0
+    duplicates_ignored: int = 0
+    syncs: int = 0
+    full_syncs: int = 0
+    sync_errors: int = 0
+    sessions: int = 0
+    connect_failures: int = 0
+    acks_sent: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": dict(self.messages),
+            "bytes_received": self.bytes_received,
+            "networks_seen": sorted(self.networks_seen),
+            "resyncs_requested": self.resyncs_requested,
+            "gaps_detected": self.gaps_detected,
+            "duplicates_ignored": self.duplicates_ignored,
+            "syncs": self.syncs,
+            "full_syncs": self.full_syncs,
+            "sync_errors": self.sync_errors,
+            "sessions": self.sessions,
+            "connect_failures": self.connect_failures,
+            "acks_sent": self.acks_sent,
+        }
+
+
+class Agent:
+    """The agent of one host. ``run()`` until ``stop()``; the datapath is the caller's."""
+
+    def __init__(
+        self,
+        server_url: str,
+        host: str,
+        vtep_ip: str,
+        token: str,
+        datapath: Datapath,
+        *,
+        heartbeat_interval: float = 5.0,
+        test_hooks: bool = False,
+        http_client: httpx.AsyncClient | None = None,
+        sync_in_thread: bool | None = None,
+        reconnect_backoff: Backoff | None = None,
+    ) -> None:
+        self.host = host
+        self.vtep_ip = vtep_ip
+        self.datapath = datapath
+        self.heartbeat_interval = heartbeat_interval
+        self.test_hooks = test_hooks
+        self.http_url, self.ws_url = channel_urls(server_url)
+        self._token = token
+        self.reconciler = Reconciler(datapath)
+        self.reporter = StatusReporter(self.http_url, token, client=http_client, host=host)
+        self.stats = AgentStats()
+        # The memory datapath does no I/O: a thread per sync would only add overhead when a
+        # swarm runs hundreds of agents in one process.
+        self._sync_in_thread = (
+            datapath.name != "memory" if sync_in_thread is None else (sync_in_thread)
+        )
+        self._reconnect = reconnect_backoff or Backoff(0.2, 10.0)
+        self._ws: ClientConnection | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._resync_pending = False
+        self._refused = False
+        self._last_acked: tuple[int, str] | None = None
+        self._drop_deltas = 0
+        self._duplicate_deltas = 0
+        self.last_error: str | None = None
+
+    # -- public -----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def run(self) -> None:
+        """Hold a session to the server, reconnecting forever, until ``stop()``."""
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:  # called from the datapath's thread
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self.datapath.set_port_listener(wake)
+        tasks = [
+            asyncio.create_task(self._worker(), name=f"agent-{self.host}-worker"),
+            asyncio.create_task(self.reporter.run(), name=f"agent-{self.host}-reporter"),
+        ]
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                self._session_task = asyncio.create_task(self._session())
+                try:
+                    await self._session_task
+                except asyncio.CancelledError:
+                    if not self._stopping.is_set():
+                        raise  # run() itself was cancelled
+                if self._stopping.is_set():
+                    break
+                if time.monotonic() - started > STABLE_SESSION_S and not self._refused:
+                    self._reconnect.reset()
+                delay = self._reconnect.long() if self._refused else self._reconnect.next()
+                self._refused = False
+                log.debug("%s: reconnecting in %.2fs", self.host, delay)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
+            await self.reporter.close()
+
+    async def stop(self) -> None:
+        """End ``run()``: close the session; the datapath keeps its state (fail static)."""
+        self._stopping.set()
+        ws, task = self._ws, self._session_task
+        if ws is not None:
+            with suppress(Exception):
+                await ws.close()
+        if task is not None and not task.done():
+            task.cancel()  # still connecting: do not wait for the open timeout
+
+    def drop_next_delta(self) -> None:
+        """Test hook: the next delta is discarded as if lost on the wire."""
+        self._require_hooks()
+        self._drop_deltas += 1
+
+    def duplicate_next_delta(self) -> None:
+        """Test hook: the next delta is processed twice."""
+        self._require_hooks()
+        self._duplicate_deltas += 1
+
+    def status(self) -> dict[str, Any]:
+        applied = self.reconciler.applied()
+        return {
+            "host": self.host,
+            "vtep_ip": self.vtep_ip,
+            "connected": self.connected,
+            "revision": applied[0] if applied else None,
+            "digest": applied[1] if applied else None,
+            "last_error": self.last_error,
+        }
+
+    # -- session ----------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        """One connection, from connect to close; never raises for network trouble."""
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            async with connect(
+                self.ws_url,
+                additional_headers=headers,
+                ping_interval=self.heartbeat_interval,
+                ping_timeout=max(self.heartbeat_interval * 2, 5.0),
+                open_timeout=10.0,
+                close_timeout=2.0,
+                max_size=MAX_MESSAGE_BYTES,
+                proxy=None,
+            ) as ws:
+                self._ws = ws
+                self.stats.sessions += 1
+                self.last_error = None
+                self._resync_pending = False
+                self._last_acked = None
+                self.reconciler.new_session()
+                await ws.send(Hello(host=self.host, vtep_ip=self.vtep_ip).model_dump_json())
+                log.info("%s: connected to %s", self.host, self.ws_url)
+                beat = asyncio.create_task(self._heartbeat(ws))
+                try:
+                    async for raw in ws:
+                        await self._on_message(ws, raw)
+                finally:
+                    beat.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await beat
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            self.stats.connect_failures += 1
+            self._refused = code in (401, 403, 409)
+            self.last_error = f"upgrade refused: HTTP {code}"
+            log.warning("%s: server refused the channel: HTTP %d", self.host, code)
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            if not isinstance(exc, ConnectionClosed):
+                self.stats.connect_failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.info("%s: channel down: %s", self.host, self.last_error)
+        except Exception as exc:
+            # A bug must not end the agent for good: log it and start a fresh session.
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s: session failed", self.host)
+        finally:
+            if self._ws is not None:
+                log.info("%s: disconnected; keeping the datapath as is", self.host)
+            self._ws = None
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        """Send an ack every ``heartbeat_interval``: the agent's heartbeat."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await self._send_ack(ws, force=True)
+
+    async def _send_ack(self, ws: ClientConnection | None, *, force: bool = False) -> None:
+        applied = self.reconciler.applied()
+        if ws is None or applied is None or (not force and applied == self._last_acked):
+            return
+        with suppress(ConnectionClosed):
+            await ws.send(Ack(revision=applied[0], digest=applied[1]).model_dump_json())
+            self._last_acked = applied
+            self.stats.acks_sent += 1
+
+    async def _request_resync(self, ws: ClientConnection, reason: str) -> None:
+        if self._resync_pending:
+            return
+        log.warning("%s: requesting a resync: %s", self.host, reason)
+        self._resync_pending = True
+        self.stats.resyncs_requested += 1
+        await ws.send(Resync(reason=reason).model_dump_json())
+
+    # -- messages ---------------------------------------------------------------------
+
+    async def _on_message(self, ws: ClientConnection, raw: str | bytes) -> None:
+        """Record one server message; kernel work is left to the worker."""
+        self.stats.bytes_received += len(raw)
+        try:
+            msg: ServerMessage = server_message.validate_json(raw)
+        except ValidationError as exc:
+            self.stats.messages["invalid"] += 1
+            log.warning("%s: ignoring a malformed server message: %s", self.host, exc)
+            return
+        self.stats.messages[msg.type] += 1
+        if isinstance(msg, Snapshot):
+            self._note_networks(msg)
+            self.reconciler.on_snapshot(msg)
+            self._resync_pending = False
+            self._wake.set()
+        elif isinstance(msg, Delta):
+            self._note_networks(msg)
+            if self._drop_deltas:
+                self._drop_deltas -= 1
+                log.info("%s: test hook: dropping delta %d", self.host, msg.revision)
+                return
+            times = 1
+            if self._duplicate_deltas:
+                self._duplicate_deltas -= 1
+                times = 2
+            for _ in range(times):
+                await self._on_delta(ws, msg)
+        elif isinstance(msg, Heartbeat):
+            if not self._resync_pending:
+                reason = self.reconciler.mismatch(msg)
+                if reason is not None:
+                    await self._request_resync(ws, reason)
+        elif isinstance(msg, ErrorMsg):
+            self.last_error = f"{msg.code}: {msg.message}"
+            if msg.code in REFUSED_CODES:
+                self._refused = True
+            log.error("%s: server error %s: %s", self.host, msg.code, msg.message)
+
+    async def _on_delta(self, ws: ClientConnection, msg: Delta) -> None:
+        if self._resync_pending:
+            return  # a snapshot is on its way and will replace all of this
+        try:
+            if self.reconciler.on_delta(msg):
+                self._wake.set()
+            else:
+                self.stats.duplicates_ignored += 1
+        except Gap as gap:
+            self.stats.gaps_detected += 1
+            await self._request_resync(ws, gap.reason)
+
+    def _note_networks(self, msg: Snapshot | Delta) -> None:
+        seen = self.stats.networks_seen
+        seen.update(n.network_id for n in msg.networks)
+        seen.update(p.network_id for p in msg.ports)
+
+    # -- worker -----------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        """The only place the datapath is programmed: one sync per wake-up, retried."""
+        retry = Backoff(0.2, 10.0)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._sync_in_thread:
+                    result = await asyncio.to_thread(self.reconciler.sync)
+                else:
+                    result = self.reconciler.sync()
+            except Exception as exc:
+                self.stats.sync_errors += 1
+                delay = retry.next()
+                log.exception("%s: sync failed (%s); FULL retry in %.2fs", self.host, exc, delay)
+                await asyncio.sleep(delay)  # rate limit: a broken kernel is not hammered
+                self._wake.set()
+                continue
+            retry.reset()
+            self.stats.syncs += 1
+            if result.full:
+                self.stats.full_syncs += 1
+            await self._send_ack(self._ws)
+            for port_id, status in result.reports:
+                self.reporter.report(port_id, status)
+
+    def _require_hooks(self) -> None:
+        if not self.test_hooks:
+            raise RuntimeError("test hooks are off (construct the Agent with test_hooks=True)")

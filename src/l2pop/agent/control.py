@@ -1,0 +1,217 @@
+"""A local control and status endpoint for agents: tiny HTTP/1.1 over ``asyncio.start_server``.
+
+No web framework on purpose: an agent must stay small, and one process may host a whole swarm
+of simulated agents, keyed by host name. JSON in, JSON out; errors use the server's shape,
+``{"error": {"code", "message"}}``.
+
+    GET  /healthz                                   {"ok": true}
+    GET  /agents                                    {"agents": [{host, connected, revision,
+                                                    digest, ...}]}, sorted by host
+    GET  /agents/{host}/tables                      what the datapath holds, read back:
+                                                    {host, revision, digest, networks}
+    GET  /agents/{host}/stats                       the agent's counters
+    POST /agents/{host}/ports/{port_id}/unplug      simulate a VM's device going (memory only)
+    POST /agents/{host}/ports/{port_id}/plug        ... and coming back
+    POST /agents/{host}/hooks/drop-next-delta       test hooks: 404 unless enabled
+    POST /agents/{host}/hooks/duplicate-next-delta
+
+Bind it to loopback: it has no authentication, and it can take a simulated port down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+
+from l2pop.agent.channel import Agent
+from l2pop.datapath.memory import MemoryDatapath
+from l2pop.model import canonical, digest
+
+log = logging.getLogger("l2pop.agent")
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+}
+
+Reply = tuple[int, dict[str, Any]]
+
+
+def _error(status: int, code: str, message: str) -> Reply:
+    return status, {"error": {"code": code, "message": message}}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class ControlServer:
+    """Serves ``agents`` (host name -> Agent; the mapping may grow while serving)."""
+
+    def __init__(self, agents: Mapping[str, Agent], listen: str) -> None:
+        self.agents = agents
+        self.host, self.port = parse_address(listen)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        self._server = await asyncio.start_server(
+            self._client, self.host, self.port, limit=MAX_HEADER_BYTES
+        )
+        port: int = self._server.sockets[0].getsockname()[1]
+        self.port = port
+        log.info("control endpoint on %s:%d", self.host, port)
+        return port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- routing ----------------------------------------------------------------------
+
+    async def handle(self, method: str, path: str) -> Reply:
+        """The reply to one request; pure routing, testable without a socket."""
+        parts = [p for p in path.split("?", 1)[0].split("/") if p]
+        if parts == ["healthz"]:
+            return (200, {"ok": True}) if method == "GET" else _error(405, "method", "use GET")
+        if not parts or parts[0] != "agents":
+            return _error(404, "not_found", f"no route {path}")
+        if len(parts) == 1:
+            if method != "GET":
+                return _error(405, "method", "use GET")
+            return 200, {"agents": [self.agents[h].status() for h in sorted(self.agents)]}
+        agent = self.agents.get(parts[1])
+        if agent is None:
+            return _error(404, "not_found", f"no agent for host {parts[1]}")
+        rest = parts[2:]
+        if method == "GET" and rest == ["tables"]:
+            return 200, await self._tables(agent)
+        if method == "GET" and rest == ["stats"]:
+            return 200, {"host": agent.host, **agent.stats.as_dict()}
+        if method == "POST" and len(rest) == 3 and rest[0] == "ports":
+            return self._port(agent, rest[1], rest[2])
+        if method == "POST" and len(rest) == 2 and rest[0] == "hooks":
+            return self._hook(agent, rest[1])
+        if rest in (["tables"], ["stats"]) or (rest and rest[0] in ("ports", "hooks")):
+            return _error(405, "method", f"{method} is not allowed on {path}")
+        return _error(404, "not_found", f"no route {path}")
+
+    async def _tables(self, agent: Agent) -> dict[str, Any]:
+        # Read back from the datapath (a kernel dump for linux: off the event loop).
+        held = await asyncio.to_thread(agent.datapath.dump)
+        applied = agent.reconciler.applied()
+        return {
+            "host": agent.host,
+            "revision": applied[0] if applied else None,
+            "digest": digest(held),
+            "networks": canonical(held),
+        }
+
+    @staticmethod
+    def _port(agent: Agent, port_id: str, action: str) -> Reply:
+        datapath = agent.datapath
+        if action not in ("plug", "unplug"):
+            return _error(404, "not_found", f"no port action {action}")
+        if not isinstance(datapath, MemoryDatapath):
+            return _error(409, "unsupported", f"the {datapath.name} datapath has no {action}")
+        if action == "unplug":
+            datapath.unplug(port_id)
+        else:
+            datapath.plug(port_id)
+        return 200, {"host": agent.host, "port_id": port_id, "action": action}
+
+    @staticmethod
+    def _hook(agent: Agent, name: str) -> Reply:
+        hooks = {
+            "drop-next-delta": agent.drop_next_delta,
+            "duplicate-next-delta": agent.duplicate_next_delta,
+        }
+        if not agent.test_hooks or name not in hooks:
+            return _error(404, "not_found", f"no hook {name} (test hooks are off)")
+        hooks[name]()
+        return 200, {"host": agent.host, "hook": name}
+
+    # -- HTTP/1.1 ---------------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one connection (keep-alive) until the client closes it."""
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return  # clean close between requests
+                except asyncio.LimitOverrunError:
+                    await self._write(writer, 413, {"error": {"code": "too_large"}}, close=True)
+                    return
+                keep = await self._one(head, reader, writer)
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+            with suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _one(
+        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; returns whether the connection stays open."""
+        lines = head.decode("latin-1").split("\r\n")
+        request = lines[0].split(" ")
+        if len(request) != 3 or not request[2].startswith("HTTP/1."):
+            await self._write(writer, *_error(400, "bad_request", "bad request line"), close=True)
+            return False
+        method, path, version = request
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            await self._write(writer, *_error(413, "too_large", "body too large"), close=True)
+            return False
+        if int(length):
+            await reader.readexactly(int(length))  # no route takes a body; drain it
+        connection = headers.get("connection", "").lower()
+        keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+        try:
+            status, body = await self.handle(method, path)
+        except Exception:
+            log.exception("control: %s %s failed", method, path)
+            status, body = _error(500, "error", "internal error; see the agent log")
+        await self._write(writer, status, body, close=not keep)
+        return keep
+
+    @staticmethod
+    async def _write(
+        writer: asyncio.StreamWriter, status: int, body: dict[str, Any], *, close: bool
+    ) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+        )
+        writer.write(head.encode() + data)
+        await writer.drain()

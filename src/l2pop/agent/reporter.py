@@ -1,0 +1,126 @@
+"""Port status reports: ``PUT {server}/v1/ports/{id}/status`` with the host's token.
+
+Contract: ``report(port_id, status)`` never blocks and never fails; the latest status per port
+wins (a report still waiting is replaced, not queued behind). ``run()`` sends pending reports
+and retries failures (connection errors, 5xx, 401 while the operator fixes the token) with
+exponential backoff and jitter, without bound: pending reports are one per port, so memory
+stays bounded however long the server is away. A 403 or 404 means the port moved to another
+host or is gone: retrying can never succeed, so the report is dropped (and logged); so is any
+other 4xx, which names a bug rather than a passing state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+
+from l2pop.agent.backoff import Backoff
+from l2pop.model import PortStatus
+
+log = logging.getLogger("l2pop.agent")
+
+#: at most this many status calls in flight per reporter
+MAX_IN_FLIGHT = 8
+_RETRY_STATUSES = frozenset({401, 408, 425, 429})
+
+
+class StatusReporter:
+    """Reports port statuses of one host; share one ``httpx.AsyncClient`` between many."""
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        backoff: Backoff | None = None,
+        host: str = "",
+    ) -> None:
+        self.base_url = server_url.rstrip("/")
+        self.host = host
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=10.0)
+        self._backoff = backoff or Backoff()
+        self._pending: dict[str, PortStatus] = {}
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.dropped = 0
+        self.failures = 0
+
+    def report(self, port_id: str, status: PortStatus) -> None:
+        """Queue a report; replaces one still pending for the same port."""
+        self._pending[port_id] = status
+        self._wake.set()
+
+    def pending(self) -> dict[str, PortStatus]:
+        return dict(self._pending)
+
+    async def run(self) -> None:
+        """Send reports until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not await self.flush():
+                await asyncio.sleep(self._backoff.next())
+                self._wake.set()  # retry what is left
+            else:
+                self._backoff.reset()
+
+    async def flush(self) -> bool:
+        """Send every pending report once; True when none is left to retry."""
+        batch = dict(self._pending)
+        if not batch:
+            return True
+        limit = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(port_id: str, status: PortStatus) -> bool:
+            async with limit:
+                done = await self._send(port_id, status)
+            # Only forget it if no newer status was queued while this one was in flight.
+            if done and self._pending.get(port_id) is status:
+                del self._pending[port_id]
+            return done
+
+        results = await asyncio.gather(*(one(p, s) for p, s in batch.items()))
+        return all(results)
+
+    async def _send(self, port_id: str, status: PortStatus) -> bool:
+        """One attempt; True when finished (sent or dropped), False to retry later."""
+        url = f"{self.base_url}/v1/ports/{port_id}/status"
+        try:
+            resp = await self._client.put(url, json={"status": status.value}, headers=self._headers)
+        except httpx.HTTPError as exc:
+            self.failures += 1
+            log.info("%s: status of port %s not sent (%s); will retry", self.host, port_id, exc)
+            return False
+        if resp.is_success:
+            self.sent += 1
+            return True
+        if resp.status_code >= 500 or resp.status_code in _RETRY_STATUSES:
+            self.failures += 1
+            log.info(
+                "%s: status of port %s: server answered %d; will retry",
+                self.host,
+                port_id,
+                resp.status_code,
+            )
+            return False
+        self.dropped += 1
+        why = "moved to another host or gone" if resp.status_code in (403, 404) else "refused"
+        log.warning(
+            "%s: status %s of port %s dropped: %s (%d %s)",
+            self.host,
+            status.value,
+            port_id,
+            why,
+            resp.status_code,
+            resp.text[:200],
+        )
+        return True
+
+    async def close(self) -> None:
+        if self._own_client:
+            await self._client.aclose()

@@ -1,0 +1,109 @@
+"""``l2pop agent-swarm``: many simulated hosts in one process, one real WebSocket each.
+
+Each host gets its own ``Agent`` with a ``MemoryDatapath``; they share one HTTP client for
+status reports and one control endpoint (keyed by host name). Used by tests and the scale
+simulator to stand in for 50-1000 hosts with a few processes.
+
+Hosts file: JSON ``[{"host": NAME, "vtep_ip": IP, "token": T}, ...]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from l2pop.agent.channel import Agent
+from l2pop.agent.control import parse_address
+from l2pop.agent.main import UsageError, serve_agents, setup_logging
+from l2pop.datapath.memory import MemoryDatapath
+
+
+def load_hosts(path: str) -> list[dict[str, str]]:
+    """The hosts file's entries; raises ``UsageError`` naming what is wrong."""
+    try:
+        data: Any = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read hosts file {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: expected a JSON list of {{host, vtep_ip, token}}")
+    hosts: list[dict[str, str]] = []
+    names: set[str] = set()
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry[k] for k in ("host", "vtep_ip", "token")
+        ):
+            raise UsageError(f"{path}: entry {i} needs string host, vtep_ip and token")
+        if entry["host"] in names:
+            raise UsageError(f"{path}: host {entry['host']} appears twice")
+        names.add(entry["host"])
+        hosts.append({k: entry[k] for k in ("host", "vtep_ip", "token")})
+    return hosts
+
+
+async def _swarm(
+    server: str,
+    hosts: list[dict[str, str]],
+    *,
+    control: str | None,
+    test_hooks: bool,
+    heartbeat_interval: float,
+    ramp: float,
+) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+        agents = {
+            h["host"]: Agent(
+                server,
+                h["host"],
+                h["vtep_ip"],
+                h["token"],
+                MemoryDatapath(),
+                heartbeat_interval=heartbeat_interval,
+                test_hooks=test_hooks,
+                http_client=client,
+            )
+            for h in hosts
+        }
+        await serve_agents(agents, control, ramp=ramp)
+
+
+def run_swarm(
+    server: str,
+    hosts_file: str,
+    control: str | None,
+    *,
+    test_hooks: bool = False,
+    heartbeat_interval: float = 5.0,
+    ramp: float = 0.0,
+    log_level: str | None = None,
+) -> int:
+    """Run every host of ``hosts_file`` until SIGTERM/SIGINT; returns the exit code."""
+    setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "WARNING")
+    try:
+        if control:
+            parse_address(control)
+        hosts = load_hosts(hosts_file)
+    except (UsageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(
+            _swarm(
+                server,
+                hosts,
+                control=control,
+                test_hooks=test_hooks,
+                heartbeat_interval=heartbeat_interval,
+                ramp=ramp,
+            )
+        )
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

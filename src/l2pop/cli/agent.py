@@ -1,0 +1,123 @@
+"""``l2pop agent`` and ``l2pop agent-swarm``: parse the options, hand over to ``l2pop.agent``.
+
+``--server`` falls back to the global option (``L2POP_SERVER``). The agent's token is its
+host's token, not the operator's: ``--token`` here, or ``L2POP_AGENT_TOKEN`` (never
+``L2POP_TOKEN``, which holds the admin token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from l2pop.cli.client import DEFAULT_SERVER
+
+ENV_AGENT_TOKEN = "L2POP_AGENT_TOKEN"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a --server given before the subcommand (global option) stands unless repeated.
+    p.add_argument("--server", default=argparse.SUPPRESS, metavar="URL", help="server URL")
+    p.add_argument(
+        "--control",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the local control/status endpoint there (e.g. 127.0.0.1:9697; port 0 "
+        "picks one and prints it)",
+    )
+    p.add_argument(
+        "--test-hooks", action="store_true", help="enable fault-injection hooks (tests only)"
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between agent heartbeats and WebSocket pings (default 5)",
+    )
+    p.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING... (env L2POP_LOG_LEVEL)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``l2pop agent ...`` and ``l2pop agent-swarm ...``."""
+    p = subparsers.add_parser(
+        "agent",
+        help="run the agent of one host",
+        description="Run one host's agent: channel to the server, datapath, port status.",
+    )
+    _common(p)
+    p.add_argument("--host", required=True, metavar="NAME", help="this host's name")
+    p.add_argument(
+        "--local-ip", required=True, metavar="VTEP_IP", help="this host's VTEP IP address"
+    )
+    p.add_argument(
+        "--token",
+        dest="agent_token",
+        default=os.environ.get(ENV_AGENT_TOKEN) or None,
+        metavar="T",
+        help=f"the host's agent token (env {ENV_AGENT_TOKEN})",
+    )
+    p.add_argument(
+        "--datapath",
+        choices=("linux", "memory"),
+        default="linux",
+        help="linux programs the kernel; memory is a fake for tests (default linux)",
+    )
+    p.set_defaults(func=_run_agent)
+
+    s = subparsers.add_parser(
+        "agent-swarm",
+        help="run many simulated agents (memory datapath) in one process",
+        description="Run one agent per entry of a hosts file, each with its own session.",
+    )
+    _common(s)
+    s.add_argument(
+        "--hosts-file",
+        required=True,
+        metavar="F",
+        help='JSON list of {"host", "vtep_ip", "token"}',
+    )
+    s.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="spread the first connections over S seconds (default 0)",
+    )
+    s.set_defaults(func=_run_swarm)
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    from l2pop.agent.main import run_agent
+
+    if not args.agent_token:
+        print(f"error: --token or {ENV_AGENT_TOKEN} is required", file=sys.stderr)
+        return 2
+    return run_agent(
+        getattr(args, "server", None) or DEFAULT_SERVER,
+        args.host,
+        args.local_ip,
+        args.agent_token,
+        args.datapath,
+        args.control,
+        args.test_hooks,
+        heartbeat_interval=args.heartbeat_interval,
+        log_level=args.log_level,
+    )
+
+
+def _run_swarm(args: argparse.Namespace) -> int:
+    from l2pop.agent.swarm import run_swarm
+
+    return run_swarm(
+        getattr(args, "server", None) or DEFAULT_SERVER,
+        args.hosts_file,
+        args.control,
+        test_hooks=args.test_hooks,
+        heartbeat_interval=args.heartbeat_interval,
+        ramp=args.ramp,
+        log_level=args.log_level,
+    )
