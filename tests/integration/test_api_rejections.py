@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
 from conftest import ADMIN, Api
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -72,9 +73,10 @@ def test_every_rejection_names_the_field_and_changes_nothing(api: Api) -> None:
     failures = []
     for method, path, body, status, field in REJECTED:
         url = path.format(**ids)
+        payload = body
         if isinstance(body, dict):
-            body = {k: (v.format(**ids) if isinstance(v, str) else v) for k, v in body.items()}
-        r = api.http.request(method.upper(), url, json=body)
+            payload = {k: (v.format(**ids) if isinstance(v, str) else v) for k, v in body.items()}
+        r = api.http.request(method.upper(), url, json=payload)
         err = (
             r.json().get("error", {})
             if r.headers.get("content-type", "").startswith("application/json")
@@ -86,7 +88,7 @@ def test_every_rejection_names_the_field_and_changes_nothing(api: Api) -> None:
             and (field is None or err.get("field") == field)
         )
         if not ok:
-            failures.append((method, url, body, r.status_code, r.text))
+            failures.append((method, url, payload, r.status_code, r.text))
     assert not failures, failures
     assert api.snapshot() == before
 

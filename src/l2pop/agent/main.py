@@ -83,7 +83,7 @@ async def serve_agents(
         asyncio.create_task(start(agent, ramp * i / n), name=f"agent-{agent.host}")
         for i, agent in enumerate(agents.values())
     ]
-    waiter: asyncio.Task[object] = asyncio.create_task(stop.wait())
+    waiter = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
@@ -92,8 +92,8 @@ async def serve_agents(
     finally:
         await asyncio.gather(*(agent.stop() for agent in agents.values()))
         _, pending = await asyncio.wait([*tasks, waiter], timeout=STOP_GRACE_S)
-        for task in pending:
-            task.cancel()
+        for leftover in pending:
+            leftover.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if ctl is not None:
             await ctl.close()
