@@ -116,6 +116,8 @@ def test_server_kill9_and_restart_every_agent_resyncs(cluster: Cluster, tmp_path
     cluster.start_agents(["h1", "h2", "h3"])
     blue = cluster.network("blue")
     ports = [cluster.port(blue, h, f"198.19.0.{i}") for i, h in enumerate(["h1", "h2", "h3"], 1)]
+    for p in ports:
+        cluster.wait_status(p, "ACTIVE")
     cluster.converge()
 
     cluster.server.kill()

@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from contextlib import suppress
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -33,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from l2pop.agent.backoff import Backoff
 from l2pop.agent.reconciler import Gap, Reconciler
 from l2pop.agent.reporter import StatusReporter
+from l2pop.agent.stats import AgentStats
 from l2pop.datapath.abc import Datapath
 from l2pop.wire.channel import (
     Ack,
@@ -48,10 +47,22 @@ from l2pop.wire.channel import (
 
 log = logging.getLogger("l2pop.agent")
 
-#: server error codes that mean "you are not welcome as you are": retry slowly.
+#: server error codes that mean "you are not welcome as you are": retry slowly (the operator
+#: may fix the token, the VTEP or the host record; until then the agent must not hammer).
 REFUSED_CODES = frozenset(
-    {"unauthorized", "forbidden", "conflict", "vtep_ip_taken", "unknown_host", "replaced"}
+    {
+        "unauthorized",
+        "forbidden",
+        "protocol",
+        "host_mismatch",
+        "vtep_mismatch",
+        "vtep_ip_taken",
+        "conflict",
+    }
 )
+#: close codes after which the next attempt waits long: refused, replaced by a newer session
+#: of the same host (another agent instance), host deleted
+SLOW_RETRY_CLOSE_CODES = frozenset({4401, 4000, 4404})
 #: a session that lived this long resets the reconnect backoff
 STABLE_SESSION_S = 10.0
 #: largest message accepted: a big host's snapshot is several MB of JSON
@@ -67,40 +78,6 @@ def channel_urls(server_url: str) -> tuple[str, str]:
         if url.startswith(ws):
             return http + url[len(ws) :], url + "/v1/agent"
     return "http://" + url, "ws://" + url + "/v1/agent"
-
-
-@dataclass
-class AgentStats:
-    """Counters of one agent (served by the control endpoint)."""
-
-    messages: Counter[str] = field(default_factory=Counter)
-    bytes_received: int = 0
-    networks_seen: set[str] = field(default_factory=set)
-    resyncs_requested: int = 0
-    gaps_detected: int = 0
-    duplicates_ignored: int = 0
-    syncs: int = 0
-    full_syncs: int = 0
-    sync_errors: int = 0
-    sessions: int = 0
-    connect_failures: int = 0
-    acks_sent: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "messages": dict(self.messages),
-            "bytes_received": self.bytes_received,
-            "networks_seen": sorted(self.networks_seen),
-            "resyncs_requested": self.resyncs_requested,
-            "gaps_detected": self.gaps_detected,
-            "duplicates_ignored": self.duplicates_ignored,
-            "syncs": self.syncs,
-            "full_syncs": self.full_syncs,
-            "sync_errors": self.sync_errors,
-            "sessions": self.sessions,
-            "connect_failures": self.connect_failures,
-            "acks_sent": self.acks_sent,
-        }
 
 
 class Agent:
@@ -254,10 +231,14 @@ class Agent:
                     beat.cancel()
                     with suppress(asyncio.CancelledError):
                         await beat
+                    if ws.close_code in SLOW_RETRY_CLOSE_CODES:
+                        self._refused = True
+                        log.warning("%s: closed by the server (%s)", self.host, ws.close_code)
         except InvalidStatus as exc:
             code = exc.response.status_code
             self.stats.connect_failures += 1
             self._refused = code in (401, 403, 409)
+            self.stats.refused += self._refused
             self.last_error = f"upgrade refused: HTTP {code}"
             log.warning("%s: server refused the channel: HTTP %d", self.host, code)
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -318,6 +299,7 @@ class Agent:
             self._note_networks(msg)
             if self._drop_deltas:
                 self._drop_deltas -= 1
+                self.stats.dropped_by_hook += 1
                 log.info("%s: test hook: dropping delta %d", self.host, msg.revision)
                 return
             times = 1
@@ -335,6 +317,7 @@ class Agent:
             self.last_error = f"{msg.code}: {msg.message}"
             if msg.code in REFUSED_CODES:
                 self._refused = True
+                self.stats.refused += 1
             log.error("%s: server error %s: %s", self.host, msg.code, msg.message)
 
     async def _on_delta(self, ws: ClientConnection, msg: Delta) -> None:

@@ -5,8 +5,8 @@ of simulated agents, keyed by host name. JSON in, JSON out; errors use the serve
 ``{"error": {"code", "message"}}``.
 
     GET  /healthz                                   {"ok": true}
-    GET  /agents                                    {"agents": [{host, connected, revision,
-                                                    digest, ...}]}, sorted by host
+    GET  /agents                                    [{host, connected, revision, digest, ...}],
+                                                    sorted by host
     GET  /agents/{host}/tables                      what the datapath holds, read back:
                                                     {host, revision, digest, networks}
     GET  /agents/{host}/stats                       the agent's counters
@@ -35,6 +35,8 @@ log = logging.getLogger("l2pop.agent")
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
+#: a keep-alive connection idle this long is closed
+IDLE_TIMEOUT_S = 60.0
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -45,7 +47,7 @@ _REASONS = {
     500: "Internal Server Error",
 }
 
-Reply = tuple[int, dict[str, Any]]
+Reply = tuple[int, Any]  # status, JSON body
 
 
 def _error(status: int, code: str, message: str) -> Reply:
@@ -96,7 +98,7 @@ class ControlServer:
         if len(parts) == 1:
             if method != "GET":
                 return _error(405, "method", "use GET")
-            return 200, {"agents": [self.agents[h].status() for h in sorted(self.agents)]}
+            return 200, [self.agents[h].status() for h in sorted(self.agents)]
         agent = self.agents.get(parts[1])
         if agent is None:
             return _error(404, "not_found", f"no agent for host {parts[1]}")
@@ -155,9 +157,9 @@ class ControlServer:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return  # clean close between requests
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT_S)
+                except (asyncio.IncompleteReadError, TimeoutError):
+                    return  # clean close between requests, or an idle / stuck client
                 except asyncio.LimitOverrunError:
                     await self._write(writer, 413, {"error": {"code": "too_large"}}, close=True)
                     return
@@ -203,9 +205,7 @@ class ControlServer:
         return keep
 
     @staticmethod
-    async def _write(
-        writer: asyncio.StreamWriter, status: int, body: dict[str, Any], *, close: bool
-    ) -> None:
+    async def _write(writer: asyncio.StreamWriter, status: int, body: Any, *, close: bool) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"

@@ -49,6 +49,9 @@ from l2pop.wire.channel import LocalPort
 
 log = logging.getLogger("l2pop.hub")
 
+#: revisions of change log kept behind the hub (for debugging; the hub needs none of it)
+CHANGE_LOG_KEEP = 10_000
+
 
 @dataclass
 class HostUpdate:
@@ -104,11 +107,15 @@ class Hub:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
+        self._pruned_to = 0
 
     # -- loading and following the store ------------------------------------------------
 
     def load(self) -> None:
-        """Read the whole store (blocking; call from a thread before serving agents)."""
+        """Read the whole store (blocking; call from a thread before serving agents).
+
+        Every change after the loaded revision is then read from the change log.
+        """
         with self.store.read() as tx:
             revision = tx.revision()
             networks = tx.list_networks()
@@ -150,6 +157,18 @@ class Hub:
                 continue
             if batch is not None:
                 self.apply_batch(batch)
+                await self._prune()
+
+    async def _prune(self) -> None:
+        """Keep the change log short: the hub is its only reader and reloads on restart."""
+        if self.revision - self._pruned_to < 2 * CHANGE_LOG_KEEP:
+            return
+        keep_from = self.revision - CHANGE_LOG_KEEP
+        try:
+            await asyncio.to_thread(self.store.prune_changes, keep_from)
+            self._pruned_to = keep_from
+        except Exception:
+            log.exception("hub: pruning the change log failed")
 
     def read_batch(self) -> Batch | None:
         """Changes since our revision plus the current rows they touched (one snapshot)."""
