@@ -338,7 +338,8 @@ class FdbTable:
 class FdbParser:
     """Parses an AF_BRIDGE neighbour dump into ``tables`` (ifindex -> FdbTable); entries of
     other devices are skipped after reading their header. Only permanent ``self`` entries
-    and ``static`` (NOARP, not permanent) bridge entries are recorded."""
+    and ``static`` bridge entries (state NOARP alone; the bridge dumps its entries without
+    NTF_MASTER, naming the bridge in NDA_MASTER) are recorded."""
 
     def __init__(self, tables: dict[int, FdbTable]) -> None:
         self.tables = tables
@@ -374,7 +375,7 @@ class FdbParser:
                                 table.flood.add(ip)
                             else:
                                 table.unicast.setdefault(mac.hex(":"), ip)
-                    elif nflags & NTF_MASTER and state == NUD_NOARP:
+                    elif state == NUD_NOARP and not nflags & NTF_SELF:  # bridge "static"
                         if buf[off + 28 : off + 32] == _LLADDR_HDR:
                             mac = buf[off + 32 : off + 38]
                         else:
@@ -512,3 +513,13 @@ def link_request(index: int = 0, flags: int = 0, change: int = 0, *parts: bytes)
 
 def link_dump_request() -> bytes:
     return link_request(0, 0, 0, nla_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
+
+
+def fdb_get_request(ifindex: int, mac: bytes) -> bytes:
+    """A single-entry get of a vxlan device's own FDB entry for ``mac``."""
+    return NDMSG.pack(AF_BRIDGE, ifindex, 0, NTF_SELF, 0) + _LLADDR_HDR + mac + b"\0\0"
+
+
+def neigh_get_request(family: int, ifindex: int, dst: bytes) -> bytes:
+    """A single-entry get of the neighbour ``dst`` on device ``ifindex``."""
+    return NDMSG.pack(family, ifindex, 0, 0, 0) + nla(NDA_DST, dst)
