@@ -198,3 +198,24 @@ def test_agent_for_wrong_vtep_is_refused(cluster: Cluster) -> None:
     time.sleep(1.0)
     assert not cluster.http.get("/v1/hosts/h1").json()["connected"]
     assert swarm.stats("h1")["refused"] >= 1
+
+
+def test_unplugged_device_goes_down_and_leaves_remote_tables(cluster: Cluster) -> None:
+    cluster.add_hosts(2)
+    swarm = cluster.start_agents(["h1", "h2"])
+    blue = cluster.network("blue")
+    p1 = cluster.port(blue, "h1", "198.19.0.1")
+    p2 = cluster.port(blue, "h2", "198.19.0.2")
+    cluster.wait_status(p1, "ACTIVE")
+    cluster.wait_status(p2, "ACTIVE")
+    cluster.converge()
+
+    swarm.post("h1", f"ports/{p1}/unplug")  # the VM's device is gone
+    cluster.wait_status(p1, "DOWN")
+    cluster.converge()
+    assert cluster.swarm_of["h2"].tables("h2")["networks"][0]["fdb"] == []
+
+    swarm.post("h1", f"ports/{p1}/plug")
+    cluster.wait_status(p1, "ACTIVE")
+    cluster.converge()
+    assert len(cluster.swarm_of["h2"].tables("h2")["networks"][0]["fdb"]) == 1
