@@ -528,3 +528,36 @@ def test_race_same_fixed_ip(store: Store) -> None:
     assert_one_winner(results, "fixed_ips")
     with store.read() as tx:
         assert tx.count_ports(net.id) == 1 and tx.revision() == 2
+
+
+def test_bulk_insert_ports_is_one_revision_and_all_or_nothing(store: Store) -> None:
+    net = add_network(store, 700)
+    add_host(store, "h1", "192.0.2.1")
+    many = [
+        port(
+            net.id,
+            f"fa:16:3e:00:{i // 256:02x}:{i % 256:02x}",
+            (f"198.19.{i // 250}.{i % 250 + 1}",),
+            host="h1",
+            status=PortStatus.ACTIVE,
+        )
+        for i in range(1500)
+    ]
+    with store.read() as tx:
+        before = tx.revision()
+    with store.write() as tx:
+        assert tx.insert_ports(many) == 1500
+    with store.read() as tx:
+        assert tx.revision() == before + 1
+        stored = tx.list_ports(network_id=net.id)
+        assert len(stored) == 1500
+        assert {p.revision for p in stored} == {before + 1}
+        assert stored[0].fixed_ips and stored[0].status is PortStatus.ACTIVE
+        assert len(tx.changes_since(before)) == 1500
+
+    clash = [port(net.id, "fa:16:3e:aa:00:01"), port(net.id, many[0].mac)]
+    with pytest.raises(Conflict), store.write() as tx:
+        tx.insert_ports(clash)
+    with store.read() as tx:
+        assert tx.revision() == before + 1
+        assert len(tx.list_ports(network_id=net.id)) == 1500

@@ -10,6 +10,7 @@ of simulated agents, keyed by host name. JSON in, JSON out; errors use the serve
     GET  /agents/{host}/tables                      what the datapath holds, read back:
                                                     {host, revision, digest, networks}
     GET  /agents/{host}/stats                       the agent's counters
+    GET  /applied                                   every agent's (revision, monotonic) log
     POST /agents/{host}/ports/{port_id}/unplug      simulate a VM's device going (memory only)
     POST /agents/{host}/ports/{port_id}/plug        ... and coming back
     POST /agents/{host}/hooks/drop-next-delta       test hooks: 404 unless enabled
@@ -93,12 +94,16 @@ class ControlServer:
         parts = [p for p in path.split("?", 1)[0].split("/") if p]
         if parts == ["healthz"]:
             return (200, {"ok": True}) if method == "GET" else _error(405, "method", "use GET")
+        if parts == ["applied"] and method == "GET":
+            # every agent's (revision, monotonic time) log at once: for benchmarks
+            return 200, {h: list(a.stats.applied_log) for h, a in self.agents.items()}
         if not parts or parts[0] != "agents":
             return _error(404, "not_found", f"no route {path}")
         if len(parts) == 1:
             if method != "GET":
                 return _error(405, "method", "use GET")
             return 200, [self.agents[h].status() for h in sorted(self.agents)]
+
         agent = self.agents.get(parts[1])
         if agent is None:
             return _error(404, "not_found", f"no agent for host {parts[1]}")

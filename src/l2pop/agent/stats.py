@@ -7,7 +7,7 @@ of a network it is not a member of).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,9 @@ class AgentStats:
     sessions: int = 0
     connect_failures: int = 0
     acks_sent: int = 0
+    #: (revision, time.monotonic()) of each sync that applied a new revision; the clock is
+    #: system-wide, so a benchmark in another process can time convergence against it
+    applied_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=20_000))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -59,7 +59,7 @@ NTF_MASTER = 0x04
 NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 IFF_UP = 0x1
 
-IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS = 3, 10, 18, 20
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS = 1, 3, 10, 18, 20
 IFLA_AF_SPEC, IFLA_EXT_MASK = 26, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_DATA = 1, 2, 5
 IFLA_INET6_ADDR_GEN_MODE = 8
@@ -181,7 +181,10 @@ class RtnlSocket:
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
         )
         try:
-            for force, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+            for force, plain in (
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+            ):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
                 except PermissionError:
@@ -225,8 +228,8 @@ class RtnlSocket:
             last = first + len(part) - 1
             out: list[bytes] = []
             for seq, (mtype, flags, payload) in enumerate(part, first):
-                flags |= NLM_F_REQUEST | (NLM_F_ACK if seq == last else 0)
-                out.append(pack(16 + len(payload), mtype, flags, seq, 0))
+                more = NLM_F_REQUEST | (NLM_F_ACK if seq == last else 0)
+                out.append(pack(16 + len(payload), mtype, flags | more, seq, 0))
                 out.append(payload)
             try:
                 self.sock.send(b"".join(out))
@@ -412,9 +415,19 @@ class NeighParser:
                     if flags & NLM_F_DUMP_INTR:
                         self.interrupted = True
                     head = buf[off + 28 : off + 32]
-                    if family == inet4 and head == _DST4_HDR and buf[off + 36 : off + 40] == _LLADDR_HDR:
-                        table[ntop(inet4, buf[off + 32 : off + 36])] = buf[off + 40 : off + 46].hex(":")
-                    elif family == inet6 and head == _DST6_HDR and buf[off + 48 : off + 52] == _LLADDR_HDR:
+                    if (
+                        family == inet4
+                        and head == _DST4_HDR
+                        and buf[off + 36 : off + 40] == _LLADDR_HDR
+                    ):
+                        table[ntop(inet4, buf[off + 32 : off + 36])] = buf[off + 40 : off + 46].hex(
+                            ":"
+                        )
+                    elif (
+                        family == inet6
+                        and head == _DST6_HDR
+                        and buf[off + 48 : off + 52] == _LLADDR_HDR
+                    ):
                         text = ntop(inet6, buf[off + 32 : off + 48])
                         if "." in text:
                             text = ip_text(buf[off + 32 : off + 48])

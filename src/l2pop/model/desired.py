@@ -15,12 +15,19 @@ with ``desired_state``; the property tests hold the incremental paths to it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from l2pop.model.digest import (
+    MASK,
+    as_hex,
+    combine_digests,
+    fdb_hash,
+    flood_hash,
+    header_hash,
+    neigh_hash,
+)
 from l2pop.model.lifecycle import is_member_status
 from l2pop.model.types import ArpSuppression, Host, Network, Port, PortStatus
 
@@ -131,20 +138,18 @@ def canonical(state: HostState) -> list[dict[str, object]]:
     return [canonical_network(state[network_id]) for network_id in sorted(state)]
 
 
+def network_sum(t: NetworkTables) -> int:
+    """The additive hash of one network's tables (see ``model.digest``)."""
+    nid = t.network_id
+    total = header_hash(nid, t.vni, t.arp_suppression)
+    total += sum(flood_hash(nid, vtep) for vtep in t.flood)
+    total += sum(fdb_hash(nid, mac, vtep) for mac, vtep in t.fdb.items())
+    total += sum(neigh_hash(nid, ip, mac) for ip, mac in t.neigh.items())
+    return total & MASK
+
+
 def network_digest(tables: NetworkTables) -> str:
-    """sha256 of one network's canonical tables."""
-    text = json.dumps(canonical_network(tables), separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def combine_digests(per_network: Mapping[str, str]) -> str:
-    """A host digest from its per-network digests.
-
-    Two levels so that a change to one network costs a re-hash of that network only:
-    the server and the agent both keep per-network digests and combine them.
-    """
-    text = "\n".join(f"{nid}:{per_network[nid]}" for nid in sorted(per_network))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return as_hex(network_sum(tables))
 
 
 def digest(state: HostState) -> str:

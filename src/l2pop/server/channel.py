@@ -28,7 +28,7 @@ from l2pop.model import Host
 from l2pop.server import usecases
 from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.sessions import SessionRegistry
-from l2pop.store import Store
+from l2pop.store import HostReport, Store
 from l2pop.wire.channel import (
     Ack,
     Delta,
@@ -71,7 +71,6 @@ class Session:
         self.acked_revision: int | None = None
         self.acked_digest: str | None = None
         self.last_heard = time.monotonic()
-        self.last_recorded = 0.0
 
     def push(self, message: Message) -> None:
         if self.needs_snapshot or self.closed:
@@ -150,6 +149,7 @@ class Channel:
         self.sessions: dict[str, Session] = {}
         self.stats: Counter[str] = Counter()  # sent_<type>, bytes_<type>, coalesced, ...
         self._background: set[asyncio.Task[None]] = set()
+        self._reports: dict[str, HostReport] = {}  # host -> last ack not yet saved
         hub.listeners.append(self.publish)
         hub.gone_listeners.append(self.hosts_gone)
 
@@ -172,6 +172,7 @@ class Channel:
     async def heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            await self.flush_reports()
             deadline = time.monotonic() - 3 * self.heartbeat_interval
             for session in list(self.sessions.values()):
                 if session.last_heard < deadline:
@@ -207,6 +208,7 @@ class Channel:
                 await sender
             if self.sessions.get(host.name) is session:
                 del self.sessions[host.name]
+            await self.flush_reports()  # the store keeps its last word for host_status
             self.registry.closed(host.name)
             log.info("agent %s disconnected", host.name)
 
@@ -268,19 +270,25 @@ class Channel:
                 session.wake.set()
 
     async def _on_ack(self, session: Session, ack: Ack) -> None:
-        changed = (ack.revision, ack.digest) != (session.acked_revision, session.acked_digest)
         session.acked_revision, session.acked_digest = ack.revision, ack.digest
-        now = time.monotonic()
-        # persist on change, and at most every other heartbeat otherwise (last_seen)
-        if changed or now - session.last_recorded > 2 * self.heartbeat_interval:
-            session.last_recorded = now
-            await asyncio.to_thread(
-                self.store.record_host_report,
-                session.host,
-                last_seen=datetime.now(UTC),
-                applied_revision=ack.revision,
-                applied_digest=ack.digest,
-            )
+        self._reports[session.host] = HostReport(
+            session.host, datetime.now(UTC), ack.revision, ack.digest
+        )
+
+    async def flush_reports(self) -> None:
+        """Persist the latest ack of each host, all in one transaction.
+
+        Acks arrive per delta per member host; writing each would cost the store a
+        transaction per message. The live view (``host_status``) reads the sessions; the
+        store only needs the last word for hosts that disconnect and for ``last_seen``.
+        """
+        if not self._reports:
+            return
+        reports, self._reports = list(self._reports.values()), {}
+        try:
+            await asyncio.to_thread(self.store.record_host_reports, reports)
+        except Exception:
+            log.exception("saving %d agent reports failed", len(reports))
 
     # -- views for the REST API ---------------------------------------------------------------
 

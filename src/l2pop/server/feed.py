@@ -8,11 +8,11 @@ revision to a ``CommitFeed``. The REST layer reads the latest revision from it (
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 
-from l2pop.store import ReadTx, Store, WriteTx
+from l2pop.store import HostReport, ReadTx, Store, WriteTx
 
 
 class CommitFeed:
@@ -70,6 +70,9 @@ class NotifyingStore:
             applied_revision=applied_revision,
             applied_digest=applied_digest,
         )
+
+    def record_host_reports(self, reports: Sequence[HostReport]) -> None:
+        self.inner.record_host_reports(reports)
 
     def prune_changes(self, before_revision: int) -> int:
         return self.inner.prune_changes(before_revision)

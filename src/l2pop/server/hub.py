@@ -17,8 +17,9 @@ touched networks from rows, rather than patching from event payloads, makes a ba
 changes idempotent and order-proof: whatever happened in between, the delta moves the host
 from what it was sent to what it must hold.
 
-Per-host digests are kept per network and combined (ADR 6), so an event costs a re-hash of
-the touched network only.
+Per-host digests are additive (ADR 6): a host's sum for a network is the network's total
+minus the host's own entries, and its digest is the sum over its networks, so an event costs
+O(ports of the touched network) for all its members together.
 
 The hub runs on the server's event loop; ``notify`` may be called from any thread (the REST
 handlers run in a thread pool) and only wakes the loop.
@@ -37,13 +38,14 @@ from l2pop.model import (
     NetworkDelta,
     NetworkTables,
     Port,
-    combine_digests,
+    PortStatus,
     diff_network,
-    network_digest,
     network_members,
     network_view,
     tables_for,
 )
+from l2pop.model.digest import MASK, as_hex, flood_hash, header_hash, port_hash
+from l2pop.model.lifecycle import is_member_status
 from l2pop.store import Store
 from l2pop.wire.channel import LocalPort
 
@@ -101,7 +103,10 @@ class Hub:
         self.vteps: dict[str, str] = {}
         self.member_of: dict[str, set[str]] = defaultdict(set)  # host -> network ids
         self.local: dict[str, set[tuple[str, str]]] = defaultdict(set)  # host -> {(net, port)}
-        self.net_digests: dict[str, dict[str, str]] = defaultdict(dict)  # host -> net -> digest
+        # additive digests (model.digest): host -> network -> sum, and host -> total
+        self.net_sums: dict[str, dict[str, int]] = defaultdict(dict)
+        self.host_sums: dict[str, int] = defaultdict(int)
+        self._port_hashes: dict[str, tuple[tuple[object, ...], int]] = {}
         self.listeners: list[Callable[[int, dict[str, HostUpdate]], None]] = []
         self.gone_listeners: list[Callable[[set[str]], None]] = []
         self._wake = asyncio.Event()
@@ -127,7 +132,7 @@ class Hub:
         for port in ports:
             self.ports[port.network_id][port.id] = port
         for network in networks:
-            self._index(network.id, self._view(network.id))
+            self._index(network.id, set())
         log.info(
             "hub loaded revision %d: %d networks, %d ports, %d hosts",
             revision,
@@ -215,11 +220,12 @@ class Hub:
                 delta = diff_network(old_views[nid].get(host), new_view.get(host))
                 if delta is not None:
                     updates[host].deltas.append(delta)
-            self._index(nid, new_view, old_views[nid])
+            self._index(nid, set(old_views[nid]))
             self._local_changes(nid, old_ports[nid], updates)
         gone = set(old_vteps) - set(new_vteps)
         for host in gone:
-            self.net_digests.pop(host, None)
+            self.net_sums.pop(host, None)
+            self.host_sums.pop(host, None)
             self.member_of.pop(host, None)
             self.local.pop(host, None)
         self.revision = batch.revision
@@ -240,18 +246,51 @@ class Hub:
             return {}
         return network_view(network, self.ports.get(network_id, {}).values(), self.vteps)
 
-    def _index(
-        self,
-        network_id: str,
-        view: dict[str, NetworkTables],
-        old_view: dict[str, NetworkTables] | None = None,
-    ) -> None:
-        for host in (old_view or {}).keys() - view.keys():
+    def _sums(self, network_id: str) -> dict[str, int]:
+        """Each member host's digest sum of ``network_id``: the network's total minus the
+        host's own entries (ADR 6), O(ports) for all members together."""
+        network = self.networks.get(network_id)
+        if network is None:
+            return {}
+        members: set[str] = set()
+        own: dict[str, int] = defaultdict(int)
+        active_vteps: dict[str, str] = {}
+        total = 0
+        for port in self.ports.get(network_id, {}).values():
+            if port.host is None or port.host not in self.vteps:
+                continue
+            if is_member_status(port.status):
+                members.add(port.host)
+            if port.status is PortStatus.ACTIVE:
+                vtep = self.vteps[port.host]
+                value = self._port_hash(port, vtep)
+                own[port.host] += value
+                total += value
+                active_vteps[port.host] = vtep
+        flood = {h: flood_hash(network_id, v) for h, v in active_vteps.items()}
+        base = header_hash(network_id, network.vni, network.arp_suppression)
+        base += total + sum(flood.values())
+        return {h: (base - own.get(h, 0) - flood.get(h, 0)) & MASK for h in members}
+
+    def _port_hash(self, port: Port, vtep: str) -> int:
+        key = (port.network_id, port.mac, vtep, port.fixed_ips)
+        cached = self._port_hashes.get(port.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        value = port_hash(port.network_id, port.mac, vtep, port.fixed_ips)
+        self._port_hashes[port.id] = (key, value)
+        return value
+
+    def _index(self, network_id: str, old_members: set[str]) -> None:
+        """Refresh membership, digests and local-port index of one network."""
+        sums = self._sums(network_id)
+        for host in old_members - sums.keys():
             self.member_of[host].discard(network_id)
-            self.net_digests[host].pop(network_id, None)
-        for host, tables in view.items():
+            self.host_sums[host] -= self.net_sums[host].pop(network_id, 0)
+        for host, value in sums.items():
             self.member_of[host].add(network_id)
-            self.net_digests[host][network_id] = network_digest(tables)
+            self.host_sums[host] += value - self.net_sums[host].get(network_id, 0)
+            self.net_sums[host][network_id] = value
         for port in self.ports.get(network_id, {}).values():
             if port.host is not None:
                 self.local[port.host].add((network_id, port.id))
@@ -265,6 +304,8 @@ class Hub:
             old, new = before.get(port_id), after.get(port_id)
             if old == new:
                 continue
+            if new is None:
+                self._port_hashes.pop(port_id, None)
             if old is not None and old.host is not None and (new is None or new.host != old.host):
                 updates[old.host].ports_removed.add(port_id)
                 self.local[old.host].discard((network_id, port_id))
@@ -274,7 +315,7 @@ class Hub:
     # -- what a host must hold --------------------------------------------------------------
 
     def digest_of(self, host: str) -> str:
-        return combine_digests(self.net_digests.get(host, {}))
+        return as_hex(self.host_sums.get(host, 0))
 
     def tables_of(self, host: str) -> dict[str, NetworkTables]:
         """Every network table ``host`` must hold now."""

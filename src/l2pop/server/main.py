@@ -73,6 +73,7 @@ def run(
             access_log=False,
             ws_ping_interval=heartbeat_interval,
             ws_ping_timeout=3 * heartbeat_interval,
+            ws_per_message_deflate=False,  # see agent/channel.py: CPU over bytes
         )
     finally:
         store.close()

@@ -24,7 +24,7 @@ against each engine):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +48,16 @@ class Change:
     key: str
     op: ChangeOp
     network_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """What an agent last said about itself (telemetry, outside the revision)."""
+
+    name: str
+    last_seen: datetime
+    applied_revision: int | None = None
+    applied_digest: str | None = None
 
 
 class ChangeLogTruncated(Exception):
@@ -118,6 +128,14 @@ class WriteTx(ReadTx, Protocol):
 
     def insert_port(self, port: Port) -> Port: ...
 
+    def insert_ports(self, ports: Sequence[Port]) -> int:
+        """Insert many ports at once (imports, benchmarks); returns how many.
+
+        Same rules as ``insert_port`` but checked by the constraints alone, so the first
+        violation fails the whole block with ``Conflict``.
+        """
+        ...
+
     def update_port(self, port: Port) -> Port: ...
 
     def delete_port(self, port_id: str) -> Port:
@@ -145,6 +163,11 @@ class Store(Protocol):
         applied_digest: str | None = None,
     ) -> None:
         """Save agent telemetry for ``name`` without moving the revision."""
+        ...
+
+    def record_host_reports(self, reports: Sequence[HostReport]) -> None:
+        """``record_host_report`` for many hosts in one transaction; unknown hosts (deleted
+        meanwhile) are skipped."""
         ...
 
     def prune_changes(self, before_revision: int) -> int:

@@ -14,8 +14,9 @@ How the contract of ``store/abc.py`` is kept:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -43,12 +45,27 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from l2pop.model import ArpSuppression, Conflict, Host, Network, NotFound, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
-from l2pop.store.abc import Change, ChangeKind, ChangeLogTruncated, ChangeOp, iter_chunks
-from l2pop.store.integrity import Deleting, domain_error
+from l2pop.store.abc import (
+    Change,
+    ChangeKind,
+    ChangeLogTruncated,
+    ChangeOp,
+    HostReport,
+    iter_chunks,
+)
+from l2pop.store.integrity import Deleting, constraint_name, domain_error
 from l2pop.store.schema import changes, hosts, meta, metadata, networks, port_ips, ports
 
 #: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
 CHUNK = 1000
+#: constraint -> request field, for errors of ``insert_ports``
+BULK_FIELDS = {
+    "uq_ports_network_id_mac": "mac",
+    "uq_port_ips_network_id_ip": "fixed_ips",
+    "pk_ports": "id",
+    "fk_ports_network_id": "network_id",
+    "fk_ports_host": "host",
+}
 #: execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE
 _WRITE = "l2pop_write"
 
@@ -363,6 +380,40 @@ class _WriteTx(_ReadTx):
         self._log("port", stored.id, "create", stored.network_id)
         return stored
 
+    def insert_ports(self, new_ports: Sequence[Port]) -> int:
+        if not new_ports:
+            return 0
+        revision = self._stamp()
+        now = _now()
+        port_rows, ip_rows, change_rows = [], [], []
+        for port in new_ports:
+            stored = replace(port, revision=revision, created_at=port.created_at or now)
+            port_rows.append(_row(ports, stored))
+            ip_rows += [
+                {"port_id": port.id, "network_id": port.network_id, "ip": ip}
+                for ip in set(port.fixed_ips)
+            ]
+            self._seq += 1
+            change_rows.append(
+                dict(
+                    revision=revision,
+                    seq=self._seq,
+                    kind="port",
+                    key=port.id,
+                    op="create",
+                    network_id=port.network_id,
+                )
+            )
+        try:
+            for table, rows in ((ports, port_rows), (port_ips, ip_rows), (changes, change_rows)):
+                for start in range(0, len(rows), CHUNK):
+                    self._exec(insert(table), rows[start : start + CHUNK])
+        except IntegrityError as exc:
+            name = constraint_name(exc)
+            field = BULK_FIELDS.get(name or "", "ports")
+            raise Conflict(f"bulk insert refused: {field} violates {name}", field) from exc
+        return len(port_rows)
+
     def update_port(self, port: Port) -> Port:
         """Update every field but ``network_id`` (a port cannot change networks) and
         ``created_at``; only the fixed IPs that changed are rewritten."""
@@ -439,6 +490,7 @@ class SqlStore:
         self.url = url
         self._engine = _engine(url)
         self._postgres = self._engine.dialect.name == "postgresql"
+        self._sqlite_writer = threading.Lock()
         with self._begin(write=True) as conn:
             if self._postgres:  # two processes opening a new database must not both create it
                 conn.execute(text("SELECT pg_advisory_xact_lock(7216505)"))
@@ -449,7 +501,12 @@ class SqlStore:
     @contextmanager
     def _begin(self, *, write: bool) -> Iterator[Connection]:
         """One transaction on one pooled connection; commits on success."""
-        with self._engine.connect() as conn:
+        # SQLite has one writer at a time; its busy handler makes waiters sleep-poll with
+        # growing naps (up to 100 ms), which turns lock contention into latency. Writers of
+        # this process queue on a lock instead and start the moment the last one commits.
+        # (Other processes still meet busy_timeout.)
+        serial = self._sqlite_writer if write and not self._postgres else nullcontext()
+        with serial, self._engine.connect() as conn:
             if write:
                 conn.execution_options(**{_WRITE: True})
             elif self._postgres:
@@ -491,6 +548,30 @@ class SqlStore:
             result = conn.execute(update(hosts).where(hosts.c.name == name).values(**values))
             if result.rowcount == 0:
                 raise NotFound(f"host {name} not found")
+
+    def record_host_reports(self, reports: Sequence[HostReport]) -> None:
+        if not reports:
+            return
+        stmt = (
+            update(hosts)
+            .where(hosts.c.name == bindparam("b_name"))
+            .values(
+                last_seen=bindparam("b_seen"),
+                applied_revision=func.coalesce(bindparam("b_rev"), hosts.c.applied_revision),
+                applied_digest=func.coalesce(bindparam("b_digest"), hosts.c.applied_digest),
+            )
+        )
+        rows = [
+            {
+                "b_name": r.name,
+                "b_seen": r.last_seen,
+                "b_rev": r.applied_revision,
+                "b_digest": r.applied_digest,
+            }
+            for r in reports
+        ]
+        with self._begin(write=True) as conn:
+            conn.execute(stmt, rows)
 
     def prune_changes(self, before_revision: int) -> int:
         with self._begin(write=True) as conn:

@@ -1,0 +1,1 @@
+"""Benchmarks: kernel programming (``kernel``) and control-plane scale."""
