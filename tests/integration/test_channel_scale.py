@@ -47,14 +47,14 @@ def test_fifty_agents_two_thousand_ports(cluster: Cluster) -> None:
     assert len(active) == NETWORKS * PORTS_PER_NETWORK
 
     # one port event: how long until every member holds it, and what it cost
-    sent_before = cluster.metric("l2pop_channel_messages_sent_total{type=\"delta\"")
+    sent_before = cluster.metric('l2pop_channel_messages_sent_total{type="delta"')
     port = port_ids[0]
     t0 = time.monotonic()
     cluster.patch_port(port, fixed_ips=["198.19.200.1"])
     members = placements[requests[0][0]]
     event = cluster.converge(members, timeout=30)
     cluster.converge(timeout=30)
-    sent = cluster.metric("l2pop_channel_messages_sent_total{type=\"delta\"") - sent_before
+    sent = cluster.metric('l2pop_channel_messages_sent_total{type="delta"') - sent_before
     assert sent <= HOSTS_PER_NETWORK - 1 + 1, f"{sent} deltas for one event in one network"
     print(
         f"\n50 agents / 2,000 ports: created in {created:.1f}s, all in sync "

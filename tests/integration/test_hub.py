@@ -86,9 +86,7 @@ def test_hub_deltas_equal_full_recompute(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     tokens: dict[str, str] = {}
     for i, name in enumerate(HOSTS, 1):
-        tokens[name] = usecases.create_host(store, HostCreate(name=name, vtep_ip=f"192.0.2.{i}"))[
-            1
-        ]
+        tokens[name] = usecases.create_host(store, HostCreate(name=name, vtep_ip=f"192.0.2.{i}"))[1]
     hub = Hub(store)
     hub.load()
     agents: dict[str, dict[str, NetworkTables]] = {h: {} for h in HOSTS}
@@ -172,8 +170,10 @@ def test_slow_session_backlog_is_bounded_and_coalesced(tmp_path: Path) -> None:
     longest, sent, stats = asyncio.run(scenario())
     assert longest <= 5, "the backlog grew past the limit"
     assert stats["coalesced"] >= 1
-    kinds = [Snapshot.model_validate_json(t) if '"snapshot"' in t else Delta.model_validate_json(t)
-             for t in sent]
+    kinds = [
+        Snapshot.model_validate_json(t) if '"snapshot"' in t else Delta.model_validate_json(t)
+        for t in sent
+    ]
     assert len(sent) < 20, f"{len(sent)} messages for 200 changes: nothing was coalesced"
     last = kinds[-1]
     final = full_state(store)["h1"]

@@ -561,3 +561,19 @@ def test_bulk_insert_ports_is_one_revision_and_all_or_nothing(store: Store) -> N
     with store.read() as tx:
         assert tx.revision() == before + 1
         assert len(tx.list_ports(network_id=net.id)) == 1500
+
+
+def test_list_ports_by_ids(store: Store) -> None:
+    net = add_network(store, 710)
+    other = add_network(store, 711)
+    ports = [add_port(store, net.id, f"fa:16:3e:00:07:{i:02x}") for i in range(5)]
+    elsewhere = add_port(store, other.id, "fa:16:3e:00:07:99")
+    with store.read() as tx:
+        wanted = [ports[3].id, ports[1].id, elsewhere.id, str(uuid.uuid4())]
+        assert [p.id for p in tx.list_ports(port_ids=wanted)] == sorted(
+            [ports[1].id, ports[3].id, elsewhere.id],
+            key=lambda pid: (next(p.network_id for p in [*ports, elsewhere] if p.id == pid), pid),
+        )
+        assert tx.list_ports(port_ids=[]) == []
+        only_net = tx.list_ports(port_ids=wanted, network_ids=[net.id])
+        assert {p.id for p in only_net} == {ports[1].id, ports[3].id}

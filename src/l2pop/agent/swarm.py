@@ -22,6 +22,7 @@ from l2pop.agent.channel import Agent
 from l2pop.agent.control import parse_address
 from l2pop.agent.main import UsageError, serve_agents, setup_logging
 from l2pop.datapath.memory import MemoryDatapath
+from l2pop.runtime import keep_heap_frozen
 
 
 def load_hosts(path: str) -> list[dict[str, str]]:
@@ -70,7 +71,11 @@ async def _swarm(
             )
             for h in hosts
         }
-        await serve_agents(agents, control, ramp=ramp)
+        freezer = asyncio.create_task(keep_heap_frozen())
+        try:
+            await serve_agents(agents, control, ramp=ramp)
+        finally:
+            freezer.cancel()
 
 
 def run_swarm(

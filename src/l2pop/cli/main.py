@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "l2pop.cli.server",
     "l2pop.cli.resources",
     "l2pop.cli.agent",
+    "l2pop.cli.demo",
+    "l2pop.cli.testbed",
 )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import gc
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 import l2pop
+from l2pop.runtime import keep_heap_frozen
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
 from l2pop.server.errors import install_error_handlers
@@ -18,8 +20,6 @@ from l2pop.server.metrics import install_metrics
 from l2pop.server.routes import router
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import Store
-
-REVISION_HEADER = "L2pop-Revision"
 
 
 def create_app(
@@ -42,7 +42,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(hub.load)
-        tasks = [asyncio.create_task(hub.follow()), asyncio.create_task(channel.heartbeat_loop())]
+        # the hub now holds every port: freeze them (l2pop.runtime.keep_heap_frozen)
+        gc.collect()
+        tasks = [
+            asyncio.create_task(hub.follow()),
+            asyncio.create_task(channel.heartbeat_loop()),
+            asyncio.create_task(keep_heap_frozen()),
+        ]
         try:
             yield
         finally:
@@ -63,18 +69,9 @@ def create_app(
     app.state.hub = hub
     app.state.channel = channel
     install_error_handlers(app)
-    install_metrics(app, app.state.store, sessions, channel.stats)
+    install_metrics(app, app.state.store, sessions, channel.stats, lambda: feed.revision)
     app.include_router(router)
     app.include_router(channel_router)
-
-    @app.middleware("http")
-    async def revision_header(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            response.headers[REVISION_HEADER] = str(feed.revision)
-        return response
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, object]:

@@ -73,7 +73,8 @@ class Batch:
 
     revision: int
     networks: dict[str, Network | None]  # touched network id -> current row (None: deleted)
-    ports: dict[str, list[Port]]  # touched network id -> its current ports
+    ports: list[Port]  # current rows of the ports that changed
+    deleted_ports: dict[str, str]  # port id -> network id, for ports that are gone
     vteps: dict[str, str] | None  # every host's VTEP, when hosts changed
 
 
@@ -176,19 +177,23 @@ class Hub:
             log.exception("hub: pruning the change log failed")
 
     def read_batch(self) -> Batch | None:
-        """Changes since our revision plus the current rows they touched (one snapshot)."""
+        """Changes since our revision plus the current rows of what changed (one snapshot).
+
+        Only the changed ports are read, not whole networks: the hub already holds the rest.
+        """
         with self.store.read() as tx:
             changes = tx.changes_since(self.revision)
             if not changes:
                 return None
             touched = sorted({c.network_id for c in changes if c.network_id})
             networks = {nid: tx.get_network(nid) for nid in touched}
-            ports: dict[str, list[Port]] = {nid: [] for nid in touched}
-            for port in tx.list_ports(network_ids=touched):
-                ports[port.network_id].append(port)
+            port_keys = {c.key: c.network_id for c in changes if c.kind == "port"}
+            ports = tx.list_ports(port_ids=port_keys)
+            found = {p.id for p in ports}
+            deleted = {pid: nid for pid, nid in port_keys.items() if pid not in found and nid}
             hosts_changed = any(c.kind == "host" for c in changes)
             vteps = {h.name: h.vtep_ip for h in tx.list_hosts()} if hosts_changed else None
-            return Batch(tx.revision(), networks, ports, vteps)
+            return Batch(tx.revision(), networks, ports, deleted, vteps)
 
     def apply_batch(self, batch: Batch) -> dict[str, HostUpdate]:
         """Move the hub to ``batch.revision``; returns (and publishes) per-host updates."""
@@ -213,7 +218,11 @@ class Hub:
                 self.ports.pop(nid, None)
             else:
                 self.networks[nid] = network
-                self.ports[nid] = {p.id: p for p in batch.ports[nid]}
+        for port_id, nid in batch.deleted_ports.items():
+            self.ports.get(nid, {}).pop(port_id, None)
+        for port in batch.ports:
+            if port.network_id in self.networks:
+                self.ports[port.network_id][port.id] = port
         for nid in sorted(touched):
             new_view = self._view(nid)
             for host in old_views[nid].keys() | new_view.keys():

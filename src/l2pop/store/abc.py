@@ -86,8 +86,12 @@ class ReadTx(Protocol):
         host: str | None = None,
         status: PortStatus | None = None,
         network_ids: Iterable[str] | None = None,
+        port_ids: Iterable[str] | None = None,
     ) -> list[Port]:
-        """Ports matching every filter given, ordered by (network_id, id)."""
+        """Ports matching every filter given, ordered by (network_id, id).
+
+        ``network_ids`` and ``port_ids`` may be long (thousands): they are chunked.
+        """
         ...
 
     def count_ports(self, network_id: str) -> int: ...

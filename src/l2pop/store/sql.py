@@ -175,6 +175,7 @@ class _ReadTx:
         host: str | None = None,
         status: PortStatus | None = None,
         network_ids: Iterable[str] | None = None,
+        port_ids: Iterable[str] | None = None,
     ) -> list[Port]:
         conds: list[Any] = []
         if network_id is not None:
@@ -183,11 +184,18 @@ class _ReadTx:
             conds.append(ports.c.host == host)
         if status is not None:
             conds.append(ports.c.status == PortStatus(status).value)
-        if network_ids is None:
+        if network_ids is not None and port_ids is not None:
+            conds.append(ports.c.network_id.in_(sorted(set(network_ids))))
+        if port_ids is not None:
+            column, keys = ports.c.id, port_ids
+        elif network_ids is not None:
+            column, keys = ports.c.network_id, network_ids
+        else:
             return self._ports(conds)
         out: list[Port] = []
-        for chunk in iter_chunks(sorted(set(network_ids)), CHUNK):
-            out += self._ports([*conds, ports.c.network_id.in_(chunk)])
+        for chunk in iter_chunks(sorted(set(keys)), CHUNK):
+            out += self._ports([*conds, column.in_(chunk)])
+        out.sort(key=lambda p: (p.network_id, p.id))
         return out
 
     def _ports(self, conds: list[Any]) -> list[Port]:

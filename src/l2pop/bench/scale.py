@@ -1,0 +1,369 @@
+"""Control-plane scale: a real server, many simulated agents, a large store, steady churn.
+
+What it measures (issue 5, "scale"):
+
+(a) convergence of a port activation under steady churn: the operator's API call
+    (``POST /v1/ports`` bound to a host) -> that host's agent reports ACTIVE -> every other
+    member agent has applied the entry. Per event, the latency is the time from the API call
+    to the last member's apply, read from each agent's apply log (``time.monotonic`` is
+    system-wide, so the agents' timestamps and ours compare directly). p50/p99 per rate.
+(b) messages and bytes the server sent per event (its ``/metrics``), beside what a
+    fanout-to-all design would send (Neutron casts each event to every agent, each
+    activation twice: 2 x hosts messages).
+(c) server restart (``kill -9``): seconds until every agent is ``in_sync`` again.
+(d) server memory (RSS) and CPU seconds per event (``/proc/<pid>``).
+
+The agents run the memory datapath in ``l2pop agent-swarm`` processes, one real WebSocket
+each, spread over several processes so both cores work. The store is populated in bulk
+(``insert_ports``), ports already ACTIVE, as after a long steady state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
+from l2pop.server.usecases import hash_token
+from l2pop.store import open_store
+from l2pop.testbed.agents import AgentSwarm, HostCredentials
+from l2pop.testbed.process import ServerProcess
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ScaleConfig:
+    hosts: int = 1000
+    networks: int = 2000
+    ports: int = 100_000
+    min_span: int = 5  # hosts per network
+    max_span: int = 50
+    swarms: int = 4
+    engine: str = "sqlite"  # or "postgresql"
+    rates: list[float] = field(default_factory=lambda: [25.0, 50.0, 100.0, 200.0])
+    duration: float = 20.0  # seconds of churn per rate
+    restart: bool = True
+    seed: int = 1
+
+
+@dataclass
+class Plan:
+    creds: list[HostCredentials]
+    spans: dict[str, list[str]]  # network id -> hosts it spans
+    next_ip: dict[str, int]  # network id -> next free host index for new ports
+
+
+def vtep_of(i: int) -> str:
+    return f"198.18.{i // 250}.{i % 250 + 1}"
+
+
+def ip_of(j: int) -> str:
+    return f"198.19.{j // 250}.{j % 250 + 1}"
+
+
+def populate(url: str, cfg: ScaleConfig, progress: Progress) -> Plan:
+    """Hosts, networks and ACTIVE ports written in bulk (a few transactions)."""
+    rng = random.Random(cfg.seed)
+    now = datetime.now(UTC)
+    store = open_store(url)
+    creds = []
+    with store.write() as tx:
+        for i in range(cfg.hosts):
+            token = secrets.token_urlsafe(24)
+            host = Host(name=f"h{i:04d}", vtep_ip=vtep_of(i), created_at=now)
+            tx.insert_host(host, hash_token(token))
+            creds.append(HostCredentials(host.name, host.vtep_ip, token))
+    names = [c.host for c in creds]
+    spans: dict[str, list[str]] = {}
+    with store.write() as tx:
+        for n in range(cfg.networks):
+            net = Network(
+                str(uuid.uuid4()), f"net{n}", 10_000 + n, ArpSuppression.NEIGH_SUPPRESS, now, 0
+            )
+            tx.insert_network(net)
+            width = min(rng.randint(cfg.min_span, cfg.max_span), len(names))
+            spans[net.id] = rng.sample(names, width)
+    per_network = cfg.ports // max(cfg.networks, 1)
+    batch: list[Port] = []
+    serial = 0
+    for net_id, span in spans.items():
+        for j in range(per_network):
+            serial += 1
+            mac = f"fa:16:3e:{serial >> 16 & 255:02x}:{serial >> 8 & 255:02x}:{serial & 255:02x}"
+            batch.append(
+                Port(
+                    str(uuid.uuid4()),
+                    net_id,
+                    "",
+                    mac,
+                    (ip_of(j),),
+                    span[j % len(span)],
+                    PortStatus.ACTIVE,
+                    0,
+                )
+            )
+        if len(batch) >= 10_000:
+            with store.write() as tx:
+                tx.insert_ports(batch)
+            progress(f"populated {serial:,} ports")
+            batch = []
+    if batch:
+        with store.write() as tx:
+            tx.insert_ports(batch)
+    store.close()
+    return Plan(creds, spans, dict.fromkeys(spans, per_network))
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS bytes) of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+def channel_counters(http: httpx.Client) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("l2pop_channel_") and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    """Growth of ``name`` over the event-carrying message types (heartbeats excluded)."""
+    return sum(
+        value - before.get(key, 0.0)
+        for key, value in after.items()
+        if key.startswith(name) and 'type="heartbeat"' not in key
+    )
+
+
+def wait_in_sync(http: httpx.Client, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        hosts = http.get("/v1/hosts", timeout=60).json()
+        if all(h["connected"] and h["in_sync"] for h in hosts):
+            return time.monotonic() - start
+        time.sleep(0.5)
+    lagging = [h["name"] for h in http.get("/v1/hosts").json() if not h["in_sync"]]
+    raise TimeoutError(f"{len(lagging)} hosts not in sync after {timeout}s: {lagging[:5]}")
+
+
+async def churn(
+    server: ServerProcess, plan: Plan, rate: float, duration: float, rng: random.Random
+) -> list[tuple[float, str, str, list[str]]]:
+    """Open-loop: one activation every 1/rate s for ``duration`` s, whatever the replies.
+
+    Returns (t0, port id, binding host, other member hosts) per event.
+    """
+    events: list[tuple[float, str, str, list[str]]] = []
+    networks = list(plan.spans)
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as http:
+
+        async def one(net_id: str, host: str, ip: str) -> None:
+            t0 = time.monotonic()
+            r = await http.post(
+                "/v1/ports", json={"network_id": net_id, "host": host, "fixed_ips": [ip]}
+            )
+            r.raise_for_status()
+            others = [h for h in plan.spans[net_id] if h != host]
+            events.append((t0, r.json()["id"], host, others))
+
+        tasks = []
+        start = time.monotonic()
+        for i in range(int(rate * duration)):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            net_id = rng.choice(networks)
+            host = rng.choice(plan.spans[net_id])
+            plan.next_ip[net_id] += 1
+            tasks.append(asyncio.create_task(one(net_id, host, ip_of(plan.next_ip[net_id]))))
+        await asyncio.gather(*tasks)
+    return events
+
+
+def latencies(
+    http: httpx.Client,
+    swarms: list[AgentSwarm],
+    events: list[tuple[float, str, str, list[str]]],
+) -> list[float]:
+    """Per event: API call -> the last other member applied the port's ACTIVE revision."""
+    logs: dict[str, list[tuple[int, float]]] = {}
+    for swarm in swarms:
+        logs.update(
+            {h: [tuple(x) for x in v] for h, v in swarm.http.get("/applied").json().items()}
+        )
+    out = []
+    for t0, port_id, _host, others in events:
+        port = http.get(f"/v1/ports/{port_id}").json()
+        if port["status"] != "ACTIVE":
+            continue
+        revision = port["revision"]
+        worst = 0.0
+        for member in others:
+            applied = next((t for rev, t in logs.get(member, []) if rev >= revision), None)
+            if applied is None:
+                worst = float("inf")
+                break
+            worst = max(worst, applied - t0)
+        if not others:
+            continue
+        out.append(worst)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def open_database(cfg: ScaleConfig, workdir: Path) -> tuple[str, Any]:
+    """(URL of an empty database, the PostgreSQL server to stop afterwards or None)."""
+    if cfg.engine == "postgresql":
+        from l2pop.testbed.postgres import ThrowawayPostgres
+
+        pg = ThrowawayPostgres().start()
+        return pg.create_database("l2pop_bench"), pg
+    db = workdir / "scale.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{db}", None
+
+
+def start_swarms(
+    cfg: ScaleConfig, server: ServerProcess, plan: Plan, workdir: Path
+) -> list[AgentSwarm]:
+    per = -(-len(plan.creds) // cfg.swarms)
+    swarms = []
+    for i in range(cfg.swarms):
+        chunk = plan.creds[i * per : (i + 1) * per]
+        if chunk:
+            swarm = AgentSwarm(server.url, chunk, workdir, name=f"swarm{i}", test_hooks=False)
+            swarms.append(swarm.start(timeout=120))
+    return swarms
+
+
+def measure_rate(
+    cfg: ScaleConfig,
+    server: ServerProcess,
+    swarms: list[AgentSwarm],
+    plan: Plan,
+    *,
+    rate: float,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """Steady churn at ``rate`` events/s: latency percentiles, cost per event."""
+    http = server.client()
+    before = channel_counters(http)
+    cpu_before, _ = proc_stats(server.pid)
+    events = asyncio.run(churn(server, plan, rate, cfg.duration, rng))
+    wait_in_sync(http, 300)
+    cpu_after, rss = proc_stats(server.pid)
+    after = channel_counters(http)
+    lat = latencies(http, swarms, events)
+    http.close()
+    n = max(len(events), 1)
+    return {
+        "rate": rate,
+        "events": len(events),
+        "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
+        "max_ms": round(max(lat, default=float("nan")) * 1000, 1),
+        "messages_per_event": round(
+            counter_delta(before, after, "l2pop_channel_messages_sent_total") / n, 1
+        ),
+        "bytes_per_event": round(
+            counter_delta(before, after, "l2pop_channel_bytes_sent_total") / n
+        ),
+        "fanout_to_all_messages_per_event": 2 * cfg.hosts,
+        "server_cpu_ms_per_event": round((cpu_after - cpu_before) / n * 1000, 2),
+        "server_rss_mib": round(rss / 2**20, 1),
+    }
+
+
+def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str, Any]:
+    """The whole scale benchmark; returns the figures (also printed through ``progress``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(cfg.seed + 1)
+    url, pg = open_database(cfg, workdir)
+    result: dict[str, Any] = {"config": asdict(cfg)}
+    swarms: list[AgentSwarm] = []
+    server = ServerProcess(
+        url, log_path=workdir / "server.log", extra_args=("--queue-limit", "1024")
+    )
+    try:
+        t = time.monotonic()
+        plan = populate(url, cfg, progress)
+        result["populate_s"] = round(time.monotonic() - t, 2)
+        progress(
+            f"store ({cfg.engine}): {cfg.hosts} hosts, {cfg.networks} networks, "
+            f"{cfg.ports:,} ports in {result['populate_s']} s"
+        )
+        t = time.monotonic()
+        server.start(timeout=600)
+        result["server_start_s"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
+        swarms = start_swarms(cfg, server, plan, workdir)
+        with server.client() as http:
+            wait_in_sync(http, 900)
+        result["initial_sync_s"] = round(time.monotonic() - t, 2)
+        result["server_rss_mib"] = round(proc_stats(server.pid)[1] / 2**20, 1)
+        progress(
+            f"{cfg.hosts} agents in sync {result['initial_sync_s']} s after start; "
+            f"server RSS {result['server_rss_mib']} MiB"
+        )
+        result["rates"] = []
+        for rate in cfg.rates:
+            row = measure_rate(cfg, server, swarms, plan, rate=rate, rng=rng)
+            result["rates"].append(row)
+            progress(
+                f"churn {rate:g}/s: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                f"{row['messages_per_event']} msgs/event "
+                f"(fanout-to-all: {row['fanout_to_all_messages_per_event']}), "
+                f"server CPU {row['server_cpu_ms_per_event']} ms/event"
+            )
+        ok = [r["rate"] for r in result["rates"] if r["p99_ms"] <= 1000]
+        result["max_rate_p99_le_1s"] = max(ok, default=None)
+        if cfg.restart:
+            server.kill()
+            t = time.monotonic()
+            server.restart(timeout=600)
+            with server.client() as http:
+                wait_in_sync(http, 900)
+            result["restart_resync_s"] = round(time.monotonic() - t, 2)
+            progress(
+                f"server kill -9 + restart: all agents in sync after {result['restart_resync_s']} s"
+            )
+    finally:
+        for swarm in swarms:
+            swarm.stop()
+        server.stop()
+        if pg is not None:
+            pg.stop()
+    return result
+
+
+def main_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2, sort_keys=True)

@@ -1,0 +1,264 @@
+"""The whole system on real kernels: server, agents (linux datapath) and VMs in namespaces.
+
+One testbed per module (4 hosts, a real ``l2pop server`` and a real ``l2pop agent`` process
+per host namespace); tests that change things make their own network so they do not
+disturb each other. Packets crossing the underlay are counted with tcpdump on the underlay
+bridge. Needs root; skipped otherwise. Everything is deleted by name at the end.
+
+Base topology (both networks share one IPv4 /16 and one IPv6 /64, so only the overlay keeps
+them apart)::
+
+    ns  (vni 2001, neigh_suppress): ns-1@h1  ns-2@h2  ns-3@h3        h4 not a member
+    px  (vni 2002, proxy):          px-1@h1  px-2@h2           px-3@h4   h3 not a member
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l2pop.testbed import netns as nsx
+from l2pop.testbed.bed import Testbed, Vm, wait_for
+
+pytestmark = pytest.mark.root
+
+NS_VNI, PX_VNI = 2001, 2002
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, bridge and vxlan devices)")
+    missing = [t for t in ("ip", "bridge", "ping", "tcpdump") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"missing tools: {', '.join(missing)} (scripts/bootstrap installs them)")
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    _need_root()
+    workdir: Path = tmp_path_factory.mktemp("overlay")
+    with Testbed(4, workdir=workdir) as testbed:
+        testbed.add_foreign("h1")  # hand-made devices: must survive everything below
+        testbed.add_network("ns", vni=NS_VNI, arp_suppression="neigh_suppress")
+        testbed.add_network("px", vni=PX_VNI, arp_suppression="proxy")
+        for i, host in ((1, "h1"), (2, "h2"), (3, "h3")):
+            testbed.add_vm(f"ns-{i}", "ns", host, [f"198.19.1.{i}", f"2001:db8::1:{i}"], wait=False)
+        for i, host in ((1, "h1"), (2, "h2"), (3, "h4")):
+            testbed.add_vm(f"px-{i}", "px", host, [f"198.19.2.{i}", f"2001:db8::2:{i}"], wait=False)
+        testbed.wait_converged()
+        yield testbed
+
+
+def vms_of(bed: Testbed, network: str) -> list[Vm]:
+    return [vm for vm in bed.vms.values() if vm.network.name == network]
+
+
+def all_pairs(vms: list[Vm], family: int | None = None) -> list[tuple[Vm, str]]:
+    out = []
+    for a in vms:
+        for b in vms:
+            if a is not b:
+                out += [(a, ip) for ip in b.ips if family is None or (family == 6) == (":" in ip)]
+    return out
+
+
+def assert_kernel_matches_server(bed: Testbed, host: str) -> None:
+    desired = {n["vni"]: n for n in bed.host_fdb(host)["networks"]}
+    held = bed.kernel_tables(host)
+    assert set(held) == set(desired), f"{host}: networks {set(held)} != {set(desired)}"
+    for vni, want in desired.items():
+        got = held[vni]
+        assert got.mode == want["arp_suppression"]
+        assert got.flood == sorted(want["flood"])
+        assert got.fdb == {e["mac"]: e["vtep"] for e in want["fdb"]}
+        assert got.neigh == {e["ip"]: e["mac"] for e in want["neigh"]}
+        if got.mode == "neigh_suppress":
+            assert got.static == sorted(got.fdb)
+
+
+# -- connectivity ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("network", ["ns", "px"])
+def test_all_pairs_connect_within_a_network(bed: Testbed, network: str) -> None:
+    pairs = all_pairs(vms_of(bed, network))
+    results = bed.ping_many(pairs)
+    failed = [f"{vm.name} -> {ip}" for (vm, ip), ok in zip(pairs, results, strict=True) if not ok]
+    assert not failed, f"pings failed: {failed}"
+
+
+def test_networks_are_isolated(bed: Testbed) -> None:
+    ns, px = vms_of(bed, "ns"), vms_of(bed, "px")
+    pairs = [(a, ip) for a in ns for b in px for ip in b.ips]
+    pairs += [(b, ip) for b in px for a in ns for ip in a.ips]
+    results = bed.ping_many(pairs, timeout=1)
+    leaked = [f"{vm.name} -> {ip}" for (vm, ip), ok in zip(pairs, results, strict=True) if ok]
+    assert not leaked, f"reached the other network: {leaked}"
+
+
+def test_every_kernel_holds_the_desired_state(bed: Testbed) -> None:
+    for host in bed.hosts:
+        assert_kernel_matches_server(bed, host)
+    assert NS_VNI not in bed.kernel_tables("h4")  # not a member: nothing of ns
+    assert PX_VNI not in bed.kernel_tables("h3")
+
+
+# -- what crosses the underlay --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("network", ["ns", "px"])
+def test_no_arp_broadcast_crosses_the_underlay_for_known_ips(bed: Testbed, network: str) -> None:
+    vms = vms_of(bed, network)
+    vni = vms[0].network.vni
+    bed.flush_neigh(vms)
+    pairs = all_pairs(vms, family=4)
+    with bed.capture(f"arp-{network}") as cap:
+        results = bed.ping_many(pairs)
+    assert all(results), "pings from cold ARP caches failed"
+    assert cap.result is not None
+    assert cap.result.count("unicast", vni=vni) >= 2 * len(pairs)  # the capture does see them
+    assert cap.result.count("arp_broadcast", vni=vni) == 0, cap.result.select("arp_broadcast")
+
+
+@pytest.mark.parametrize("network", ["ns", "px"])
+def test_ipv6_nd_is_answered_locally(bed: Testbed, network: str) -> None:
+    vms = vms_of(bed, network)
+    vni = vms[0].network.vni
+    bed.flush_neigh(vms)
+    pairs = all_pairs(vms, family=6)
+    with bed.capture(f"nd-{network}") as cap:
+        results = bed.ping_many(pairs)
+    assert all(results), "ping6 from cold ND caches failed"
+    assert cap.result is not None
+    assert cap.result.count("unicast", vni=vni) >= 2 * len(pairs)
+    assert cap.result.count("nd_multicast", vni=vni) == 0, cap.result.select("nd_multicast")
+
+
+def test_the_non_member_host_receives_no_bum_copy(bed: Testbed) -> None:
+    ns = vms_of(bed, "ns")
+    members = {bed.hosts[h].vtep_ip for h in ("h2", "h3")}
+    outsider = bed.hosts["h4"].vtep_ip
+    bed.flush_neigh(ns)
+    with bed.capture("bum") as cap:
+        bed.ping_many(all_pairs(ns))
+        # an unknown IP: neigh_suppress floods its ARP to the member VTEPs (and only them)
+        bed.ping(ns[0], "198.19.1.200", timeout=1)
+        bed.ping(ns[0], "2001:db8::1:200", timeout=1)
+    assert cap.result is not None
+    flooded = cap.result.per_destination("bum", vni=NS_VNI)
+    assert set(flooded) == members, f"BUM copies went to {dict(flooded)}"
+    assert cap.result.count(dst=outsider, vni=NS_VNI) == 0
+
+
+# -- changes --------------------------------------------------------------------------------
+
+
+def test_migration_restores_connectivity_once_active(bed: Testbed) -> None:
+    bed.add_network("mig", vni=2003)
+    a = bed.add_vm("mig-a", "mig", "h1", ["203.0.113.1", "2001:db8::3:1"])
+    b = bed.add_vm("mig-b", "mig", "h2", ["203.0.113.2", "2001:db8::3:2"])
+    assert all(bed.ping_many([(a, ip) for ip in b.ips]))
+    bed.move_vm(b, "h3")  # delete the veth on h2, PATCH host, new veth into h3; ACTIVE
+    assert bed.port(b)["host"] == "h3"
+    bed.wait_converged()
+    assert bed.kernel_tables("h1")[2003].fdb == {b.mac: bed.hosts["h3"].vtep_ip}
+    assert 2003 not in bed.kernel_tables("h2")  # h2 is no longer a member
+    assert all(bed.ping_many([(a, ip) for ip in b.ips])), "no connectivity after migration"
+    assert all(bed.ping_many([(b, ip) for ip in a.ips]))
+
+
+def test_fixed_ip_change(bed: Testbed) -> None:
+    bed.add_network("addr", vni=2005, arp_suppression="proxy")
+    a = bed.add_vm("addr-a", "addr", "h1", ["203.0.113.11"])
+    b = bed.add_vm("addr-b", "addr", "h2", ["203.0.113.12", "2001:db8::5:12"])
+    assert bed.ping(a, "203.0.113.12")
+    bed.readdress_vm(b, ["203.0.113.22", "2001:db8::5:22"])
+    bed.wait_converged()
+    neigh = bed.kernel_tables("h1")[2005].neigh
+    assert neigh == {"203.0.113.22": b.mac, "2001:db8::5:22": b.mac}  # the old IPs are gone
+    bed.flush_neigh([a])
+    assert bed.ping(a, "203.0.113.22")
+    assert not bed.ping(a, "203.0.113.12", timeout=1)
+
+
+def test_agent_kill_restart_converges_without_blinking(bed: Testbed) -> None:
+    """kill -9 h1's agent, change the tables while it is down, restart it: the kernel
+    converges, and no entry that did not change is removed (netlink monitor)."""
+    bed.add_network("kill", vni=2004)
+    k1 = bed.add_vm("kill-1", "kill", "h1", ["198.19.4.1", "2001:db8::4:1"])
+    k2 = bed.add_vm("kill-2", "kill", "h2", ["198.19.4.2", "2001:db8::4:2"])
+    k3 = bed.add_vm("kill-3", "kill", "h3", ["198.19.4.3", "2001:db8::4:3"])
+    bed.wait_converged()
+    before = bed.kernel_tables("h1")
+    agent = bed.hosts["h1"].agent
+    assert agent is not None
+    old_pid = agent.pid
+    bed.kill_agent("h1")
+    assert not agent.alive
+    # while it is down: one port goes, one comes, one changes its IPs
+    bed.remove_vm(k3)
+    k4 = bed.add_vm("kill-4", "kill", "h4", ["198.19.4.4", "2001:db8::4:4"])
+    bed.readdress_vm(k2, ["198.19.4.22", "2001:db8::4:22"])
+    wait_for("h1 to fall out of sync", lambda: not _in_sync(bed, "h1"), 10)
+    assert bed.kernel_tables("h1") == before  # fail static: nobody touched the kernel
+    unchanged_macs = [k2.mac] + [mac for vni in (NS_VNI, PX_VNI) for mac in before[vni].fdb]
+    unchanged_ips = [ip for vni in (NS_VNI, PX_VNI) for ip in before[vni].neigh]
+    with bed.monitor("h1") as mon:
+        new = bed.start_agent("h1")
+        bed.wait_converged()
+    assert new.pid != old_pid
+    assert_kernel_matches_server(bed, "h1")
+    tables = bed.kernel_tables("h1")[2004]
+    assert tables.fdb == {k2.mac: "192.0.2.2", k4.mac: "192.0.2.4"}
+    assert sorted(tables.neigh) == ["198.19.4.22", "198.19.4.4", "2001:db8::4:22", "2001:db8::4:4"]
+    # entries that did not change: never removed, not even rewritten
+    assert mon.deleted(*unchanged_macs, *unchanged_ips) == []
+    assert mon.touched(*unchanged_macs, *unchanged_ips) == []
+    # the changes themselves did reach the kernel through the monitor's window
+    assert mon.deleted(k3.mac), "k3's FDB entry should have been removed"
+    assert mon.mentioning(k4.mac)
+    assert all(bed.ping_many([(k1, ip) for ip in k4.ips + k2.ips]))
+
+
+def _in_sync(bed: Testbed, host: str) -> bool:
+    return bool(bed.host_status(host)["in_sync"])
+
+
+def test_hand_made_devices_and_entries_are_left_untouched(bed: Testbed) -> None:
+    assert bed.foreign_state("h1") == {"bridge": True, "port": True, "fdb": True, "neigh": True}
+
+
+def test_clean_skips_live_runs_and_removes_dead_ones(bed: Testbed) -> None:
+    dead = nsx.RunRecord("l2p0dea", owner_pid=_dead_pid())
+    dead.save()
+    name = "l2p0dea-h1"
+    nsx.add_netns(name)
+    keep = "l2pkeep-test"  # no run pattern: never touched
+    nsx.add_netns(keep)
+    try:
+        found = nsx.find_leftovers()
+        assert name in found.netns
+        assert keep not in found.netns
+        assert not any(n.startswith(bed.prefix) for n in found.netns)  # our run is alive
+        assert f"{bed.prefix}-h1" in found.skipped
+        only = nsx.Leftovers(netns=[name], records=[dead])
+        nsx.clean(only)
+        assert name not in nsx.list_netns()
+        assert not dead.path.exists()
+        assert keep in nsx.list_netns()
+    finally:
+        nsx.delete_netns(name)
+        nsx.delete_netns(keep)
+        dead.remove()
+
+
+def _dead_pid() -> int:
+    """A pid that is not running (a child that has exited and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
