@@ -112,7 +112,7 @@ class Agent:
         self._sync_in_thread = (
             datapath.name != "memory" if sync_in_thread is None else (sync_in_thread)
         )
-        self._reconnect = reconnect_backoff or Backoff(0.2, 10.0)
+        self._reconnect = reconnect_backoff or Backoff(0.2, 5.0)
         self._ws: ClientConnection | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "l2pop.cli.agent",
     "l2pop.cli.demo",
     "l2pop.cli.testbed",
+    "l2pop.cli.bench",
 )
 
 

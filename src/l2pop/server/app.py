@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 import l2pop
 from l2pop.runtime import keep_heap_frozen
+from l2pop.server.auth import TokenCache
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
 from l2pop.server.errors import install_error_handlers
@@ -34,8 +35,15 @@ def create_app(
         feed = CommitFeed(tx.revision())
     hub = Hub(store)
     sessions = SessionRegistry()
+    tokens = TokenCache(store)
+    hub.host_listeners.append(tokens.clear)
     channel = Channel(
-        store, hub, sessions, queue_limit=queue_limit, heartbeat_interval=heartbeat_interval
+        store,
+        hub,
+        sessions,
+        tokens,
+        queue_limit=queue_limit,
+        heartbeat_interval=heartbeat_interval,
     )
     feed.subscribe(hub.notify)
 
@@ -68,6 +76,7 @@ def create_app(
     app.state.sessions = sessions
     app.state.hub = hub
     app.state.channel = channel
+    app.state.tokens = tokens
     install_error_handlers(app)
     install_metrics(app, app.state.store, sessions, channel.stats, lambda: feed.revision)
     app.include_router(router)

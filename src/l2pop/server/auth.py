@@ -9,6 +9,7 @@ every local caller as the operator; agent calls always need their host token.
 from __future__ import annotations
 
 import hmac
+import threading
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -17,6 +18,36 @@ from l2pop.model import Forbidden, Host
 from l2pop.server import usecases
 from l2pop.server.errors import Unauthorized
 from l2pop.store import Store
+
+
+class TokenCache:
+    """Agent token -> host, so that status reports and reconnects skip a store read.
+
+    Cleared whenever the set of hosts changes (the hub tells it): a deleted host's token
+    stops working as soon as the server has seen the deletion, and a re-created host's old
+    token never maps to the new one.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._hosts: dict[str, Host] = {}
+
+    def host_of(self, token: str) -> Host | None:
+        key = usecases.hash_token(token)
+        with self._lock:
+            host = self._hosts.get(key)
+        if host is not None:
+            return host
+        host = usecases.authenticate_host(self.store, token)
+        if host is not None:
+            with self._lock:
+                self._hosts[key] = host
+        return host
+
+    def clear(self, _gone: object = None) -> None:
+        with self._lock:
+            self._hosts.clear()
 
 
 @dataclass(frozen=True)
@@ -38,7 +69,6 @@ def bearer(request: Request) -> str | None:
 def identify(request: Request) -> Caller:
     """Resolve the caller; raises Unauthorized for a token that is neither kind."""
     admin_token: str | None = request.app.state.admin_token
-    store: Store = request.app.state.store
     token = bearer(request)
     if token is None:
         if admin_token is None:
@@ -46,7 +76,8 @@ def identify(request: Request) -> Caller:
         raise Unauthorized("missing bearer token")
     if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Caller(admin=True)
-    host = usecases.authenticate_host(store, token)
+    tokens: TokenCache = request.app.state.tokens
+    host = tokens.host_of(token)
     if host is None:
         if admin_token is None:
             return Caller(admin=True)
@@ -67,7 +98,8 @@ def require_agent(request: Request) -> Host:
     token = bearer(request)
     if token is None:
         raise Unauthorized("missing bearer token; agents authenticate with their host token")
-    host = usecases.authenticate_host(request.app.state.store, token)
+    tokens: TokenCache = request.app.state.tokens
+    host = tokens.host_of(token)
     if host is None:
         raise Unauthorized("invalid host token")
     return host

@@ -25,7 +25,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from l2pop.model import Host
-from l2pop.server import usecases
+from l2pop.server.auth import TokenCache
 from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import HostReport, Store
@@ -87,7 +87,8 @@ class Session:
     def push_update(self, revision: int, update: HostUpdate) -> None:
         if self.needs_snapshot:
             return
-        delta = Delta(
+        delta = Delta.model_construct(
+            type="delta",
             revision=revision,
             prev_revision=self.prev_revision,
             digest=self.hub.digest_of(self.host),
@@ -99,12 +100,16 @@ class Session:
         self.push(delta)
 
     def push_heartbeat(self) -> None:
-        self.push(Heartbeat(revision=self.prev_revision, digest=self.hub.digest_of(self.host)))
+        digest = self.hub.digest_of(self.host)
+        self.push(
+            Heartbeat.model_construct(type="heartbeat", revision=self.prev_revision, digest=digest)
+        )
 
     def snapshot(self) -> Snapshot:
         hub = self.hub
         self.prev_revision = hub.revision
-        return Snapshot(
+        return Snapshot.model_construct(
+            type="snapshot",
             revision=hub.revision,
             digest=hub.digest_of(self.host),
             networks=[NetworkTablesMsg.of(t) for t in hub.tables_of(self.host).values()],
@@ -137,6 +142,7 @@ class Channel:
         store: Store,
         hub: Hub,
         registry: SessionRegistry,
+        tokens: TokenCache,
         *,
         queue_limit: int = 256,
         heartbeat_interval: float = 5.0,
@@ -144,6 +150,7 @@ class Channel:
         self.store = store
         self.hub = hub
         self.registry = registry
+        self.tokens = tokens
         self.queue_limit = queue_limit
         self.heartbeat_interval = heartbeat_interval
         self.sessions: dict[str, Session] = {}
@@ -151,7 +158,7 @@ class Channel:
         self._background: set[asyncio.Task[None]] = set()
         self._reports: dict[str, HostReport] = {}  # host -> last ack not yet saved
         hub.listeners.append(self.publish)
-        hub.gone_listeners.append(self.hosts_gone)
+        hub.host_listeners.append(self.hosts_gone)
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -217,7 +224,7 @@ class Channel:
         scheme, _, token = header.partition(" ")
         host = None
         if scheme.lower() == "bearer" and token.strip():
-            host = await asyncio.to_thread(usecases.authenticate_host, self.store, token.strip())
+            host = await asyncio.to_thread(self.tokens.host_of, token.strip())
         if host is None:
             await self._refuse(ws, "unauthorized", "missing or invalid host token")
             return None

@@ -39,12 +39,11 @@ from l2pop.model import (
     NetworkTables,
     Port,
     PortStatus,
-    diff_network,
     network_members,
-    network_view,
     tables_for,
 )
 from l2pop.model.digest import MASK, as_hex, flood_hash, header_hash, port_hash
+from l2pop.model.fanout import NetworkState, host_deltas, network_state
 from l2pop.model.lifecycle import is_member_status
 from l2pop.store import Store
 from l2pop.wire.channel import LocalPort
@@ -93,7 +92,8 @@ class Hub:
     """In-memory desired state that follows the store, and per-host fan-out of its changes.
 
     ``listener(revision, updates)`` is called on the event loop after each batch with the
-    per-host updates; ``hosts_gone(names)`` when hosts were deleted.
+    per-host updates; ``host_listeners(gone)`` whenever the set of hosts changed, with the
+    names of the hosts that were deleted.
     """
 
     def __init__(self, store: Store) -> None:
@@ -109,7 +109,7 @@ class Hub:
         self.host_sums: dict[str, int] = defaultdict(int)
         self._port_hashes: dict[str, tuple[tuple[object, ...], int]] = {}
         self.listeners: list[Callable[[int, dict[str, HostUpdate]], None]] = []
-        self.gone_listeners: list[Callable[[set[str]], None]] = []
+        self.host_listeners: list[Callable[[set[str]], None]] = []
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
@@ -209,7 +209,7 @@ class Hub:
                 if old_vteps.get(h) != new_vteps.get(h)
             }
             touched |= {nid for h in changed for nid in self.member_of.get(h, ())}
-        old_views = {nid: self._view(nid) for nid in touched}
+        old_states = {nid: self._state(nid) for nid in touched}
         old_ports = {nid: dict(self.ports.get(nid, {})) for nid in touched}
         self.vteps = dict(new_vteps)
         for nid, network in batch.networks.items():
@@ -224,12 +224,10 @@ class Hub:
             if port.network_id in self.networks:
                 self.ports[port.network_id][port.id] = port
         for nid in sorted(touched):
-            new_view = self._view(nid)
-            for host in old_views[nid].keys() | new_view.keys():
-                delta = diff_network(old_views[nid].get(host), new_view.get(host))
-                if delta is not None:
-                    updates[host].deltas.append(delta)
-            self._index(nid, set(old_views[nid]))
+            new_state = self._state(nid)
+            for host, delta in host_deltas(old_states[nid], new_state).items():
+                updates[host].deltas.append(delta)
+            self._index(nid, set(old_states[nid].members))
             self._local_changes(nid, old_ports[nid], updates)
         gone = set(old_vteps) - set(new_vteps)
         for host in gone:
@@ -242,18 +240,16 @@ class Hub:
         result = {h: u for h, u in updates.items() if not u.is_empty()}
         for listener in self.listeners:
             listener(batch.revision, result)
-        if gone:
-            for gone_listener in self.gone_listeners:
-                gone_listener(gone)
+        if batch.vteps is not None:
+            for host_listener in self.host_listeners:
+                host_listener(gone)
         return result
 
     # -- derived state --------------------------------------------------------------------
 
-    def _view(self, network_id: str) -> dict[str, NetworkTables]:
-        network = self.networks.get(network_id)
-        if network is None:
-            return {}
-        return network_view(network, self.ports.get(network_id, {}).values(), self.vteps)
+    def _state(self, network_id: str) -> NetworkState:
+        ports = self.ports.get(network_id, {}).values()
+        return network_state(self.networks.get(network_id), ports, self.vteps)
 
     def _sums(self, network_id: str) -> dict[str, int]:
         """Each member host's digest sum of ``network_id``: the network's total minus the

@@ -156,8 +156,9 @@ def get_host(name: str, request: Request, store: StoreDep, _: Admin) -> HostOut:
 
 
 @router.delete("/hosts/{name}", status_code=204)
-def delete_host(name: str, store: StoreDep, _: Admin) -> Response:
+def delete_host(name: str, request: Request, store: StoreDep, _: Admin) -> Response:
     usecases.delete_host(store, name)
+    request.app.state.tokens.clear()  # now, not when the hub catches up: the token is dead
     return Response(status_code=204)
 
 

@@ -1,0 +1,819 @@
+"""``docs/benchmarks.md`` and its plots, from the result files ``l2pop bench ... --save`` keeps.
+
+Result files live in ``docs/bench/``: ``kernel.json``, ``scale-sqlite.json``,
+``scale-postgresql.json`` and ``flood.json``. Each is an envelope written by
+``save_result``::
+
+    {"name": ..., "command": "l2pop bench ... --save", "started_at": ..., "elapsed_s": ...,
+     "machine": {"cpu", "cores", "memory_gib", "kernel", "python"}, "result": {...}}
+
+``render(bench_dir, page)`` writes the page (tables, the machine, the exact commands, each
+target met or not) and PNG plots (matplotlib, Agg backend) beside the result files. A
+missing result file leaves its section saying so. The page's "Gaps" section lists every
+target that is missed or not measured; the explanation between the ``gaps:begin`` and
+``gaps:end`` markers is written by hand and kept when the page is regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULT_FILES = ("kernel", "scale-sqlite", "scale-postgresql", "flood")
+ENGINES = ("sqlite", "postgresql")
+
+KERNEL_RATIO_TARGET = 0.6
+KERNEL_RECONCILE_TARGET_S = 0.100
+KERNEL_TARGET_ENTRIES = 20_000  # 10k FDB + 10k neighbour
+SCALE_P99_TARGET_MS = 250.0
+SCALE_TARGET_RATE = 100.0
+SCALE_RESTART_TARGET_S = 30.0
+SCALE_TARGET_HOSTS = 1000
+
+TIMES = "\u00d7"  # the multiplication sign
+
+GAPS_BEGIN = "<!-- gaps:begin: written by hand, kept when the page is regenerated -->"
+GAPS_END = "<!-- gaps:end -->"
+GAPS_PLACEHOLDER = (
+    "_To be written for each target above that is missed: a profile showing where the time "
+    "goes, and what would close the gap._"
+)
+
+# -- machine and result files -------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """This machine: CPU model, cores, memory, kernel, Python."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib: float | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def envelope(
+    name: str, result: dict[str, Any], command: str, started_at: datetime, elapsed_s: float
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "command": command,
+        "started_at": started_at.astimezone(UTC).isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed_s, 1),
+        "machine": machine_info(),
+        "result": finite(result),
+    }
+
+
+def save_result(bench_dir: Path, data: dict[str, Any]) -> Path:
+    """Write an ``envelope`` to ``bench_dir/<name>.json``; returns the path."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    path = bench_dir / f"{data['name']}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_results(bench_dir: Path) -> dict[str, dict[str, Any]]:
+    """The result files present in ``bench_dir``, by name."""
+    out = {}
+    for name in RESULT_FILES:
+        path = bench_dir / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+# -- formatting ---------------------------------------------------------------------------
+
+
+def num(value: Any, digits: int = 0, unit: str = "") -> str:
+    """``12,345`` / ``1.5`` / ``-`` for missing values."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, int | float):
+        text = f"{value:,.{digits}f}"
+        return f"{text} {unit}".rstrip() if unit else text
+    return str(value)
+
+
+def table(header: list[str], rows: Iterable[list[str]], align: str | None = None) -> str:
+    """A Markdown table; ``align`` has one of ``l``/``r`` per column (default: ``l``
+    for the first, ``r`` for the rest)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class Target:
+    """One target of issue 5 and how this run measured up."""
+
+    benchmark: str
+    target: str
+    measured: str
+    met: bool | None  # None: not measured (or not at the target size)
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return "not measured" + (f" ({self.note})" if self.note else "")
+        return "met" if self.met else "**MISSED**"
+
+
+# -- plots --------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "font.size": 10,
+        }
+    )
+    return plt
+
+
+def plot_kernel(result: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    candidates = [
+        ("l2pop datapath\ninstall", result.get("install_entries_per_s"), "#1f77b4"),
+        ("l2pop datapath\nremove", result.get("remove_entries_per_s"), "#6baed6"),
+        ("iproute2\n-batch", result.get("iproute2_batch_entries_per_s"), "#7f7f7f"),
+        ("one process\nper entry", result.get("per_process_entries_per_s"), "#d62728"),
+    ]
+    methods = [(m, float(v), c) for m, v, c in candidates if v]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    bars = ax.bar(
+        [m for m, _, _ in methods], [v for _, v, _ in methods], color=[c for _, _, c in methods]
+    )
+    ax.set_yscale("log")
+    for bar, (_, value, _) in zip(bars, methods, strict=True):
+        ax.annotate(
+            f"{value:,.0f}",
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
+    batch = result.get("iproute2_batch_entries_per_s")
+    if batch:
+        ax.axhline(
+            KERNEL_RATIO_TARGET * batch,
+            color="#2ca02c",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"target: {KERNEL_RATIO_TARGET} {TIMES} iproute2 batch",
+        )
+        ax.legend(loc="upper right", frameon=False)
+    values = [v for _, v, _ in methods]
+    ax.set_ylim(min(values) / 3, max(values) * 6)
+    ax.set_ylabel("entries per second (log scale)")
+    ax.set_title(f"Kernel programming: {result.get('entries', 0):,} entries (FDB + neighbour)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _engine_color(engine: str) -> str:
+    return {"sqlite": "#1f77b4", "postgresql": "#ff7f0e"}.get(engine, "#7f7f7f")
+
+
+def plot_scale_latency(scales: dict[str, dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    values = []
+    for engine, result in scales.items():
+        rows = [r for r in result.get("rates", []) if r.get("rate") is not None]
+        if not rows:
+            continue
+        rates = [r["rate"] for r in rows]
+        for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
+            ys = [r.get(key) if r.get(key) is not None else math.nan for r in rows]
+            values += [y for y in ys if math.isfinite(y)]
+            ax.plot(
+                rates,
+                ys,
+                style,
+                marker="o",
+                color=_engine_color(engine),
+                label=f"{engine} {key[:3]}",
+            )
+    ax.axhline(
+        SCALE_P99_TARGET_MS,
+        color="#d62728",
+        linestyle=":",
+        linewidth=1.5,
+        label=f"target p99 ≤ {SCALE_P99_TARGET_MS:.0f} ms at {SCALE_TARGET_RATE:.0f}/s",
+    )
+    ax.axvline(SCALE_TARGET_RATE, color="#d62728", linestyle=":", linewidth=0.8, alpha=0.5)
+    if values and max(values) / max(min(values), 1e-3) > 30:
+        ax.set_yscale("log")
+    ax.set_xlabel("port activations per second (steady churn)")
+    ax.set_ylabel("API call → every member applied (ms)")
+    ax.set_title("Convergence of a port activation under churn")
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scale_messages(scales: dict[str, dict[str, Any]], path: Path) -> None:
+    plt = _pyplot()
+    rates = sorted({r["rate"] for s in scales.values() for r in s.get("rates", [])})
+    series: list[tuple[str, list[float], str]] = []
+    for engine, result in scales.items():
+        by_rate = {r["rate"]: r.get("messages_per_event") for r in result.get("rates", [])}
+        series.append(
+            (
+                f"l2pop ({engine})",
+                [by_rate.get(x) or math.nan for x in rates],
+                _engine_color(engine),
+            )
+        )
+    fanout: dict[float, float] = {}
+    for result in scales.values():
+        for r in result.get("rates", []):
+            fanout.setdefault(r["rate"], r.get("fanout_to_all_messages_per_event") or math.nan)
+    series.append(("fanout to all (Neutron)", [fanout.get(x, math.nan) for x in rates], "#7f7f7f"))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, ys, color) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(rates))]
+        bars = ax.bar(xs, ys, width, label=label, color=color)
+        for bar, y in zip(bars, ys, strict=True):
+            if math.isfinite(y):
+                ax.annotate(
+                    f"{y:,.0f}" if y >= 10 else f"{y:.1f}",
+                    (bar.get_x() + bar.get_width() / 2, y),
+                    ha="center",
+                    va="bottom",
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    fontsize=8,
+                )
+    ax.set_xticks(range(len(rates)), [f"{x:g}/s" for x in rates])
+    ax.set_yscale("log")
+    ax.set_xlabel("churn rate")
+    ax.set_ylabel("messages sent per event (log scale)")
+    ax.set_title("Messages per port event: l2pop vs fanout to every agent")
+    ax.legend(frameon=False, fontsize=9)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_flood(result: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    rows = sorted(result.get("results", []), key=lambda r: r["hosts"])
+    hosts = [r["hosts"] for r in rows]
+    panels = [
+        ("arp_broadcast", "ARP broadcasts on the underlay"),
+        ("bum", "BUM copies on the underlay"),
+        ("non_member_bum", "BUM copies reaching non-member hosts"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.9), sharex=True)
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for design, label, color, marker in (
+            ("flood_and_learn", "flood-and-learn", "#d62728", "s"),
+            ("l2pop", "l2pop", "#1f77b4", "o"),
+        ):
+            ys = [r.get(design, {}).get(key, math.nan) for r in rows]
+            ax.plot(hosts, ys, marker=marker, color=color, label=label)
+            for x, y in zip(hosts, ys, strict=True):
+                if y is not None and math.isfinite(y):
+                    ax.annotate(
+                        f"{y:,.0f}",
+                        (x, y),
+                        xytext=(0, 5),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=8,
+                        color=color,
+                    )
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("hosts")
+        ax.set_xticks(hosts)
+        ax.set_ylim(bottom=-0.05 * max(1, ax.get_ylim()[1]), top=ax.get_ylim()[1] * 1.12)
+    axes[0].set_ylabel("packets (copies) during the workload")
+    axes[0].legend(frameon=False)
+    w = result.get("workload", {})
+    fig.suptitle(
+        f"Same VM workload ({w.get('networks', '?')} networks {TIMES} "
+        f"{w.get('vms_per_network', '?')} VMs, every pair resolves and pings from cold "
+        "caches), l2pop vs flood-and-learn",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# -- targets ------------------------------------------------------------------------------
+
+
+def kernel_targets(saved: dict[str, Any] | None) -> list[Target]:
+    if saved is None:
+        return [
+            Target(
+                "kernel",
+                f"install ≥ {KERNEL_RATIO_TARGET} {TIMES} iproute2 batch rate",
+                "-",
+                None,
+                "no kernel.json",
+            ),
+            Target(
+                "kernel", "unchanged reconcile of 10k + 10k ≤ 100 ms", "-", None, "no kernel.json"
+            ),
+        ]
+    r = saved["result"]
+    entries = r.get("entries", 0)
+    small = entries < KERNEL_TARGET_ENTRIES
+    note = f"run at {entries:,} entries, not 10k + 10k" if small else ""
+    ratio = r.get("ratio_to_iproute2_batch")
+    reconcile = r.get("reconcile_unchanged_s")
+    return [
+        Target(
+            "kernel",
+            f"install ≥ {KERNEL_RATIO_TARGET} {TIMES} iproute2 batch rate",
+            f"{num(ratio, 2)} {TIMES} ({num(r.get('install_entries_per_s'))} vs "
+            f"{num(r.get('iproute2_batch_entries_per_s'))} entries/s)",
+            None if ratio is None else ratio >= KERNEL_RATIO_TARGET,
+        ),
+        Target(
+            "kernel",
+            "unchanged reconcile of 10k + 10k ≤ 100 ms",
+            num(None if reconcile is None else reconcile * 1000, 1, "ms") + " (median of 5)",
+            None if (reconcile is None or small) else reconcile <= KERNEL_RECONCILE_TARGET_S,
+            note,
+        ),
+    ]
+
+
+def scale_targets(engine: str, saved: dict[str, Any] | None) -> list[Target]:
+    name = f"scale ({engine})"
+    p99_target = f"p99 ≤ {SCALE_P99_TARGET_MS:.0f} ms at {SCALE_TARGET_RATE:.0f} port events/s"
+    restart_target = (
+        f"all {SCALE_TARGET_HOSTS:,} agents in sync ≤ {SCALE_RESTART_TARGET_S:.0f} s after "
+        "a server restart"
+    )
+    if saved is None:
+        missing = f"no scale-{engine}.json"
+        return [
+            Target(name, p99_target, "-", None, missing),
+            Target(name, restart_target, "-", None, missing),
+        ]
+    r = saved["result"]
+    hosts = r.get("config", {}).get("hosts", 0)
+    small = hosts < SCALE_TARGET_HOSTS
+    note = f"run at {hosts:,} hosts, not {SCALE_TARGET_HOSTS:,}" if small else ""
+    row = next((x for x in r.get("rates", []) if x.get("rate") == SCALE_TARGET_RATE), None)
+    out = []
+    if row is None:
+        out.append(Target(name, p99_target, "-", None, f"no run at {SCALE_TARGET_RATE:g}/s"))
+    else:
+        p99 = row.get("p99_ms")
+        out.append(
+            Target(
+                name,
+                p99_target,
+                f"p99 {num(p99, 1, 'ms')} (p50 {num(row.get('p50_ms'), 1, 'ms')})",
+                None if small else (p99 is not None and p99 <= SCALE_P99_TARGET_MS),
+                note,
+            )
+        )
+    resync = r.get("restart_resync_s")
+    out.append(
+        Target(
+            name,
+            restart_target,
+            "-" if resync is None else f"{num(resync, 1, 's')} ({hosts:,} agents)",
+            None if (small or resync is None) else resync <= SCALE_RESTART_TARGET_S,
+            note if resync is not None else "no restart in this run",
+        )
+    )
+    return out
+
+
+# -- the page -----------------------------------------------------------------------------
+
+
+def _command(saved: dict[str, Any]) -> str:
+    when = saved.get("started_at", "?")
+    took = saved.get("elapsed_s")
+    return f"```\n{saved.get('command', '?')}\n```\n\nRun {when}" + (
+        f", took {num(took, 0)} s." if took is not None else "."
+    )
+
+
+def _machine_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## Machine", ""]
+    machines: dict[str, list[str]] = {}
+    specs: dict[str, dict[str, Any]] = {}
+    for name, saved in results.items():
+        m = saved.get("machine") or {}
+        key = json.dumps(m, sort_keys=True)
+        machines.setdefault(key, []).append(f"`{name}.json`")
+        specs[key] = m
+    if not machines:
+        m = machine_info()
+        machines[json.dumps(m)] = ["(no results yet; this machine)"]
+        specs[json.dumps(m)] = m
+    rows = []
+    for key, names in machines.items():
+        m = specs[key]
+        rows.append(
+            [
+                m.get("cpu", "?"),
+                str(m.get("cores", "?")),
+                num(m.get("memory_gib"), 1, "GiB"),
+                m.get("kernel", "?"),
+                m.get("python", "?"),
+                ", ".join(names),
+            ]
+        )
+    header = ["CPU", "cores", "memory", "kernel", "Python", "results"]
+    lines.append(table(header, rows, "lrrlll"))
+    lines.append("")
+    return lines
+
+
+def _kernel_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
+    lines = ["## Kernel programming", ""]
+    lines.append(
+        "One `neigh_suppress` network in a throwaway namespace: N FDB entries (each a `self` "
+        "entry `MAC dst VTEP` and a bridge `master static` entry) and N neighbour entries "
+        "(half IPv4, half IPv6) over 16 remote VTEPs, installed through the agent's own "
+        "datapath code (`LinuxDatapath.apply`), read back and diffed with nothing to change "
+        "(the reconcile every resync does), then removed; beside the same install with "
+        "`bridge -batch` + `ip -batch` and with one `bridge`/`ip` process per entry "
+        "(Neutron's old way, on the first ~500 entries)."
+    )
+    lines.append("")
+    if saved is None:
+        lines += ["_Not measured yet: run `l2pop bench kernel --entries 10000 --save`._", ""]
+        return lines
+    r = saved["result"]
+    lines += [_command(saved), ""]
+    batch = r.get("iproute2_batch_entries_per_s") or 0
+
+    def ratio(v: Any) -> str:
+        return f"{v / batch:.2f} {TIMES}" if v and batch else "-"
+
+    rows = [
+        [
+            "l2pop datapath: install",
+            num(r.get("install_entries_per_s")),
+            ratio(r.get("install_entries_per_s")),
+        ],
+        [
+            "l2pop datapath: remove (conditional)",
+            num(r.get("remove_entries_per_s")),
+            ratio(r.get("remove_entries_per_s")),
+        ],
+        [
+            "`bridge -batch` + `ip -batch`",
+            num(r.get("iproute2_batch_entries_per_s")),
+            f"1.00 {TIMES}",
+        ],
+        [
+            f"one process per entry ({num(r.get('per_process_entries'))} entries)",
+            num(r.get("per_process_entries_per_s")),
+            ratio(r.get("per_process_entries_per_s")),
+        ],
+    ]
+    lines.append(f"Entries: {num(r.get('entries'))} (FDB + neighbour).")
+    lines.append("")
+    lines.append(table(["method", "entries/s", "vs iproute2 batch"], rows))
+    lines.append("")
+    rec = r.get("reconcile_unchanged_s")
+    best = r.get("reconcile_unchanged_best_s")
+    show = r.get("iproute2_show_s")
+    rows = [
+        [
+            "no-change reconcile (dump + diff), median of 5",
+            num(None if rec is None else rec * 1000, 1, "ms"),
+        ],
+        ["no-change reconcile, best of 5", num(None if best is None else best * 1000, 1, "ms")],
+        [
+            "`bridge fdb show` + `ip neigh show` of the same tables",
+            num(None if show is None else show * 1000, 1, "ms"),
+        ],
+    ]
+    lines.append(table(["read back", "time"], rows))
+    lines.append("")
+    if png:
+        lines += [f"![kernel programming rates]({png})", ""]
+    return lines
+
+
+def _scale_section(
+    scales: dict[str, dict[str, Any]], latency_png: str | None, messages_png: str | None
+) -> list[str]:
+    lines = ["## Control-plane scale", ""]
+    lines.append(
+        "A real `l2pop server` process, simulated agents (memory datapath, one real WebSocket "
+        "each) in several `l2pop agent-swarm` processes, a store populated in bulk. Steady "
+        "open-loop churn of port activations at each rate; the latency of one event is the "
+        "time from the API call to the last other member agent having applied it. Messages "
+        "and bytes are what the server sent per event (heartbeats excluded), beside a "
+        "fanout-to-all design (Neutron casts every event to every agent, each activation "
+        f"twice: 2 {TIMES} hosts). Then the server is killed (`kill -9`) and restarted, and "
+        "the time until every agent is `in_sync` again is measured."
+    )
+    lines.append("")
+    if not scales:
+        lines += [
+            "_Not measured yet: run `l2pop bench scale --engine sqlite --save` and "
+            "`l2pop bench scale --engine postgresql --save`._",
+            "",
+        ]
+        return lines
+    for engine in ENGINES:
+        saved = scales.get(engine)
+        lines += [f"### {engine}", ""]
+        if saved is None:
+            lines += [f"_Not measured yet: run `l2pop bench scale --engine {engine} --save`._", ""]
+            continue
+        r = saved["result"]
+        cfg = r.get("config", {})
+        lines += [_command(saved), ""]
+        lines.append(
+            f"{num(cfg.get('hosts'))} agents in {num(cfg.get('swarms'))} processes, "
+            f"{num(cfg.get('networks'))} networks spanning {cfg.get('min_span', '?')}-"
+            f"{cfg.get('max_span', '?')} hosts each, {num(cfg.get('ports'))} ports; "
+            f"{num(cfg.get('duration'), 0)} s of churn per rate."
+        )
+        lines.append("")
+        rows = [
+            ["populate the store", num(r.get("populate_s"), 1, "s")],
+            ["server start", num(r.get("server_start_s"), 1, "s")],
+            ["every agent in sync after start", num(r.get("initial_sync_s"), 1, "s")],
+            ["server RSS after the initial sync", num(r.get("server_rss_mib"), 1, "MiB")],
+            ["highest rate with p99 ≤ 1 s", num(r.get("max_rate_p99_le_1s"), 0, "events/s")],
+            [
+                "every agent in sync after `kill -9` + restart",
+                num(r.get("restart_resync_s"), 1, "s"),
+            ],
+        ]
+        lines += [table(["step", "result"], rows), ""]
+        header = [
+            "rate (events/s)",
+            "events",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "msgs/event",
+            "fanout-to-all msgs/event",
+            "bytes/event",
+            "server CPU ms/event",
+            "server RSS MiB",
+        ]
+        rows = [
+            [
+                num(x.get("rate")),
+                num(x.get("events")),
+                num(x.get("p50_ms"), 1),
+                num(x.get("p99_ms"), 1),
+                num(x.get("max_ms"), 1),
+                num(x.get("messages_per_event"), 1),
+                num(x.get("fanout_to_all_messages_per_event")),
+                num(x.get("bytes_per_event")),
+                num(x.get("server_cpu_ms_per_event"), 2),
+                num(x.get("server_rss_mib"), 1),
+            ]
+            for x in r.get("rates", [])
+        ]
+        lines += [table(header, rows), ""]
+    if latency_png:
+        lines += [f"![convergence p50/p99 vs churn rate]({latency_png})", ""]
+    if messages_png:
+        lines += [f"![messages per event, l2pop vs fanout to all]({messages_png})", ""]
+    return lines
+
+
+def _flood_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
+    lines = ["## Broadcast reduction: l2pop vs flood-and-learn", ""]
+    if saved is None:
+        lines += ["_Not measured yet: run `l2pop bench flood --hosts 4,8,16 --save`._", ""]
+        return lines
+    r = saved["result"]
+    w = r.get("workload", {})
+    lines.append(
+        "The netns testbed: hosts and VMs as network namespaces, the underlay one Linux "
+        "bridge, tcpdump on it counting VXLAN packets (each head-end-replicated copy counts "
+        "once). The same VM workload on every host count, built once with l2pop (server, "
+        "one agent per host, linux datapath) and once with flood-and-learn (learning VXLAN "
+        "devices, every other host in each flood list): "
+        f"{w.get('networks', '?')} networks ({', '.join(w.get('modes', []))}) of "
+        f"{w.get('vms_per_network', '?')} VMs, each VM on its own host and with an IPv4 and "
+        "an IPv6 address, each network leaving some hosts out. For every ordered pair of "
+        "VMs of a network and each address, both neighbour caches are flushed and one ping "
+        f"is sent ({w.get('pings', '?')} pings per run): every resolution starts cold."
+    )
+    lines += ["", _command(saved), ""]
+    header = [
+        "hosts",
+        "design",
+        "pings answered",
+        "ARP broadcasts",
+        "ND multicasts",
+        "BUM copies",
+        "unknown-unicast copies",
+        "BUM copies to non-members",
+        "all VXLAN packets",
+    ]
+    rows = []
+    for row in sorted(r.get("results", []), key=lambda x: x["hosts"]):
+        for design, label in (("l2pop", "l2pop"), ("flood_and_learn", "flood-and-learn")):
+            c = row.get(design, {})
+            rows.append(
+                [
+                    str(row["hosts"]),
+                    label,
+                    f"{c.get('pings_ok', '?')}/{c.get('pings', '?')}",
+                    num(c.get("arp_broadcast")),
+                    num(c.get("nd_multicast")),
+                    num(c.get("bum")),
+                    num(c.get("unknown_unicast")),
+                    num(c.get("non_member_bum")),
+                    num(c.get("vxlan")),
+                ]
+            )
+    lines += [table(header, rows, "rl" + "r" * (len(header) - 2)), ""]
+    placement = w.get("placement", {})
+    if placement:
+        lines.append("Members of each network (the other hosts must hear nothing of it):")
+        lines.append("")
+        for hosts, nets in placement.items():
+            text = "; ".join(f"{n}: {', '.join(h)}" for n, h in nets.items())
+            lines.append(f"- {hosts} hosts: {text}")
+        lines.append("")
+    if png:
+        lines += [f"![ARP broadcasts and BUM copies vs hosts]({png})", ""]
+    return lines
+
+
+def _gaps_section(targets: list[Target], kept: str) -> list[str]:
+    lines = ["## Gaps", ""]
+    missed = [t for t in targets if t.met is False]
+    unmeasured = [t for t in targets if t.met is None]
+    if missed:
+        lines.append("Targets these runs missed:")
+        lines.append("")
+        lines += [f"- **{t.benchmark}**: {t.target}; measured {t.measured}." for t in missed]
+        lines.append("")
+    if unmeasured:
+        lines.append("Targets not measured at their size by the result files here:")
+        lines.append("")
+        lines += [f"- {t.benchmark}: {t.target} ({t.note or 'no result'})." for t in unmeasured]
+        lines.append("")
+    if not missed and not unmeasured:
+        lines += ["Every target is met.", ""]
+    lines += [GAPS_BEGIN, kept.strip() or GAPS_PLACEHOLDER, GAPS_END, ""]
+    return lines
+
+
+def kept_gaps(page: Path) -> str:
+    """The hand-written text between the gaps markers of an existing page, or ""."""
+    if not page.exists():
+        return ""
+    match = re.search(
+        re.escape(GAPS_BEGIN) + r"\n(.*?)" + re.escape(GAPS_END), page.read_text(), re.DOTALL
+    )
+    if match is None or match.group(1).strip() == GAPS_PLACEHOLDER:
+        return ""
+    return match.group(1)
+
+
+def _commands_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## How these results were produced", ""]
+    lines.append(
+        "Each result file in `docs/bench/` was written by the command below (run as root "
+        "from the repository root, `.venv/bin/l2pop`); `l2pop bench report` then regenerated "
+        "this page and its plots from them."
+    )
+    lines.append("")
+    rows = [
+        [f"`{name}.json`", f"`{s.get('command', '?')}`", s.get("started_at", "?")]
+        for name, s in results.items()
+    ]
+    if rows:
+        lines += [table(["result", "command", "run at"], rows, "lll"), ""]
+    return lines
+
+
+def render(bench_dir: Path, page: Path) -> list[Path]:
+    """Write ``page`` and its plots (into ``bench_dir``) from the result files in
+    ``bench_dir``. Returns the files written."""
+    results = load_results(bench_dir)
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, page.parent)
+
+    kernel = results.get("kernel")
+    kernel_png = None
+    if kernel is not None:
+        path = bench_dir / "kernel.png"
+        plot_kernel(kernel["result"], path)
+        written.append(path)
+        kernel_png = rel(path)
+    scales = {e: results[f"scale-{e}"] for e in ENGINES if f"scale-{e}" in results}
+    latency_png = messages_png = None
+    if scales:
+        plain = {e: s["result"] for e, s in scales.items()}
+        path = bench_dir / "scale-latency.png"
+        plot_scale_latency(plain, path)
+        written.append(path)
+        latency_png = rel(path)
+        path = bench_dir / "scale-messages.png"
+        plot_scale_messages(plain, path)
+        written.append(path)
+        messages_png = rel(path)
+    flood = results.get("flood")
+    flood_png = None
+    if flood is not None:
+        path = bench_dir / "flood.png"
+        plot_flood(flood["result"], path)
+        written.append(path)
+        flood_png = rel(path)
+
+    targets = kernel_targets(kernel)
+    for engine in ENGINES:
+        targets += scale_targets(engine, scales.get(engine))
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `l2pop bench report` from docs/bench/*.json; edit only the text "
+        "between the gaps markers, the rest is rewritten. -->",
+        "",
+        "Issue 5: how well l2pop does what it exists for, side by side with the "
+        "alternatives. Kernel programming speed against iproute2, control-plane convergence "
+        "with many agents, and broadcast reduction against flood-and-learn VXLAN.",
+        "",
+    ]
+    lines += _machine_section(results)
+    lines += ["## Targets", ""]
+    rows = [[t.benchmark, t.target, t.measured, t.verdict] for t in targets]
+    lines += [table(["benchmark", "target", "measured", "verdict"], rows, "llll"), ""]
+    lines += _kernel_section(kernel, kernel_png)
+    lines += _scale_section(scales, latency_png, messages_png)
+    lines += _flood_section(flood, flood_png)
+    lines += _commands_section(results)
+    lines += _gaps_section(targets, kept_gaps(page))
+    page.write_text("\n".join(lines).rstrip() + "\n")
+    written.append(page)
+    return written

@@ -1,0 +1,181 @@
+"""``l2pop.bench.report``: the benchmarks page and its plots from small fabricated results,
+rendered into a temporary directory (never into docs/)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l2pop.bench import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def kernel_result(ratio: float = 0.8, reconcile_s: float = 0.05) -> dict[str, Any]:
+    return {
+        "entries": 20_000,
+        "install_entries_per_s": round(75_000 * ratio),
+        "iproute2_batch_entries_per_s": 75_000,
+        "ratio_to_iproute2_batch": ratio,
+        "reconcile_unchanged_s": reconcile_s,
+        "reconcile_unchanged_best_s": reconcile_s * 0.9,
+        "iproute2_show_s": 0.03,
+        "remove_entries_per_s": 50_000,
+        "per_process_entries_per_s": 800,
+        "per_process_entries": 500,
+    }
+
+
+def scale_result(engine: str, p99_at_100: float, restart_s: float | None) -> dict[str, Any]:
+    rows = []
+    for rate, p50, p99 in ((25.0, 20.0, 60.0), (50.0, 30.0, 90.0), (100.0, 45.0, p99_at_100)):
+        rows.append(
+            {
+                "rate": rate,
+                "events": int(rate * 20),
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "max_ms": p99 * 1.3,
+                "messages_per_event": 31.5,
+                "bytes_per_event": 9000,
+                "fanout_to_all_messages_per_event": 2000,
+                "server_cpu_ms_per_event": 1.5,
+                "server_rss_mib": 700.0,
+            }
+        )
+    out: dict[str, Any] = {
+        "config": {"hosts": 1000, "networks": 2000, "ports": 100_000, "swarms": 4,
+                   "engine": engine, "min_span": 5, "max_span": 50, "duration": 20.0,
+                   "rates": [25.0, 50.0, 100.0], "restart": restart_s is not None},
+        "populate_s": 12.0,
+        "server_start_s": 3.0,
+        "initial_sync_s": 20.0,
+        "server_rss_mib": 650.0,
+        "rates": rows,
+        "max_rate_p99_le_1s": 100.0,
+    }  # fmt: skip
+    if restart_s is not None:
+        out["restart_resync_s"] = restart_s
+    return out
+
+
+def flood_result() -> dict[str, Any]:
+    results = []
+    for hosts in (4, 8, 16):
+        zero = dict.fromkeys(
+            ("arp_broadcast", "nd_multicast", "bum", "unknown_unicast", "non_member_bum"), 0
+        )
+        flood = {
+            "arp_broadcast": 12 * (hosts - 1),
+            "nd_multicast": 12 * (hosts - 1),
+            "bum": 24 * (hosts - 1),
+            "unknown_unicast": 0,
+            "non_member_bum": 24 * (hosts - 3),
+        }
+        results.append(
+            {
+                "hosts": hosts,
+                "l2pop": {**zero, "pings_ok": 24, "pings": 24, "vxlan": 48},
+                "flood_and_learn": {**flood, "pings_ok": 24, "pings": 24, "vxlan": 300},
+            }
+        )
+    return {
+        "workload": {"networks": 2, "vms_per_network": 3, "modes": ["neigh_suppress", "proxy"],
+                     "pings": 24, "placement": {"4": {"net1": ["h1", "h2", "h3"]}}},
+        "host_counts": [4, 8, 16],
+        "results": results,
+    }  # fmt: skip
+
+
+def save(bench: Path, name: str, result: dict[str, Any], command: str) -> None:
+    report.save_result(
+        bench, report.envelope(name, result, command, datetime(2025, 1, 2, tzinfo=UTC), 42.0)
+    )
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    bench = tmp_path / "docs" / "bench"
+    save(bench, "kernel", kernel_result(ratio=0.45), "l2pop bench kernel --entries 10000 --save")
+    save(bench, "scale-sqlite", scale_result("sqlite", 180.0, 12.0),
+         "l2pop bench scale --engine sqlite --save")  # fmt: skip
+    save(bench, "scale-postgresql", scale_result("postgresql", 400.0, 45.0),
+         "l2pop bench scale --engine postgresql --save")  # fmt: skip
+    save(bench, "flood", flood_result(), "l2pop bench flood --hosts 4,8,16 --save")
+    return tmp_path / "docs"
+
+
+def test_page_has_tables_plots_machine_commands_and_verdicts(docs: Path) -> None:
+    page = docs / "benchmarks.md"
+    written = report.render(docs / "bench", page)
+    assert page in written
+    pngs = {p.name for p in written if p.suffix == ".png"}
+    assert pngs == {"kernel.png", "scale-latency.png", "scale-messages.png", "flood.png"}
+    for name in pngs:
+        data = (docs / "bench" / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5_000
+    text = page.read_text()
+    # plots linked relative to the page
+    for name in pngs:
+        assert f"](bench/{name})" in text
+    # the machine and the exact commands
+    machine = report.machine_info()
+    assert machine["kernel"] in text and machine["python"] in text
+    for command in ("l2pop bench kernel --entries 10000 --save",
+                    "l2pop bench scale --engine postgresql --save",
+                    "l2pop bench flood --hosts 4,8,16 --save"):  # fmt: skip
+        assert command in text
+    # figures in the tables
+    assert "75,000" in text and "33,750" in text  # iproute2 batch, install
+    assert "| 16 | flood-and-learn | 24/24 | 180 |" in text
+    # verdicts: kernel ratio missed, reconcile met, sqlite met, postgresql missed twice
+    targets = text.split("## Targets")[1].split("## Kernel")[0]
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in targets.strip().splitlines()[2:]]
+    assert verdicts == ["**MISSED**", "met", "met", "met", "**MISSED**", "**MISSED**"]
+    gaps = text.split("## Gaps")[1]
+    assert "0.45" in gaps and "p99 400.0 ms" in gaps and "45.0 s" in gaps
+    assert report.GAPS_PLACEHOLDER in gaps
+
+
+def test_hand_written_gaps_survive_regeneration(docs: Path) -> None:
+    page = docs / "benchmarks.md"
+    report.render(docs / "bench", page)
+    explanation = "The install rate is bound by Python building each message (profile: ...)."
+    page.write_text(page.read_text().replace(report.GAPS_PLACEHOLDER, explanation))
+    report.render(docs / "bench", page)
+    text = page.read_text()
+    assert explanation in text and report.GAPS_PLACEHOLDER not in text
+    assert text.count(report.GAPS_BEGIN) == 1
+
+
+def test_missing_and_small_results_are_stated_not_judged(tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    small = scale_result("sqlite", 10.0, 1.0)
+    small["config"]["hosts"] = 20
+    save(bench, "scale-sqlite", small, "l2pop bench scale --hosts 20 --save")
+    page = tmp_path / "benchmarks.md"
+    written = report.render(bench, page)
+    assert {p.name for p in written} == {"scale-latency.png", "scale-messages.png", page.name}
+    text = page.read_text()
+    assert "MISSED" not in text
+    assert "run at 20 hosts, not 1,000" in text
+    assert "no kernel.json" in text and "no scale-postgresql.json" in text
+    assert "_Not measured yet: run `l2pop bench flood --hosts 4,8,16 --save`._" in text
+
+
+def test_saved_results_are_strict_json(tmp_path: Path) -> None:
+    result = kernel_result()
+    result["reconcile_unchanged_s"] = float("nan")
+    save(tmp_path, "kernel", result, "l2pop bench kernel --save")
+    data = json.loads((tmp_path / "kernel.json").read_text(), parse_constant=_refuse)
+    assert data["result"]["reconcile_unchanged_s"] is None
+    assert data["command"] == "l2pop bench kernel --save"
+    assert set(data["machine"]) == {"cpu", "cores", "memory_gib", "kernel", "python"}
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"non-standard JSON constant {name}")
