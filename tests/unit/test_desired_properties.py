@@ -29,9 +29,11 @@ from l2pop.model import (
     desired_state,
     diff_network,
     diff_state,
+    network_sum,
     network_view,
 )
 from l2pop.model import lifecycle as lc
+from l2pop.model.diff import delta_sum_change
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HOST_NAMES = ["h1", "h2", "h3", "h4"]
@@ -250,3 +252,28 @@ def test_late_removal_for_old_location_keeps_new_one() -> None:
     after = apply_delta(current, stale)
     assert after is not None
     assert after.fdb == {mac: "192.0.2.2"}
+
+
+delta_st = st.builds(
+    lambda leave, fa, fr, da, dr, na, nr, mode: NetworkDelta(
+        "n1", 100, mode, leave, frozenset(fa), frozenset(fr), da, dr, na, nr
+    ),
+    st.booleans() | st.just(False),
+    st.frozensets(st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3"])),
+    st.frozensets(st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3"])),
+    st.dictionaries(st.sampled_from(MACS), st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+    st.dictionaries(st.sampled_from(MACS), st.sampled_from(["192.0.2.1", "192.0.2.2"])),
+    st.dictionaries(st.sampled_from(IPS), st.sampled_from(MACS)),
+    st.dictionaries(st.sampled_from(IPS), st.sampled_from(MACS)),
+    st.sampled_from(list(ArpSuppression)),
+)
+
+
+@given(st.none() | tables_st, delta_st)
+def test_incremental_digest_follows_apply(
+    tables: NetworkTables | None, delta: NetworkDelta
+) -> None:
+    before = network_sum(tables) if tables is not None else 0
+    after_tables = apply_delta(tables, delta)
+    after = network_sum(after_tables) if after_tables is not None else 0
+    assert (before + delta_sum_change(tables, delta)) % 2**128 == after

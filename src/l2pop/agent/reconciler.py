@@ -36,10 +36,11 @@ from l2pop.model import (
     NetworkTables,
     PortStatus,
     apply_delta,
-    combine_digests,
     diff_state,
-    network_digest,
+    network_sum,
 )
+from l2pop.model.diff import delta_sum_change
+from l2pop.model.digest import as_hex
 from l2pop.wire.channel import Delta, Heartbeat, LocalPort, Snapshot
 
 log = logging.getLogger("l2pop.agent")
@@ -73,7 +74,7 @@ class Reconciler:
         self.datapath = datapath
         self._lock = threading.Lock()
         self.desired: dict[str, NetworkTables] = {}
-        self._digests: dict[str, str] = {}  # network id -> network_digest(desired[id])
+        self._sum = 0  # additive digest of desired (model.digest), kept current per delta
         self.ports: dict[str, LocalPort] = {}
         self.revision = NO_REVISION
         self._full = True  # nothing is known of the datapath yet: the first sync is FULL
@@ -96,17 +97,17 @@ class Reconciler:
     def on_snapshot(self, msg: Snapshot) -> None:
         """Replace the desired state and the local ports; the next sync is FULL."""
         desired = {n.network_id: n.tables() for n in msg.networks}
-        digests = {nid: network_digest(t) for nid, t in desired.items()}
+        total = sum(network_sum(t) for t in desired.values())
         with self._lock:
             self.desired = desired
-            self._digests = digests
+            self._sum = total
             self.ports = {p.id: p for p in msg.ports}
             self.revision = msg.revision
             self._full = True
             self._plan = []
             self._reported = {}
             self._session_started = True
-            mine = combine_digests(digests)
+            mine = as_hex(total)
         if mine != msg.digest:
             # The server computed a different hash of the very tables it sent: a server bug,
             # not a lost message. Asking for another snapshot would loop, so only say it.
@@ -129,13 +130,14 @@ class Reconciler:
                 )
             deltas = [n.delta() for n in msg.networks]
             for delta in deltas:
-                tables = apply_delta(self.desired.get(delta.network_id), delta)
+                before = self.desired.get(delta.network_id)
+                # the digest moves by what the delta changes: O(delta), not O(network)
+                self._sum += delta_sum_change(before, delta)
+                tables = apply_delta(before, delta)
                 if tables is None:
                     self.desired.pop(delta.network_id, None)
-                    self._digests.pop(delta.network_id, None)
                 else:
                     self.desired[delta.network_id] = tables
-                    self._digests[delta.network_id] = network_digest(tables)
             self._plan.extend(deltas)
             for port in msg.ports:
                 old = self.ports.get(port.id)
@@ -147,7 +149,7 @@ class Reconciler:
                 self._reported.pop(port_id, None)
                 self._wired.pop(port_id, None)
             self.revision = msg.revision
-            mine = combine_digests(self._digests)
+            mine = as_hex(self._sum)
         if mine != msg.digest:
             raise Gap(f"tables after revision {msg.revision} do not match the server's digest")
         return True
@@ -155,7 +157,7 @@ class Reconciler:
     def digest(self) -> str:
         """The digest of the desired state (same hash as ``model.digest``)."""
         with self._lock:
-            return combine_digests(self._digests)
+            return as_hex(self._sum)
 
     def mismatch(self, hb: Heartbeat) -> str | None:
         """Why a server heartbeat shows we diverged, or None. An older heartbeat than our
@@ -163,7 +165,7 @@ class Reconciler:
         with self._lock:
             if not self._session_started or hb.revision < self.revision:
                 return None
-            mine = combine_digests(self._digests)
+            mine = as_hex(self._sum)
             if hb.digest != mine:
                 return f"heartbeat at {hb.revision}: digest differs (mine at {self.revision})"
             return None
@@ -202,7 +204,7 @@ class Reconciler:
             desired = dict(self.desired)  # values are immutable: a shallow copy is a snapshot
             ports = dict(self.ports)
             revision = self.revision
-            digest = combine_digests(self._digests)
+            digest = as_hex(self._sum)
             if full:
                 self._wired = {}  # devices may have been recreated: wire everything again
         try:

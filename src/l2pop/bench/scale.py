@@ -278,9 +278,13 @@ def measure_rate(
     http = server.client()
     before = channel_counters(http)
     cpu_before, _ = proc_stats(server.pid)
+    swarm_before = sum(proc_stats(s.pid)[0] for s in swarms)
+    driver_before = time.process_time()
     events = asyncio.run(churn(server, plan, rate, cfg.duration, rng))
     wait_in_sync(http, 300)
     cpu_after, rss = proc_stats(server.pid)
+    swarm_cpu = sum(proc_stats(s.pid)[0] for s in swarms) - swarm_before
+    driver_cpu = time.process_time() - driver_before
     after = channel_counters(http)
     lat = latencies(http, swarms, events)
     http.close()
@@ -299,6 +303,10 @@ def measure_rate(
         ),
         "fanout_to_all_messages_per_event": 2 * cfg.hosts,
         "server_cpu_ms_per_event": round((cpu_after - cpu_before) / n * 1000, 2),
+        # where the machine's two cores went: the simulated agents and the load generator
+        # share them with the server
+        "agents_cpu_ms_per_event": round(swarm_cpu / n * 1000, 2),
+        "driver_cpu_ms_per_event": round(driver_cpu / n * 1000, 2),
         "server_rss_mib": round(rss / 2**20, 1),
     }
 
@@ -342,7 +350,9 @@ def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str
                 f"churn {rate:g}/s: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
                 f"{row['messages_per_event']} msgs/event "
                 f"(fanout-to-all: {row['fanout_to_all_messages_per_event']}), "
-                f"server CPU {row['server_cpu_ms_per_event']} ms/event"
+                f"CPU ms/event: server {row['server_cpu_ms_per_event']}, "
+                f"agents {row['agents_cpu_ms_per_event']}, "
+                f"load generator {row['driver_cpu_ms_per_event']}"
             )
         ok = [r["rate"] for r in result["rates"] if r["p99_ms"] <= 1000]
         result["max_rate_p99_le_1s"] = max(ok, default=None)

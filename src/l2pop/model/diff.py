@@ -8,10 +8,11 @@ one (SPEC.md channel property 7).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from l2pop.model.desired import HostState, NetworkTables
+from l2pop.model.desired import HostState, NetworkTables, network_sum
+from l2pop.model.digest import fdb_hash, flood_hash, header_hash, neigh_hash
 from l2pop.model.types import ArpSuppression
 
 
@@ -121,3 +122,57 @@ def apply_deltas(state: HostState, deltas: Iterable[NetworkDelta]) -> dict[str, 
         else:
             out[delta.network_id] = tables
     return out
+
+
+_GONE = object()
+
+
+def delta_sum_change(tables: NetworkTables | None, delta: NetworkDelta) -> int:
+    """How much ``apply_delta(tables, delta)`` changes the table's digest sum, in O(delta).
+
+    Follows ``apply_delta`` exactly: a conditional removal counts only when the entry still
+    has the value named, an add that replaces subtracts the value it replaces, a changed
+    header swaps header hashes, ``leave`` removes the whole table. Lets an agent keep its
+    digest current without re-hashing a big network on every delta.
+    """
+    nid = delta.network_id
+    if delta.leave:
+        return -network_sum(tables) if tables is not None else 0
+    change = header_hash(nid, delta.vni, delta.arp_suppression)
+    if tables is None:
+        tables = NetworkTables(nid, delta.vni, delta.arp_suppression)
+    else:
+        change -= header_hash(nid, tables.vni, tables.arp_suppression)
+    flood = (tables.flood - delta.flood_remove) | delta.flood_add
+    change += sum(flood_hash(nid, v) for v in flood - tables.flood)
+    change -= sum(flood_hash(nid, v) for v in tables.flood - flood)
+    change += _map_change(tables.fdb, delta.fdb_remove, delta.fdb_add, nid, fdb_hash)
+    change += _map_change(tables.neigh, delta.neigh_remove, delta.neigh_add, nid, neigh_hash)
+    return change
+
+
+def _map_change(
+    current: Mapping[str, str],
+    remove: Mapping[str, str],
+    add: Mapping[str, str],
+    nid: str,
+    entry: Callable[[str, str, str], int],
+) -> int:
+    overlay: dict[str, object] = {}  # keys this delta touched: new value or _GONE
+
+    def now(key: str) -> object:
+        return overlay.get(key, current.get(key, _GONE))
+
+    change = 0
+    for key, value in remove.items():
+        if now(key) == value:
+            change -= entry(nid, key, value)
+            overlay[key] = _GONE
+    for key, value in add.items():
+        old = now(key)
+        if old != value:
+            if isinstance(old, str):
+                change -= entry(nid, key, old)
+            change += entry(nid, key, value)
+            overlay[key] = value
+    return change
