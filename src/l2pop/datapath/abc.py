@@ -4,7 +4,9 @@ Semantics (every implementation; the memory fake is the reference):
 
 * ``dump()`` reads back what is actually programmed, for every network this datapath owns
   (linux: only devices with its prefixes; the network id is kept on the device). It never
-  reports entries it does not own.
+  reports entries it does not own. A network whose devices are damaged (missing, down,
+  misconfigured) is reported with VNI 0 and no entries: no desired state has VNI 0, so a
+  reconcile rebuilds it, or removes it when the host is no longer a member.
 * ``apply(deltas)`` programs ``NetworkDelta``s in order. A delta for a network the datapath
   does not have creates it (bridge + vxlan device with the delta's VNI and ARP-suppression
   mode), ``leave`` removes the network's devices and everything on them, a changed
