@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from channel_harness import Cluster
 
 from l2pop.testbed.process import ServerProcess
 
@@ -69,3 +70,13 @@ def api(server: ServerProcess) -> Iterator[Api]:
     client = Api(server)
     yield client
     client.http.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A server process plus agent-swarm processes (see ``channel_harness``)."""
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()

@@ -5,23 +5,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import pytest
 from channel_harness import Cluster
 
 HOSTS, SWARMS, NETWORKS, PORTS_PER_NETWORK, HOSTS_PER_NETWORK = 50, 5, 40, 50, 10
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_fifty_agents_two_thousand_ports(cluster: Cluster) -> None:

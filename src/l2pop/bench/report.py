@@ -324,9 +324,9 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.9), sharex=True)
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for design, label, color, marker in (
-            ("flood_and_learn", "flood-and-learn", "#d62728", "s"),
-            ("l2pop", "l2pop", "#1f77b4", "o"),
+        for design, label, color, marker, dy in (
+            ("flood_and_learn", "flood-and-learn", "#d62728", "s", 6),
+            ("l2pop", "l2pop", "#1f77b4", "o", -12),
         ):
             ys = [r.get(design, {}).get(key, math.nan) for r in rows]
             ax.plot(hosts, ys, marker=marker, color=color, label=label)
@@ -335,7 +335,7 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
                     ax.annotate(
                         f"{y:,.0f}",
                         (x, y),
-                        xytext=(0, 5),
+                        xytext=(0, dy),
                         textcoords="offset points",
                         ha="center",
                         fontsize=8,
@@ -344,7 +344,8 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("hosts")
         ax.set_xticks(hosts)
-        ax.set_ylim(bottom=-0.05 * max(1, ax.get_ylim()[1]), top=ax.get_ylim()[1] * 1.12)
+        top = max(1.0, ax.get_ylim()[1])
+        ax.set_ylim(bottom=-0.09 * top, top=top * 1.12)
     axes[0].set_ylabel("packets (copies) during the workload")
     axes[0].legend(frameon=False)
     w = result.get("workload", {})
@@ -508,7 +509,9 @@ def _kernel_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
     batch = r.get("iproute2_batch_entries_per_s") or 0
 
     def ratio(v: Any) -> str:
-        return f"{v / batch:.2f} {TIMES}" if v and batch else "-"
+        if not (v and batch):
+            return "-"
+        return f"{v / batch:.{2 if v / batch >= 0.1 else 3}f} {TIMES}"
 
     rows = [
         [
@@ -695,7 +698,7 @@ def _flood_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
     if placement:
         lines.append("Members of each network (the other hosts must hear nothing of it):")
         lines.append("")
-        for hosts, nets in placement.items():
+        for hosts, nets in sorted(placement.items(), key=lambda kv: int(kv[0])):
             text = "; ".join(f"{n}: {', '.join(h)}" for n, h in nets.items())
             lines.append(f"- {hosts} hosts: {text}")
         lines.append("")

@@ -97,6 +97,8 @@ def populate(url: str, cfg: ScaleConfig, progress: Progress) -> Plan:
             width = min(rng.randint(cfg.min_span, cfg.max_span), len(names))
             spans[net.id] = rng.sample(names, width)
     per_network = cfg.ports // max(cfg.networks, 1)
+    # a network spans only the hosts that get one of its ports: those are its members
+    spans = {nid: span[: max(per_network, 1)] for nid, span in spans.items()}
     batch: list[Port] = []
     serial = 0
     for net_id, span in spans.items():

@@ -285,7 +285,8 @@ class Reporter:
     def __call__(self, message: str) -> None:
         self._line(message)
         if self._progress is not None:
-            self._progress.update(self._task, description=f"{self.title}: {message}")
+            label = self.title.split(":", 1)[0]
+            self._progress.update(self._task, description=f"{label}: {message}")
 
     def advance(self) -> None:
         if self._progress is not None:
