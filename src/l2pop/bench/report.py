@@ -27,18 +27,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from l2pop.bench.plots import plot_flood, plot_kernel, plot_scale_latency, plot_scale_messages
+from l2pop.bench.targets import (
+    KERNEL_RATIO_TARGET,
+    KERNEL_RECONCILE_TARGET_S,
+    KERNEL_TARGET_ENTRIES,
+    SCALE_P99_TARGET_MS,
+    SCALE_RESTART_TARGET_S,
+    SCALE_TARGET_HOSTS,
+    SCALE_TARGET_RATE,
+    TIMES,
+)
+
 RESULT_FILES = ("kernel", "scale-sqlite", "scale-postgresql", "flood")
 ENGINES = ("sqlite", "postgresql")
-
-KERNEL_RATIO_TARGET = 0.6
-KERNEL_RECONCILE_TARGET_S = 0.100
-KERNEL_TARGET_ENTRIES = 20_000  # 10k FDB + 10k neighbour
-SCALE_P99_TARGET_MS = 250.0
-SCALE_TARGET_RATE = 100.0
-SCALE_RESTART_TARGET_S = 30.0
-SCALE_TARGET_HOSTS = 1000
-
-TIMES = "\u00d7"  # the multiplication sign
 
 GAPS_BEGIN = "<!-- gaps:begin: written by hand, kept when the page is regenerated -->"
 GAPS_END = "<!-- gaps:end -->"
@@ -161,206 +163,6 @@ class Target:
 
 
 # -- plots --------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "figure.dpi": 110,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "font.size": 10,
-        }
-    )
-    return plt
-
-
-def plot_kernel(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
-    candidates = [
-        ("l2pop datapath\ninstall", result.get("install_entries_per_s"), "#1f77b4"),
-        ("l2pop datapath\nremove", result.get("remove_entries_per_s"), "#6baed6"),
-        ("iproute2\n-batch", result.get("iproute2_batch_entries_per_s"), "#7f7f7f"),
-        ("one process\nper entry", result.get("per_process_entries_per_s"), "#d62728"),
-    ]
-    methods = [(m, float(v), c) for m, v, c in candidates if v]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    bars = ax.bar(
-        [m for m, _, _ in methods], [v for _, v, _ in methods], color=[c for _, _, c in methods]
-    )
-    ax.set_yscale("log")
-    for bar, (_, value, _) in zip(bars, methods, strict=True):
-        ax.annotate(
-            f"{value:,.0f}",
-            (bar.get_x() + bar.get_width() / 2, value),
-            ha="center",
-            va="bottom",
-            xytext=(0, 3),
-            textcoords="offset points",
-        )
-    batch = result.get("iproute2_batch_entries_per_s")
-    if batch:
-        ax.axhline(
-            KERNEL_RATIO_TARGET * batch,
-            color="#2ca02c",
-            linestyle="--",
-            linewidth=1.2,
-            label=f"target: {KERNEL_RATIO_TARGET} {TIMES} iproute2 batch",
-        )
-        ax.legend(loc="upper right", frameon=False)
-    values = [v for _, v, _ in methods]
-    ax.set_ylim(min(values) / 3, max(values) * 6)
-    ax.set_ylabel("entries per second (log scale)")
-    ax.set_title(f"Kernel programming: {result.get('entries', 0):,} entries (FDB + neighbour)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _engine_color(engine: str) -> str:
-    return {"sqlite": "#1f77b4", "postgresql": "#ff7f0e"}.get(engine, "#7f7f7f")
-
-
-def plot_scale_latency(scales: dict[str, dict[str, Any]], path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    values = []
-    for engine, result in scales.items():
-        rows = [r for r in result.get("rates", []) if r.get("rate") is not None]
-        if not rows:
-            continue
-        rates = [r["rate"] for r in rows]
-        for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
-            ys = [r.get(key) if r.get(key) is not None else math.nan for r in rows]
-            values += [y for y in ys if math.isfinite(y)]
-            ax.plot(
-                rates,
-                ys,
-                style,
-                marker="o",
-                color=_engine_color(engine),
-                label=f"{engine} {key[:3]}",
-            )
-    ax.axhline(
-        SCALE_P99_TARGET_MS,
-        color="#d62728",
-        linestyle=":",
-        linewidth=1.5,
-        label=f"target p99 ≤ {SCALE_P99_TARGET_MS:.0f} ms at {SCALE_TARGET_RATE:.0f}/s",
-    )
-    ax.axvline(SCALE_TARGET_RATE, color="#d62728", linestyle=":", linewidth=0.8, alpha=0.5)
-    if values and max(values) / max(min(values), 1e-3) > 30:
-        ax.set_yscale("log")
-    ax.set_xlabel("port activations per second (steady churn)")
-    ax.set_ylabel("API call → every member applied (ms)")
-    ax.set_title("Convergence of a port activation under churn")
-    ax.legend(frameon=False, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_scale_messages(scales: dict[str, dict[str, Any]], path: Path) -> None:
-    plt = _pyplot()
-    rates = sorted({r["rate"] for s in scales.values() for r in s.get("rates", [])})
-    series: list[tuple[str, list[float], str]] = []
-    for engine, result in scales.items():
-        by_rate = {r["rate"]: r.get("messages_per_event") for r in result.get("rates", [])}
-        series.append(
-            (
-                f"l2pop ({engine})",
-                [by_rate.get(x) or math.nan for x in rates],
-                _engine_color(engine),
-            )
-        )
-    fanout: dict[float, float] = {}
-    for result in scales.values():
-        for r in result.get("rates", []):
-            fanout.setdefault(r["rate"], r.get("fanout_to_all_messages_per_event") or math.nan)
-    series.append(("fanout to all (Neutron)", [fanout.get(x, math.nan) for x in rates], "#7f7f7f"))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    width = 0.8 / max(len(series), 1)
-    for i, (label, ys, color) in enumerate(series):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(rates))]
-        bars = ax.bar(xs, ys, width, label=label, color=color)
-        for bar, y in zip(bars, ys, strict=True):
-            if math.isfinite(y):
-                ax.annotate(
-                    f"{y:,.0f}" if y >= 10 else f"{y:.1f}",
-                    (bar.get_x() + bar.get_width() / 2, y),
-                    ha="center",
-                    va="bottom",
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                    fontsize=8,
-                )
-    ax.set_xticks(range(len(rates)), [f"{x:g}/s" for x in rates])
-    ax.set_yscale("log")
-    ax.set_xlabel("churn rate")
-    ax.set_ylabel("messages sent per event (log scale)")
-    ax.set_title("Messages per port event: l2pop vs fanout to every agent")
-    ax.legend(frameon=False, fontsize=9)
-    ax.margins(y=0.15)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_flood(result: dict[str, Any], path: Path) -> None:
-    plt = _pyplot()
-    rows = sorted(result.get("results", []), key=lambda r: r["hosts"])
-    hosts = [r["hosts"] for r in rows]
-    panels = [
-        ("arp_broadcast", "ARP broadcasts on the underlay"),
-        ("bum", "BUM copies on the underlay"),
-        ("non_member_bum", "BUM copies reaching non-member hosts"),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.9), sharex=True)
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for design, label, color, marker, dy in (
-            ("flood_and_learn", "flood-and-learn", "#d62728", "s", 6),
-            ("l2pop", "l2pop", "#1f77b4", "o", -12),
-        ):
-            ys = [r.get(design, {}).get(key, math.nan) for r in rows]
-            ax.plot(hosts, ys, marker=marker, color=color, label=label)
-            for x, y in zip(hosts, ys, strict=True):
-                if y is not None and math.isfinite(y):
-                    ax.annotate(
-                        f"{y:,.0f}",
-                        (x, y),
-                        xytext=(0, dy),
-                        textcoords="offset points",
-                        ha="center",
-                        fontsize=8,
-                        color=color,
-                    )
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("hosts")
-        ax.set_xticks(hosts)
-        top = max(1.0, ax.get_ylim()[1])
-        ax.set_ylim(bottom=-0.09 * top, top=top * 1.12)
-    axes[0].set_ylabel("packets (copies) during the workload")
-    axes[0].legend(frameon=False)
-    w = result.get("workload", {})
-    fig.suptitle(
-        f"Same VM workload ({w.get('networks', '?')} networks {TIMES} "
-        f"{w.get('vms_per_network', '?')} VMs, every pair resolves and pings from cold "
-        "caches), l2pop vs flood-and-learn",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-# -- targets ------------------------------------------------------------------------------
 
 
 def kernel_targets(saved: dict[str, Any] | None) -> list[Target]:
@@ -620,6 +422,8 @@ def _scale_section(
             "fanout-to-all msgs/event",
             "bytes/event",
             "server CPU ms/event",
+            "agents CPU ms/event",
+            "load generator CPU ms/event",
             "server RSS MiB",
         ]
         rows = [
@@ -633,6 +437,8 @@ def _scale_section(
                 num(x.get("fanout_to_all_messages_per_event")),
                 num(x.get("bytes_per_event")),
                 num(x.get("server_cpu_ms_per_event"), 2),
+                num(x.get("agents_cpu_ms_per_event"), 2),
+                num(x.get("driver_cpu_ms_per_event"), 2),
                 num(x.get("server_rss_mib"), 1),
             ]
             for x in r.get("rates", [])
