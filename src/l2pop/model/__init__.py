@@ -12,14 +12,12 @@ from l2pop.model.desired import (
     canonical_network,
     desired_state,
     digest,
-    network_digest,
     network_members,
     network_sum,
     network_view,
     tables_for,
 )
 from l2pop.model.diff import NetworkDelta, apply_delta, apply_deltas, diff_network, diff_state
-from l2pop.model.digest import combine_digests
 from l2pop.model.errors import Conflict, DomainError, Forbidden, InvalidField, NotFound
 from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression, Host, Network, Port, PortStatus
 
@@ -44,12 +42,10 @@ __all__ = [
     "apply_deltas",
     "canonical",
     "canonical_network",
-    "combine_digests",
     "desired_state",
     "diff_network",
     "diff_state",
     "digest",
-    "network_digest",
     "network_members",
     "network_sum",
     "network_view",

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from l2pop.model.digest import (
     MASK,
     as_hex,
-    combine_digests,
     fdb_hash,
     flood_hash,
     header_hash,
@@ -148,10 +147,6 @@ def network_sum(t: NetworkTables) -> int:
     return total & MASK
 
 
-def network_digest(tables: NetworkTables) -> str:
-    return as_hex(network_sum(tables))
-
-
 def digest(state: HostState) -> str:
-    """The digest of a host's tables; server and agent compute it the same way."""
-    return combine_digests({nid: network_digest(t) for nid, t in state.items()})
+    """The digest of a host's tables (ADR 6); server and agent compute it the same way."""
+    return as_hex(sum(network_sum(t) for t in state.values()))

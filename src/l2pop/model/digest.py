@@ -15,7 +15,7 @@ between cooperating parties, which is all it is for.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from l2pop.model.types import ArpSuppression
 
@@ -52,13 +52,3 @@ def port_hash(network_id: str, mac: str, vtep: str, fixed_ips: Iterable[str]) ->
 
 def as_hex(value: int) -> str:
     return f"{value & MASK:032x}"
-
-
-def sum_hex(values: Iterable[str]) -> str:
-    """Combine digests (hex) of disjoint parts into the digest of the whole."""
-    return as_hex(sum(int(v, 16) for v in values))
-
-
-def combine_digests(per_network: Mapping[str, str]) -> str:
-    """A host's digest from its per-network digests."""
-    return sum_hex(per_network.values())

@@ -8,14 +8,16 @@ table the host must hold. It does **not** hold a copy of every host's tables: a 
 of network N is derived on demand from N's ports (``model.tables_for``), so memory grows with
 the number of ports, not with ports x members.
 
-One event, one pass (``advance``): read the changes since the hub's revision together with the
-current rows of every network they touched, in one read transaction (a consistent snapshot).
-For each touched network compute its member view before and after, and diff them per member
-host (``model.diff_network``). Only hosts that are or were members of a touched network get
-a message: interest-based fan-out, never broadcast (SPEC.md channel property 2). Recomputing
-touched networks from rows, rather than patching from event payloads, makes a batch of
-changes idempotent and order-proof: whatever happened in between, the delta moves the host
-from what it was sent to what it must hold.
+One batch, one pass (``read_batch`` then ``apply_batch``): read the changes since the hub's
+revision together with the current rows of what they touched (networks, changed ports,
+hosts), in one read transaction (a consistent snapshot). For each touched network take its
+state before and after (members, ACTIVE ports as remote entries) and derive each member's
+delta from the ports that changed (``model.fanout.host_deltas``, held by property tests to
+diffing whole tables). Only hosts that are or were members of a touched network get a
+message: interest-based fan-out, never broadcast (SPEC.md channel property 2). Applying
+current rows, rather than patching from event payloads, makes a batch of changes idempotent
+and order-proof: whatever happened in between, the delta moves the host from what it was
+sent to what it must hold.
 
 Per-host digests are additive (ADR 6): a host's sum for a network is the network's total
 minus the host's own entries, and its digest is the sum over its networks, so an event costs
