@@ -26,6 +26,9 @@ tcpdump on the underlay bridge counts the VXLAN packets meanwhile (``testbed.cap
 * ``non_member_bum`` / ``non_member_packets``: BUM copies / packets of any kind of network
   N reaching a host that is not a member of N.
 
+On the l2pop build it also times activations on real kernels (``bench.activation``): a new
+VM's port created and plugged -> every remote member kernel holds its FDB entry.
+
 Needs root. Every namespace carries a per-run prefix and is deleted by name at teardown.
 """
 
@@ -37,6 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from l2pop.bench import activation
 from l2pop.testbed.bed import NetworkSpec, Testbed, Topology, Vm, VmSpec
 from l2pop.testbed.capture import CaptureResult
 
@@ -172,11 +176,16 @@ def run_one(
         with Testbed(hosts, flood_and_learn=design != "l2pop", workdir=sub) as bed:
             progress(f"{hosts} hosts, {label}: run prefix {bed.prefix}; VMs and traffic")
             counts = measure(bed, topo)
+            row: dict[str, Any] = asdict(counts)
             if design == "l2pop":  # the baseline gets the very same MACs
                 macs = {vm.name: vm.mac for vm in bed.vms.values()}
                 for spec in topo.vms:
                     spec.mac = macs[spec.name]
-        row = asdict(counts)
+                first = topo.networks[0].name
+                members = sorted(topo.members(first), key=_host_index)
+                row["activation"] = activation.measure(
+                    bed, first, members[0], members[1:], progress=progress
+                )
         row["total_s"] = round(time.monotonic() - started, 1)
         out[design] = row
         progress(

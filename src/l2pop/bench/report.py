@@ -510,7 +510,40 @@ def _flood_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
         lines.append("")
     if png:
         lines += [f"![ARP broadcasts and BUM copies vs hosts]({png})", ""]
+    lines += _activation_lines(r)
     return lines
+
+
+def _activation_lines(r: dict[str, Any]) -> list[str]:
+    """Activation latency on real kernels, measured on the l2pop builds (``bench.activation``)."""
+    rows = [
+        [
+            str(row["hosts"]),
+            num(a.get("remote_kernels")),
+            num(a.get("samples")),
+            num(a.get("p50_ms"), 1),
+            num(a.get("max_ms"), 1),
+        ]
+        for row in sorted(r.get("results", []), key=lambda x: x["hosts"])
+        if (a := row.get("l2pop", {}).get("activation"))
+    ]
+    if not rows:
+        return []
+    header = ["hosts", "remote member kernels", "VMs", "p50 ms", "max ms"]
+    return [
+        "### Activation on real kernels",
+        "",
+        "On each l2pop build, new VMs are added one at a time to the first network: the clock "
+        "starts before the port is created through the API and the VM's veth is made, and "
+        "stops at the kernel's timestamp (`bridge -timestamp monitor fdb`) of the last remote "
+        "member's `MAC dst VTEP` entry. The path: tap appears, the agent's netlink listener "
+        "enslaves it and reports ACTIVE, the server fans the delta out, each member's agent "
+        "programs its kernel. For comparison, SPEC.md measured FRR EVPN at 77 ms p50 / 82 ms "
+        "p99 from a new VM's first frame to the remote kernels (3 hosts).",
+        "",
+        table(header, rows),
+        "",
+    ]
 
 
 def _gaps_section(targets: list[Target], kept: str) -> list[str]:
