@@ -7,11 +7,7 @@ addresses in 198.19.0.0/16 and 2001:db8::/32.
 
 from __future__ import annotations
 
-import itertools
 import os
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -21,10 +17,10 @@ import pytest
 from l2pop.datapath import _netns
 from l2pop.datapath.abc import Datapath
 from l2pop.datapath.memory import MemoryDatapath
+from l2pop.testbed.tables import KernelMonitor
 
 RUN_PREFIX = "l2pt"
 VTEP = "192.0.2.1"
-_MARKERS = itertools.count(1)
 ROOT_REASON = "needs root (network namespaces, bridge and vxlan devices); run the e2e tests as root"
 
 
@@ -82,80 +78,10 @@ def foreign_devices(netns: str) -> None:
        "nud", "permanent")  # fmt: skip
 
 
-class KernelMonitor:
-    """``ip monitor neigh`` + ``bridge monitor fdb`` in a namespace (needs
-    ``foreign_devices``). ``lines`` holds what they printed between a start marker and an
-    end marker, so nothing is missed at either end."""
-
-    def __init__(self, netns: str) -> None:
-        self.netns = netns
-        self.lines: list[str] = []
-        self._raw: list[list[str]] = [[], []]
-        self._procs: list[subprocess.Popen[str]] = []
-
-    def _marker(self, n: int, add: bool) -> str:
-        op = "add" if add else "del"
-        macaddr = f"02:fe:00:00:00:{n:02x}"
-        bridge(self.netns, "fdb", op, macaddr, "dev", "fv0", "master", *(["static"] if add else []))
-        return macaddr
-
-    def _wait_for(self, text: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(any(text in line for line in raw) for raw in self._raw):
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"monitors never showed {text}: {self._raw}")
-
-    def __enter__(self) -> KernelMonitor:
-        for i, tool in enumerate((["ip", "monitor", "neigh"], ["bridge", "monitor", "fdb"])):
-            proc = subprocess.Popen(
-                [tool[0], "-n", self.netns, *tool[1:]],
-                stdout=subprocess.PIPE,
-                text=True,
-                bufsize=1,
-            )
-            self._procs.append(proc)
-            threading.Thread(target=self._read, args=(proc, self._raw[i]), daemon=True).start()
-        deadline = time.monotonic() + 5
-        while True:  # the monitors subscribe asynchronously: repeat a marker until seen
-            n = next(_MARKERS)
-            marker = self._marker(n, True)
-            try:
-                self._wait_for(marker, timeout=0.2)
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-            finally:
-                self._marker(n, False)
-        self._start = [len(raw) for raw in self._raw]
-        return self
-
-    @staticmethod
-    def _read(proc: subprocess.Popen[str], sink: list[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.append(line.strip())
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if exc[0] is None:
-                n = next(_MARKERS)
-                marker = self._marker(n, True)
-                self._wait_for(marker)
-                self._marker(n, False)
-                for raw, start in zip(self._raw, self._start, strict=True):
-                    end = next(i for i, line in enumerate(raw) if marker in line)
-                    self.lines.extend(raw[start:end])
-        finally:
-            for proc in self._procs:
-                proc.terminate()
-                proc.wait(timeout=5)
-
-    def mentioning(self, *keys: str) -> list[str]:
-        """The lines that name any of ``keys`` (a MAC, an IP, a VTEP)."""
-        return [line for line in self.lines if any(k in line.split() for k in keys)]
+def kernel_monitor(netns: str) -> KernelMonitor:
+    """The testbed's netlink monitor, with markers on the foreign port ``fv0`` (needs
+    ``foreign_devices``)."""
+    return KernelMonitor(netns, "fv0")
 
 
 @contextmanager

@@ -16,11 +16,11 @@ from contextlib import ExitStack
 import pytest
 from datapath_harness import (
     VTEP,
-    KernelMonitor,
     Rig,
     bridge,
     foreign_devices,
     ip,
+    kernel_monitor,
     mac,
     make_rig,
     need_root,
@@ -151,7 +151,7 @@ def test_reconcile_never_blinks_unchanged_entries(rig: Rig) -> None:
         2 * n / install_s > 5_000
     )  # sanity only: bench.kernel measures, f"{2 * n / install_s:.0f} entries/s"
     keys = [*desired.fdb, *desired.neigh]
-    with KernelMonitor(netns) as quiet:
+    with kernel_monitor(netns) as quiet:
         started = time.perf_counter()
         assert converge(rig, {"net-a": desired}) == []
         assert time.perf_counter() - started < 1.0
@@ -165,7 +165,7 @@ def test_reconcile_never_blinks_unchanged_entries(rig: Rig) -> None:
     neigh[vm_ip(12)] = mac(13)
     del neigh[vm_ip(14)]
     changed = NetworkTables("net-a", 100, NS, desired.flood, fdb, neigh)
-    with KernelMonitor(netns) as one:
+    with kernel_monitor(netns) as one:
         (delta,) = converge(rig, {"net-a": changed})
     assert len(delta.fdb_add) == 2 and len(delta.neigh_add) == 1
     touched = {mac(10), mac(11), mac(99999), vm_ip(12), vm_ip(14)}
