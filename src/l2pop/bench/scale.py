@@ -158,6 +158,15 @@ def counter_delta(before: dict[str, float], after: dict[str, float], name: str) 
     )
 
 
+def wait_all_active(http: httpx.Client, timeout: float) -> None:
+    """Until no port is BUILD: every activation of the churn has been reported."""
+    deadline = time.monotonic() + timeout
+    while http.get("/v1/ports", params={"status": "BUILD"}, timeout=60).json():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ports still BUILD after {timeout}s")
+        time.sleep(0.2)
+
+
 def wait_in_sync(http: httpx.Client, timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -283,6 +292,7 @@ def measure_rate(
     swarm_before = sum(proc_stats(s.pid)[0] for s in swarms)
     driver_before = time.process_time()
     events = asyncio.run(churn(server, plan, rate, cfg.duration, rng))
+    wait_all_active(http, 300)  # the agents' status reports may still be on their way
     wait_in_sync(http, 300)
     cpu_after, rss = proc_stats(server.pid)
     swarm_cpu = sum(proc_stats(s.pid)[0] for s in swarms) - swarm_before
