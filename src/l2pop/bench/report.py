@@ -135,6 +135,29 @@ def num(value: Any, digits: int = 0, unit: str = "") -> str:
     return str(value)
 
 
+#: one row per churn rate of a scale result: (column, key, digits); the page and the CLI
+#: both render it
+SCALE_RATE_FIELDS = (
+    ("rate (events/s)", "rate", 0),
+    ("events", "events", 0),
+    ("p50 ms", "p50_ms", 1),
+    ("p99 ms", "p99_ms", 1),
+    ("max ms", "max_ms", 1),
+    ("msgs/event", "messages_per_event", 1),
+    ("fanout-to-all msgs/event", "fanout_to_all_messages_per_event", 0),
+    ("bytes/event", "bytes_per_event", 0),
+    ("server CPU ms/event", "server_cpu_ms_per_event", 2),
+    ("agents CPU ms/event", "agents_cpu_ms_per_event", 2),
+    ("load generator CPU ms/event", "driver_cpu_ms_per_event", 2),
+    ("server RSS MiB", "server_rss_mib", 1),
+)
+SCALE_RATE_COLUMNS = tuple(column for column, _, _ in SCALE_RATE_FIELDS)
+
+
+def scale_rate_cells(row: dict[str, Any]) -> list[str]:
+    return [num(row.get(key), digits) for _, key, digits in SCALE_RATE_FIELDS]
+
+
 def table(header: list[str], rows: Iterable[list[str]], align: str | None = None) -> str:
     """A Markdown table; ``align`` has one of ``l``/``r`` per column (default: ``l``
     for the first, ``r`` for the rest)."""
@@ -412,38 +435,8 @@ def _scale_section(
             ],
         ]
         lines += [table(["step", "result"], rows), ""]
-        header = [
-            "rate (events/s)",
-            "events",
-            "p50 ms",
-            "p99 ms",
-            "max ms",
-            "msgs/event",
-            "fanout-to-all msgs/event",
-            "bytes/event",
-            "server CPU ms/event",
-            "agents CPU ms/event",
-            "load generator CPU ms/event",
-            "server RSS MiB",
-        ]
-        rows = [
-            [
-                num(x.get("rate")),
-                num(x.get("events")),
-                num(x.get("p50_ms"), 1),
-                num(x.get("p99_ms"), 1),
-                num(x.get("max_ms"), 1),
-                num(x.get("messages_per_event"), 1),
-                num(x.get("fanout_to_all_messages_per_event")),
-                num(x.get("bytes_per_event")),
-                num(x.get("server_cpu_ms_per_event"), 2),
-                num(x.get("agents_cpu_ms_per_event"), 2),
-                num(x.get("driver_cpu_ms_per_event"), 2),
-                num(x.get("server_rss_mib"), 1),
-            ]
-            for x in r.get("rates", [])
-        ]
-        lines += [table(header, rows), ""]
+        rows = [scale_rate_cells(x) for x in r.get("rates", [])]
+        lines += [table(list(SCALE_RATE_COLUMNS), rows), ""]
     if latency_png:
         lines += [f"![convergence p50/p99 vs churn rate]({latency_png})", ""]
     if messages_png:

@@ -458,33 +458,12 @@ def _show_scale(r: dict[str, Any]) -> None:
         title=f"control-plane scale ({cfg.get('engine')}): {cfg.get('hosts')} agents, "
         f"{cfg.get('ports'):,} ports"
     )
-    cols = (
-        "rate/s",
-        "events",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "msgs/event",
-        "fanout-to-all",
-        "bytes/event",
-        "CPU ms/event",
-        "RSS MiB",
-    )
-    for col in cols:
+    from l2pop.bench.report import SCALE_RATE_COLUMNS, scale_rate_cells
+
+    for col in SCALE_RATE_COLUMNS:
         t.add_column(col, justify="right")
     for x in r.get("rates", []):
-        t.add_row(
-            _n(x.get("rate")),
-            _n(x.get("events")),
-            _n(x.get("p50_ms"), 1),
-            _n(x.get("p99_ms"), 1),
-            _n(x.get("max_ms"), 1),
-            _n(x.get("messages_per_event"), 1),
-            _n(x.get("fanout_to_all_messages_per_event")),
-            _n(x.get("bytes_per_event")),
-            _n(x.get("server_cpu_ms_per_event"), 2),
-            _n(x.get("server_rss_mib"), 1),
-        )
+        t.add_row(*scale_rate_cells(x))
     console = _console()
     console.print(t)
     console.print(
