@@ -577,3 +577,37 @@ def test_list_ports_by_ids(store: Store) -> None:
         assert tx.list_ports(port_ids=[]) == []
         only_net = tx.list_ports(port_ids=wanted, network_ids=[net.id])
         assert {p.id for p in only_net} == {ports[1].id, ports[3].id}
+
+
+def test_pages_cover_everything_once_in_order(store: Store) -> None:
+    """Keyset pages: concatenated they are the whole list, each item once, even when an
+    item of an earlier page is deleted between two calls."""
+    a, b = add_network(store, 10, "a"), add_network(store, 5, "b")
+    add_host(store, "h1", "192.0.2.1")
+    add_host(store, "h0", "192.0.2.2")
+    made = [
+        add_port(store, (a, b)[i % 2].id, f"fa:16:3e:00:02:{i:02x}", (f"198.19.4.{i + 1}",))
+        for i in range(25)
+    ]
+    seen: list[Port] = []
+    after: str | None = None
+    while True:
+        with store.read() as tx:
+            page = tx.page_ports(limit=7, after=after)
+        if not page:
+            break
+        if not seen:
+            with store.write() as tx:
+                tx.delete_port(page[0].id)  # deleting the marker's row shifts nothing
+        seen += page
+        after = page[-1].id
+    assert sorted(p.id for p in seen) == sorted(p.id for p in made)
+    assert len({p.id for p in seen}) == len(seen) == 25
+    assert all(len(p.fixed_ips) == 1 for p in seen)
+    with store.read() as tx:
+        only_b = tx.page_ports(limit=100, network_id=b.id)
+        assert [p.id for p in only_b] == sorted(p.id for p in tx.list_ports(network_id=b.id))
+        assert [n.vni for n in tx.page_networks(limit=1)] == [5]
+        assert [n.vni for n in tx.page_networks(limit=5, after_vni=5)] == [10]
+        assert [h.name for h in tx.page_hosts(limit=1)] == ["h0"]
+        assert [h.name for h in tx.page_hosts(limit=5, after="h0")] == ["h1"]

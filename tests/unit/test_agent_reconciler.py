@@ -85,6 +85,13 @@ class CountingDatapath(MemoryDatapath):
         super().__init__()
         self.touched: list[tuple[str, str, str]] = []  # (op, network, key)
         self.fail_next_apply = 0
+        self.fail_next_plugged = 0
+
+    def plugged(self, port_ids: Iterable[str]) -> set[str]:
+        if self.fail_next_plugged:
+            self.fail_next_plugged -= 1
+            raise OSError("netlink: simulated link dump failure")
+        return super().plugged(port_ids)
 
     def apply(self, deltas: Sequence[NetworkDelta]) -> None:
         if self.fail_next_apply:
@@ -205,14 +212,16 @@ def test_full_reconcile_of_an_in_sync_kernel_touches_nothing() -> None:
     assert result.full and result.deltas_applied == 0 and dp.touched == []
 
 
-def test_apply_error_makes_the_next_sync_full() -> None:
+def test_a_datapath_wide_error_makes_the_next_sync_full() -> None:
+    """An error outside any one network (here the link dump behind ``plugged``) fails the
+    sync as a whole; one network's apply error does not (see the retry tests below)."""
     dp = CountingDatapath()
     rec = Reconciler(dp)
-    rec.on_snapshot(snapshot(1, {}))
+    rec.on_snapshot(snapshot(1, {}, [local("p1")]))
     rec.sync()
     s1 = {"n1": tables("n1", 100, (M2, V2, "198.19.0.2"))}
     rec.on_delta(delta(1, 2, s1, diff_state({}, s1)))
-    dp.fail_next_apply = 1
+    dp.fail_next_plugged = 1
     with pytest.raises(OSError):
         rec.sync()
     assert rec.full_pending()

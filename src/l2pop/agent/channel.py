@@ -5,7 +5,9 @@ Work structure (kubernetes sample-controller pattern): the socket reader only up
 reconciler's in-memory state and wakes the worker; the datapath's port listener (any thread)
 only wakes the worker; one worker task runs ``Reconciler.sync`` (in a thread when the datapath
 does kernel I/O), then acks and queues status reports. A failed sync is retried with
-rate-limited backoff and is FULL (mark and sweep).
+rate-limited backoff and is FULL (mark and sweep). A network the datapath fails on is retried
+on its own backoff inside the reconciler (``Reconciler.sync``): the worker also wakes when such
+a retry is due, and acks carry the failing networks (``Ack.errors``) until they heal.
 
 Session life: connect with the host token, send ``hello``, then snapshot and deltas arrive. A
 gap or a digest mismatch (delta or server heartbeat) sends ``resync`` once and ignores deltas
@@ -13,12 +15,18 @@ until the snapshot comes. The agent acks after each sync that changed what it ap
 every ``heartbeat_interval`` as its heartbeat. WebSocket pings detect a dead link. On any end
 of the session it reconnects with exponential backoff and full jitter (reset after a session
 that lived long enough), and keeps the kernel as it is meanwhile (fail static).
+
+TLS: with an https (or wss) server URL both the channel and the status reports use TLS and
+verify the server's certificate with the process's one SSL context (``l2pop.tlsconfig``). A
+certificate that does not verify is logged and retried slowly, like a refused token; the agent
+never falls back to an unverified or plain connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from contextlib import suppress
 from typing import Any
@@ -33,8 +41,10 @@ from l2pop.agent.reconciler import Gap, Reconciler
 from l2pop.agent.reporter import StatusReporter
 from l2pop.agent.stats import AgentStats
 from l2pop.datapath.abc import Datapath
+from l2pop.tlsconfig import client_context, tls_failure
 from l2pop.wire.channel import (
     Ack,
+    AckError,
     Delta,
     ErrorMsg,
     Heartbeat,
@@ -96,7 +106,10 @@ class Agent:
         http_client: httpx.AsyncClient | None = None,
         sync_in_thread: bool | None = None,
         reconnect_backoff: Backoff | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` verifies an https/wss server (default: the system trust store);
+        ``http_client``, when given, must have been made with the same context."""
         self.host = host
         self.vtep_ip = vtep_ip
         self.datapath = datapath
@@ -104,8 +117,13 @@ class Agent:
         self.test_hooks = test_hooks
         self.http_url, self.ws_url = channel_urls(server_url)
         self._token = token
+        if ssl_context is None and self.ws_url.startswith("wss://"):
+            ssl_context = client_context()
+        self._ssl = ssl_context if self.ws_url.startswith("wss://") else None
         self.reconciler = Reconciler(datapath)
-        self.reporter = StatusReporter(self.http_url, token, client=http_client, host=host)
+        self.reporter = StatusReporter(
+            self.http_url, token, client=http_client, host=host, ssl_context=self._ssl
+        )
         self.stats = AgentStats()
         # The memory datapath does no I/O: a thread per sync would only add overhead when a
         # swarm runs hundreds of agents in one process.
@@ -119,7 +137,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._resync_pending = False
         self._refused = False
-        self._last_acked: tuple[int, str] | None = None
+        self._last_acked: tuple[tuple[int, str], tuple[AckError, ...]] | None = None
         self._drop_deltas = 0
         self._duplicate_deltas = 0
         self.last_error: str | None = None
@@ -197,6 +215,7 @@ class Agent:
             "revision": applied[0] if applied else None,
             "digest": applied[1] if applied else None,
             "last_error": self.last_error,
+            "errors": [e.wire().model_dump() for e in self.reconciler.errors()],
         }
 
     # -- session ----------------------------------------------------------------------
@@ -204,6 +223,8 @@ class Agent:
     async def _session(self) -> None:
         """One connection, from connect to close; never raises for network trouble."""
         headers = {"Authorization": f"Bearer {self._token}"}
+        # websockets refuses ssl= (even None) with ws:// and ssl=None with wss://
+        tls: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
         try:
             async with connect(
                 self.ws_url,
@@ -217,6 +238,7 @@ class Agent:
                 # no permessage-deflate: on a data-centre underlay the CPU it costs both ends
                 # is worth more than the bytes it saves (snapshots are the only big messages)
                 compression=None,
+                **tls,
             ) as ws:
                 self._ws = ws
                 self.stats.sessions += 1
@@ -245,10 +267,7 @@ class Agent:
             self.last_error = f"upgrade refused: HTTP {code}"
             log.warning("%s: server refused the channel: HTTP %d", self.host, code)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            if not isinstance(exc, ConnectionClosed):
-                self.stats.connect_failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.info("%s: channel down: %s", self.host, self.last_error)
+            self._channel_down(exc)
         except Exception as exc:
             # A bug must not end the agent for good: log it and start a fresh session.
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -258,6 +277,22 @@ class Agent:
                 log.info("%s: disconnected; keeping the datapath as is", self.host)
             self._ws = None
 
+    def _channel_down(self, exc: OSError | TimeoutError | WebSocketException) -> None:
+        """Record a failed connect or a lost session."""
+        if isinstance(exc, ConnectionClosed):
+            tls_error = None
+        else:
+            self.stats.connect_failures += 1
+            tls_error = tls_failure(exc)
+        if tls_error is not None:
+            # The operator must fix the certificate or the CA: retry slowly, never insecurely.
+            self._refused = True
+            self.last_error = tls_error
+            log.warning("%s: cannot connect to %s: %s", self.host, self.ws_url, tls_error)
+        else:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.info("%s: channel down: %s", self.host, self.last_error)
+
     async def _heartbeat(self, ws: ClientConnection) -> None:
         """Send an ack every ``heartbeat_interval``: the agent's heartbeat."""
         while True:
@@ -266,11 +301,17 @@ class Agent:
 
     async def _send_ack(self, ws: ClientConnection | None, *, force: bool = False) -> None:
         applied = self.reconciler.applied()
-        if ws is None or applied is None or (not force and applied == self._last_acked):
+        if ws is None or applied is None:
             return
+        errors = [e.wire() for e in self.reconciler.errors()]
+        said = (applied, tuple(errors))
+        if not force and said == self._last_acked:
+            return
+        ack = Ack(revision=applied[0], digest=applied[1], errors=errors)
         with suppress(ConnectionClosed):
-            await ws.send(Ack(revision=applied[0], digest=applied[1]).model_dump_json())
-            self._last_acked = applied
+            # without errors the ack is exactly what older agents sent
+            await ws.send(ack.model_dump_json(exclude=None if errors else {"errors"}))
+            self._last_acked = said
             self.stats.acks_sent += 1
 
     async def _request_resync(self, ws: ClientConnection, reason: str) -> None:
@@ -343,10 +384,16 @@ class Agent:
     # -- worker -----------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        """The only place the datapath is programmed: one sync per wake-up, retried."""
+        """The only place the datapath is programmed: one sync per wake-up, retried. Also
+        wakes by itself when a failing network's retry is due (``SyncResult.retry_in``)."""
         retry = Backoff(0.2, 10.0)
+        retry_in: float | None = None
         while True:
-            await self._wake.wait()
+            if retry_in is None:
+                await self._wake.wait()
+            else:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), retry_in)
             self._wake.clear()
             try:
                 if self._sync_in_thread:
@@ -361,6 +408,7 @@ class Agent:
                 self._wake.set()
                 continue
             retry.reset()
+            retry_in = result.retry_in
             self.stats.syncs += 1
             self._log_applied()
             if result.full:

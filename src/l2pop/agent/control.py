@@ -5,8 +5,11 @@ of simulated agents, keyed by host name. JSON in, JSON out; errors use the serve
 ``{"error": {"code", "message"}}``.
 
     GET  /healthz                                   {"ok": true}
-    GET  /agents                                    [{host, connected, revision, digest, ...}],
-                                                    sorted by host
+    GET  /agents                                    [{host, connected, revision, digest,
+                                                    last_error, errors, ...}], sorted by host;
+                                                    errors: the networks the datapath fails
+                                                    on ({network_id, vni, entry, message,
+                                                    attempts}), as sent with the acks
     GET  /agents/{host}/tables                      what the datapath holds, read back:
                                                     {host, revision, digest, networks}
     GET  /agents/{host}/stats                       the agent's counters

@@ -1,8 +1,9 @@
 """Process entry points: ``l2pop agent`` (one host) and the shared serve loop.
 
 ``run_agent`` returns the process exit code: 0 after SIGTERM/SIGINT, 2 for a usage problem
-(unknown or unavailable datapath, bad control address). Stopping never touches the datapath's
-tables: a restarted agent reconciles against what the kernel still holds (fail static).
+(unknown or unavailable datapath, bad control address, unusable CA file). Stopping never touches
+the datapath's tables: a restarted agent reconciles against what the kernel still holds (fail
+static).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
 from l2pop.datapath.abc import Datapath
+from l2pop.tlsconfig import TlsConfigError, client_context
 
 log = logging.getLogger("l2pop.agent")
 
@@ -114,14 +116,20 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
     *,
     heartbeat_interval: float = 5.0,
     log_level: str | None = None,
+    tls_ca: str | None = None,
 ) -> int:
-    """``l2pop agent``: run one host's agent until SIGTERM/SIGINT; returns the exit code."""
+    """``l2pop agent``: run one host's agent until SIGTERM/SIGINT; returns the exit code.
+
+    ``tls_ca``: the CA file an https server's certificate is verified with (default: the
+    system trust store); the process builds this one SSL context for all its connections.
+    """
     setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "INFO")
     try:
         if control:
             parse_address(control)
+        ssl_context = client_context(tls_ca)
         datapath = make_datapath(datapath_name, local_ip)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, ValueError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     agent = Agent(
@@ -132,6 +140,7 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
         datapath,
         heartbeat_interval=heartbeat_interval,
         test_hooks=test_hooks,
+        ssl_context=ssl_context,
     )
     try:
         asyncio.run(serve_agents({host: agent}, control))

@@ -3,50 +3,89 @@
 The channel feeds server messages in (``on_snapshot``, ``on_delta``), cheap and in memory, on
 the event loop; ``sync()`` does the kernel work, in a worker thread, and is the only thing that
 touches the datapath's tables (kubernetes sample-controller pattern: events only record work,
-one idempotent step converges).
+one idempotent step converges each key, and a key that fails is retried on its own,
+rate-limited, so one bad key never blocks the others). The key is the network.
 
 Contracts:
 
 * ``revision`` is the revision of the last server message accepted; a delta at or below it is
   a duplicate and is ignored; a delta whose ``prev_revision`` is not ``revision`` means a lost
   message: ``on_delta`` raises ``Gap`` and the agent asks for a snapshot.
-* A snapshot, the first sync, and the sync after any failed one are FULL: dump what the
-  datapath holds, diff it against the desired state and apply only the difference (mark and
-  sweep; never flush, so unchanged entries never blink). Otherwise ``sync`` applies the deltas
-  queued since the last sync, as received (the fast path).
-* ``applied()`` is the (revision, digest) of the desired state the last successful sync
-  programmed: what the agent acknowledges.
+* A snapshot, the first sync, and the sync after a failed one (an error outside any single
+  network, e.g. ``dump``) are FULL: dump what the datapath holds, diff it against the desired
+  state and apply only the difference (mark and sweep; never flush, so unchanged entries never
+  blink). Otherwise ``sync`` applies the deltas queued since the last sync, as received (the
+  fast path).
+* Per-network isolation. ``sync`` hands the datapath one network at a time. When the datapath
+  raises for network N (the kernel refused an entry, a device cannot be created, a local port
+  of N cannot be wired), N becomes *failing*; every other network is programmed in the same
+  sync and in later ones as if nothing happened. A failing network is left alone (its queued
+  deltas are dropped: the desired state holds them) until its retry is due, then it gets a
+  FULL reconcile of its own (dump, diff that network, apply, wire its ports). Retry delays per
+  network: ``RETRY_BASE_S`` (0.5 s) doubling with each failure in a row up to ``RETRY_CAP_S``
+  (30 s), no jitter (the kernel is local: nothing to spread); a success forgets the count.
+  ``SyncResult.retry_in`` tells the worker when to come back without any new message.
+* ``applied()`` is the (revision, digest) of what the last sync left programmed, which the
+  agent acknowledges: the desired state at ``revision`` for every healthy network, and for each
+  failing network the header of a damaged network (VNI 0, no entries; what ``Datapath.dump``
+  reports for one) instead of its tables. The digest is additive (``model.digest``) and the
+  desired sum is kept per network, so this costs O(failing networks). No desired state has
+  VNI 0, so while any network fails the digest differs from the server's (the host is not in
+  sync), including a failed ``leave``; once it heals the digest is the desired one again.
+* ``errors()`` describes the failing networks (network, VNI, the entry the datapath named,
+  its message, attempts in a row), bounded as ``wire.channel.AckError`` allows; the agent
+  sends them with its acks and shows them on its control endpoint.
 * Port wiring: every sync asks the datapath which local ports' devices are present, wires those
-  whose network is programmed, and returns the status reports the server still has to hear.
+  whose network is programmed and not failing, and returns the status reports the server still
+  has to hear.
 
 Thread safety: the message handlers and ``sync`` may run on different threads; a lock guards
-the shared fields, and ``sync`` does its datapath calls outside it on a copy.
+the shared fields, and ``sync`` does its datapath calls outside it on a copy. Only one ``sync``
+runs at a time (the agent's one worker).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from l2pop.datapath.abc import Datapath
+from l2pop.datapath.abc import Datapath, DatapathError
 from l2pop.model import (
+    ArpSuppression,
     NetworkDelta,
     NetworkTables,
     PortStatus,
     apply_delta,
+    diff_network,
     diff_state,
     network_sum,
 )
 from l2pop.model.diff import delta_sum_change
-from l2pop.model.digest import as_hex
-from l2pop.wire.channel import Delta, Heartbeat, LocalPort, Snapshot
+from l2pop.model.digest import as_hex, header_hash
+from l2pop.wire.channel import (
+    ACK_ERROR_TEXT_MAX,
+    ACK_ERRORS_MAX,
+    ACK_NETWORK_ID_MAX,
+    AckError,
+    Delta,
+    Heartbeat,
+    LocalPort,
+    Snapshot,
+)
 
 log = logging.getLogger("l2pop.agent")
 
 #: revision before any snapshot was accepted: every delta is a gap until one arrives.
 NO_REVISION = -1
+#: first retry of a failing network after this many seconds, doubling per failure in a row
+RETRY_BASE_S = 0.5
+#: ... up to this many
+RETRY_CAP_S = 30.0
+#: the VNI a failing network is counted with in the applied digest (no desired state has it)
+DAMAGED_VNI = 0
 
 
 class Gap(Exception):
@@ -59,22 +98,94 @@ class Gap(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What one ``sync`` did: whether it was FULL, how many deltas it applied, and the port
-    status reports (port id, status) the agent must send."""
+    """What one ``sync`` did: whether it was FULL, how many deltas it applied, the port
+    status reports (port id, status) the agent must send, the networks failing after it,
+    and in how many seconds the next failing network's retry is due (None: none is)."""
 
     full: bool
     deltas_applied: int
     reports: list[tuple[str, PortStatus]]
+    failing: tuple[str, ...] = ()
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkError:
+    """Why a network is failing: the entry the datapath named (None when it named none),
+    its message, and how many attempts in a row failed."""
+
+    network_id: str
+    vni: int
+    entry: str | None
+    message: str
+    attempts: int
+
+    def wire(self) -> AckError:
+        """The ack's form, cut to the bounds the server accepts."""
+        return AckError(
+            network_id=self.network_id[:ACK_NETWORK_ID_MAX],
+            vni=self.vni if 0 <= self.vni < 2**24 else DAMAGED_VNI,
+            entry=None if self.entry is None else _cut(self.entry),
+            message=_cut(self.message),
+            attempts=max(1, min(self.attempts, 2**31 - 1)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Failing:
+    error: NetworkError
+    due: float  # clock time of the next retry
+
+
+def _cut(text: str, limit: int = ACK_ERROR_TEXT_MAX) -> str:
+    """One printable line of at most ``limit`` characters (so a full ack stays small)."""
+    text = "".join(c if c.isprintable() else " " for c in " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(exc: Exception, deltas: Sequence[NetworkDelta]) -> tuple[str | None, str]:
+    """(entry, message) of a datapath error on one network's ``deltas``: the first entry it
+    named, with the value it was to take ("fdb MAC -> VTEP", "neigh IP -> MAC"), and what the
+    datapath said about that entry."""
+    entry = None
+    if isinstance(exc, DatapathError) and exc.failures:
+        entry = exc.failures[0][0]
+        kind, _, key = entry.partition(" ")
+        for d in deltas:
+            target = {"fdb": d.fdb_add, "neigh": d.neigh_add}.get(kind, {}).get(key)
+            if target is not None:
+                entry = f"{entry} -> {target}"
+                break
+        message = exc.failures[0][2] or str(exc)
+        if len(exc.failures) > 1:
+            message += f" (and {len(exc.failures) - 1} more entries failed)"
+        return _cut(entry), _cut(message)
+    if isinstance(exc, OSError) and exc.strerror:
+        return None, _cut(f"{type(exc).__name__}: {exc.strerror}")
+    return None, _cut(f"{type(exc).__name__}: {exc}")
 
 
 class Reconciler:
     """Desired state, local ports and revision of one agent, and the sync step."""
 
-    def __init__(self, datapath: Datapath) -> None:
+    def __init__(
+        self,
+        datapath: Datapath,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        retry_base: float = RETRY_BASE_S,
+        retry_cap: float = RETRY_CAP_S,
+    ) -> None:
+        if retry_base <= 0 or retry_cap < retry_base:
+            raise ValueError("retries need 0 < retry_base <= retry_cap")
         self.datapath = datapath
+        self._clock = clock
+        self._retry_base, self._retry_cap = retry_base, retry_cap
         self._lock = threading.Lock()
         self.desired: dict[str, NetworkTables] = {}
         self._sum = 0  # additive digest of desired (model.digest), kept current per delta
+        self._sums: dict[str, int] = {}  # the same, per network (sum over them: _sum)
+        self._failing: dict[str, _Failing] = {}  # network id -> its last error, next retry
         self.ports: dict[str, LocalPort] = {}
         self.revision = NO_REVISION
         self._full = True  # nothing is known of the datapath yet: the first sync is FULL
@@ -97,10 +208,12 @@ class Reconciler:
     def on_snapshot(self, msg: Snapshot) -> None:
         """Replace the desired state and the local ports; the next sync is FULL."""
         desired = {n.network_id: n.tables() for n in msg.networks}
-        total = sum(network_sum(t) for t in desired.values())
+        sums = {nid: network_sum(t) for nid, t in desired.items()}
+        total = sum(sums.values())
         with self._lock:
             self.desired = desired
             self._sum = total
+            self._sums = sums
             self.ports = {p.id: p for p in msg.ports}
             self.revision = msg.revision
             self._full = True
@@ -132,12 +245,15 @@ class Reconciler:
             for delta in deltas:
                 before = self.desired.get(delta.network_id)
                 # the digest moves by what the delta changes: O(delta), not O(network)
-                self._sum += delta_sum_change(before, delta)
+                change = delta_sum_change(before, delta)
+                self._sum += change
                 tables = apply_delta(before, delta)
                 if tables is None:
                     self.desired.pop(delta.network_id, None)
+                    self._sums.pop(delta.network_id, None)
                 else:
                     self.desired[delta.network_id] = tables
+                    self._sums[delta.network_id] = self._sums.get(delta.network_id, 0) + change
             self._plan.extend(deltas)
             for port in msg.ports:
                 old = self.ports.get(port.id)
@@ -171,9 +287,21 @@ class Reconciler:
             return None
 
     def applied(self) -> tuple[int, str] | None:
-        """(revision, digest) the last successful sync programmed; None before the first."""
+        """(revision, digest) of what the last sync left programmed (failing networks count
+        as damaged: see the module notes); None before the first sync."""
         with self._lock:
             return self._applied
+
+    def errors(self) -> list[NetworkError]:
+        """The failing networks, by network id, at most ``ACK_ERRORS_MAX``."""
+        with self._lock:
+            failing = sorted(self._failing.items())
+        return [f.error for _, f in failing[:ACK_ERRORS_MAX]]
+
+    def failing(self) -> set[str]:
+        """Ids of the networks failing now (all of them, unbounded)."""
+        with self._lock:
+            return set(self._failing)
 
     def full_pending(self) -> bool:
         with self._lock:
@@ -187,10 +315,12 @@ class Reconciler:
     # -- the sync step (worker side) --------------------------------------------------
 
     def sync(self) -> SyncResult:
-        """Converge the datapath to the desired state, then wire local ports.
+        """Converge the datapath to the desired state network by network, then wire ports.
 
-        Raises whatever the datapath raised; the next sync is then FULL, so a half-applied
-        plan is repaired by mark and sweep. The caller retries with rate-limited backoff.
+        A datapath error on one network makes that network failing (see the module notes);
+        the others go on. An error outside any one network (``dump``, ``plugged``) is raised;
+        the next sync is then FULL, so a half-applied plan is repaired by mark and sweep, and
+        the caller retries with rate-limited backoff.
         """
         with self._lock:
             if self.revision == NO_REVISION:
@@ -202,32 +332,126 @@ class Reconciler:
             self._plan = []
             self._full = False
             desired = dict(self.desired)  # values are immutable: a shallow copy is a snapshot
+            sums = dict(self._sums)
+            total = self._sum
             ports = dict(self.ports)
             revision = self.revision
-            digest = as_hex(self._sum)
+            now = self._clock()
+            waiting = {n for n, f in self._failing.items() if f.due > now}  # not retried yet
+            due = {n for n, f in self._failing.items() if f.due <= now}
             if full:
                 self._wired = {}  # devices may have been recreated: wire everything again
-        try:
-            if full:
-                deltas: Sequence[NetworkDelta] = diff_state(self.datapath.dump(), desired)
             else:
-                deltas = plan
-            if deltas:
-                self.datapath.apply(deltas)
-            reports = self._ports_step(ports, desired)
+                self._wired = {p: n for p, n in self._wired.items() if n not in due}
+        try:
+            work = self._work(full, plan, desired, waiting, due)
+            failed: dict[str, tuple[int, tuple[str | None, str]]] = {}
+            applied = 0
+            for nid, deltas in work.items():
+                try:
+                    if deltas:
+                        self.datapath.apply(deltas)
+                except Exception as exc:  # one network's trouble: isolate it, go on
+                    vni = desired[nid].vni if nid in desired else deltas[0].vni
+                    failed[nid] = (vni, _describe(exc, deltas))
+                else:
+                    applied += len(deltas)
+            skip = waiting | set(failed)
+            reports, unwired = self._ports_step(ports, desired, skip)
+            for nid, what in unwired.items():
+                failed[nid] = (desired[nid].vni, what)
         except BaseException:
             self.mark_full()
             raise
         with self._lock:
-            self._applied = (revision, digest)
-        if full or deltas:
-            log.debug("sync %s: %d deltas", "FULL" if full else "fast", len(deltas))
-        return SyncResult(full, len(deltas), reports)
+            failing, retry_in = self._settle(revision, total, sums, set(work) - set(failed), failed)
+        if full or applied or failed:
+            log.debug(
+                "sync %s: %d deltas, %d networks failing",
+                "FULL" if full else "fast",
+                applied,
+                len(failing),
+            )
+        return SyncResult(full, applied, reports, failing, retry_in)
+
+    def _work(
+        self,
+        full: bool,
+        plan: list[NetworkDelta],
+        desired: dict[str, NetworkTables],
+        waiting: set[str],
+        due: set[str],
+    ) -> dict[str, list[NetworkDelta]]:
+        """network id -> the deltas this sync applies to it, in order. FULL: the difference
+        between a dump and the desired state, networks still waiting for their retry left
+        out. Fast path: the queued deltas of healthy networks, plus a reconcile of each
+        failing network whose retry is due (from one dump)."""
+        work: dict[str, list[NetworkDelta]] = {}
+        if full:
+            held = self.datapath.dump()
+            keys = (set(held) | set(desired)) - waiting
+            for delta in diff_state(held, desired, keys):
+                work[delta.network_id] = [delta]
+            for nid in due:  # retried, even when nothing differs: it heals then
+                work.setdefault(nid, [])
+            return work
+        for delta in plan:
+            if delta.network_id not in waiting and delta.network_id not in due:
+                work.setdefault(delta.network_id, []).append(delta)
+        if due:
+            held = self.datapath.dump()
+            for nid in sorted(due):
+                one = diff_network(held.get(nid), desired.get(nid))
+                work[nid] = [] if one is None else [one]
+        return work
+
+    def _settle(
+        self,
+        revision: int,
+        total: int,
+        sums: dict[str, int],
+        healthy: set[str],
+        failed: dict[str, tuple[int, tuple[str | None, str]]],
+    ) -> tuple[tuple[str, ...], float | None]:
+        """Record this sync's outcome per network (lock held): forget the failures of the
+        networks that converged, schedule the retries of those that failed, and set the
+        applied (revision, digest) with every failing network counted as damaged. Returns
+        the failing networks and the seconds until the next retry is due."""
+        now = self._clock()
+        for nid in healthy:
+            gone = self._failing.pop(nid, None)
+            if gone is not None:
+                log.info("network %s converged after %d failed attempts", nid, gone.error.attempts)
+        for nid, (vni, (entry, message)) in failed.items():
+            before = self._failing.get(nid)
+            attempts = before.error.attempts + 1 if before is not None else 1
+            delay = min(self._retry_cap, self._retry_base * 2.0 ** min(attempts - 1, 62))
+            self._failing[nid] = _Failing(
+                NetworkError(nid, vni, entry, message, attempts), now + delay
+            )
+            log.warning(
+                "network %s (vni %d) failed (attempt %d, retry in %.1fs): %s%s",
+                nid,
+                vni,
+                attempts,
+                delay,
+                f"{entry}: " if entry else "",
+                message,
+            )
+        mine = total
+        for nid in self._failing:
+            mine += header_hash(nid, DAMAGED_VNI, ArpSuppression.OFF) - sums.get(nid, 0)
+        self._applied = (revision, as_hex(mine))
+        retry_in = None
+        if self._failing:
+            retry_in = max(0.0, min(f.due for f in self._failing.values()) - now)
+        return tuple(sorted(self._failing)), retry_in
 
     def _ports_step(
-        self, ports: dict[str, LocalPort], desired: dict[str, NetworkTables]
-    ) -> list[tuple[str, PortStatus]]:
-        """Wire plugged ports whose bridge exists; return the status reports still due.
+        self, ports: dict[str, LocalPort], desired: dict[str, NetworkTables], skip: set[str]
+    ) -> tuple[list[tuple[str, PortStatus]], dict[str, tuple[str | None, str]]]:
+        """Wire plugged ports whose network is programmed and not failing (``skip``); return
+        the status reports still due, and per network the port that could not be wired.
 
         A plugged device is ACTIVE. A missing one is DOWN only if the port was ACTIVE: a
         BUILD port whose VM has not started yet stays BUILD, or reporting DOWN would take the
@@ -238,13 +462,23 @@ class Reconciler:
         with self._lock:
             for port_id in plugged:
                 port = ports[port_id]
-                if port.network_id in desired and self._wired.get(port_id) != port.network_id:
+                nid = port.network_id
+                if nid in desired and nid not in skip and self._wired.get(port_id) != nid:
                     to_wire.append(port)
-        for port in to_wire:
-            self.datapath.wire(port.id, port.network_id)
+        wired: list[LocalPort] = []
+        unwired: dict[str, tuple[str | None, str]] = {}
+        for port in sorted(to_wire, key=lambda p: p.id):
+            if port.network_id in unwired:
+                continue  # that network failed already: it is retried as a whole
+            try:
+                self.datapath.wire(port.id, port.network_id)
+            except Exception as exc:
+                unwired[port.network_id] = (f"port {port.id}", _describe(exc, ())[1])
+            else:
+                wired.append(port)
         reports: list[tuple[str, PortStatus]] = []
         with self._lock:
-            for port in to_wire:
+            for port in wired:
                 self._wired[port.id] = port.network_id
             for port_id in list(self._wired):
                 if port_id not in plugged:
@@ -262,4 +496,4 @@ class Reconciler:
                 if want != believed:
                     self._reported[port_id] = want
                     reports.append((port_id, want))
-        return reports
+        return reports, unwired

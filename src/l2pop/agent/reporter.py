@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import httpx
 
 from l2pop.agent.backoff import Backoff
 from l2pop.model import PortStatus
+from l2pop.tlsconfig import tls_failure
 
 log = logging.getLogger("l2pop.agent")
 
@@ -37,12 +39,16 @@ class StatusReporter:
         client: httpx.AsyncClient | None = None,
         backoff: Backoff | None = None,
         host: str = "",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` verifies an https server (for the client made here, not ``client``)."""
         self.base_url = server_url.rstrip("/")
         self.host = host
         self._headers = {"Authorization": f"Bearer {token}"}
         self._own_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=10.0)
+        self._client = client or httpx.AsyncClient(
+            timeout=10.0, verify=ssl_context if ssl_context is not None else True
+        )
         self._backoff = backoff or Backoff()
         self._pending: dict[str, PortStatus] = {}
         self._wake = asyncio.Event()
@@ -94,7 +100,8 @@ class StatusReporter:
             resp = await self._client.put(url, json={"status": status.value}, headers=self._headers)
         except httpx.HTTPError as exc:
             self.failures += 1
-            log.info("%s: status of port %s not sent (%s); will retry", self.host, port_id, exc)
+            why = tls_failure(exc) or exc
+            log.info("%s: status of port %s not sent (%s); will retry", self.host, port_id, why)
             return False
         if resp.is_success:
             self.sent += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from l2pop.agent.control import parse_address
 from l2pop.agent.main import UsageError, serve_agents, setup_logging
 from l2pop.datapath.memory import MemoryDatapath
 from l2pop.runtime import keep_heap_frozen
+from l2pop.tlsconfig import TlsConfigError, client_context
 
 
 def load_hosts(path: str) -> list[dict[str, str]]:
@@ -55,9 +57,10 @@ async def _swarm(
     test_hooks: bool,
     heartbeat_interval: float,
     ramp: float,
+    ssl_context: ssl.SSLContext,
 ) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=10.0, limits=limits, verify=ssl_context) as client:
         agents = {
             h["host"]: Agent(
                 server,
@@ -68,6 +71,7 @@ async def _swarm(
                 heartbeat_interval=heartbeat_interval,
                 test_hooks=test_hooks,
                 http_client=client,
+                ssl_context=ssl_context,
             )
             for h in hosts
         }
@@ -87,6 +91,7 @@ def run_swarm(
     heartbeat_interval: float = 5.0,
     ramp: float = 0.0,
     log_level: str | None = None,
+    tls_ca: str | None = None,
 ) -> int:
     """Run every host of ``hosts_file`` until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "WARNING")
@@ -94,7 +99,8 @@ def run_swarm(
         if control:
             parse_address(control)
         hosts = load_hosts(hosts_file)
-    except (UsageError, ValueError) as exc:
+        ssl_context = client_context(tls_ca)
+    except (UsageError, ValueError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -106,6 +112,7 @@ def run_swarm(
                 test_hooks=test_hooks,
                 heartbeat_interval=heartbeat_interval,
                 ramp=ramp,
+                ssl_context=ssl_context,
             )
         )
     except OSError as exc:

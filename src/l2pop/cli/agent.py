@@ -1,17 +1,19 @@
 """``l2pop agent`` and ``l2pop agent-swarm``: parse the options, hand over to ``l2pop.agent``.
 
-``--server`` falls back to the global option (``L2POP_SERVER``). The agent's token is its
-host's token, not the operator's: ``--token`` here, or ``L2POP_AGENT_TOKEN`` (never
+``--server`` falls back to the global option (``L2POP_SERVER``), and so does ``--tls-ca``
+(``L2POP_TLS_CA``). The agent's token is its host's token, not the operator's: ``--token`` or
+``--token-file`` here, or ``L2POP_AGENT_TOKEN`` / ``L2POP_AGENT_TOKEN_FILE`` (never
 ``L2POP_TOKEN``, which holds the admin token).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from l2pop.cli.client import DEFAULT_SERVER
+from l2pop.tlsconfig import ENV_TLS_CA
+from l2pop.tokenfile import TokenFileError, resolve_token
 
 ENV_AGENT_TOKEN = "L2POP_AGENT_TOKEN"
 
@@ -19,6 +21,13 @@ ENV_AGENT_TOKEN = "L2POP_AGENT_TOKEN"
 def _common(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a --server given before the subcommand (global option) stands unless repeated.
     p.add_argument("--server", default=argparse.SUPPRESS, metavar="URL", help="server URL")
+    p.add_argument(
+        "--tls-ca",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"PEM CA certificate(s) to verify an https server with (env {ENV_TLS_CA}; "
+        "default the system trust store)",
+    )
     p.add_argument(
         "--control",
         default=None,
@@ -56,9 +65,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--token",
         dest="agent_token",
-        default=os.environ.get(ENV_AGENT_TOKEN) or None,
+        default=None,
         metavar="T",
         help=f"the host's agent token (env {ENV_AGENT_TOKEN})",
+    )
+    p.add_argument(
+        "--token-file",
+        dest="agent_token_file",
+        default=None,
+        metavar="FILE",
+        help=f"read the agent token from FILE (env {ENV_AGENT_TOKEN}_FILE); not with --token",
     )
     p.add_argument(
         "--datapath",
@@ -93,19 +109,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run_agent(args: argparse.Namespace) -> int:
     from l2pop.agent.main import run_agent
 
-    if not args.agent_token:
-        print(f"error: --token or {ENV_AGENT_TOKEN} is required", file=sys.stderr)
+    try:
+        token = resolve_token(
+            args.agent_token, args.agent_token_file, option="--token", env=ENV_AGENT_TOKEN
+        )
+    except TokenFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not token:
+        print(
+            f"error: --token, --token-file, {ENV_AGENT_TOKEN} or {ENV_AGENT_TOKEN}_FILE is "
+            "required",
+            file=sys.stderr,
+        )
         return 2
     return run_agent(
         getattr(args, "server", None) or DEFAULT_SERVER,
         args.host,
         args.local_ip,
-        args.agent_token,
+        token,
         args.datapath,
         args.control,
         args.test_hooks,
         heartbeat_interval=args.heartbeat_interval,
         log_level=args.log_level,
+        tls_ca=getattr(args, "tls_ca", None),
     )
 
 
@@ -120,4 +148,5 @@ def _run_swarm(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         ramp=args.ramp,
         log_level=args.log_level,
+        tls_ca=getattr(args, "tls_ca", None),
     )

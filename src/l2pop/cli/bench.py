@@ -1,4 +1,4 @@
-"""``l2pop bench kernel|scale|flood|report``: the benchmarks of issue 5 and their page.
+"""``l2pop bench kernel|scale|flood|chaos|report``: the benchmarks of issue 5 and their page.
 
 Each benchmark prints its progress on stderr (a rich spinner or bar on a terminal, plain
 timestamped lines otherwise) and its result on stdout: a table, or with ``--json`` exactly
@@ -195,6 +195,66 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     f.add_argument("--networks", type=_positive, default=2, help="networks (default 2)")
     _common(f, "flood")
     f.set_defaults(func=_flood)
+
+    c = sub.add_parser(
+        "chaos",
+        help="soak under random kill -9 (server, agents, database): proves nothing is lost",
+        description=(
+            "A real server, one agent process per host (memory datapath) and client threads "
+            "driving random writes and deliberate conflicts, while the server, agents and "
+            "(PostgreSQL) the postmaster are killed with kill -9 at random and restarted. Then "
+            "it checks that no acknowledged write was lost, no refused write left anything, "
+            "every agent's tables equal its /fdb and every host is in sync. Exits 1 when a "
+            "check fails."
+        ),
+    )
+    c.add_argument(
+        "--duration", type=float, default=60.0, metavar="S", help="seconds of chaos (default 60)"
+    )
+    c.add_argument(
+        "--db",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="store engine (postgresql: a throwaway server is started, and killed too)",
+    )
+    c.add_argument("--agents", type=_positive, default=4, help="agent processes (default 4)")
+    c.add_argument("--clients", type=_positive, default=4, help="client workers (default 4)")
+    c.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    c.add_argument(
+        "--kill-interval",
+        type=_float_list,
+        default=[3.0, 15.0],
+        metavar="MIN,MAX",
+        help="seconds between one recovery and the next kill (default 3,15)",
+    )
+    c.add_argument(
+        "--converge-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="bound on every convergence wait (default 60)",
+    )
+    c.add_argument(
+        "--think",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="mean pause between one client's operations (default 0.2)",
+    )
+    c.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the database and logs in DIR (default: a temporary directory)",
+    )
+    c.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="--save, and rewrite the chaos section of DOCS/benchmarks.md",
+    )
+    _common(c, "chaos-<engine>")
+    c.set_defaults(func=_chaos)
 
     r = sub.add_parser(
         "report",
@@ -546,6 +606,101 @@ def _show_flood(r: dict[str, Any]) -> None:
                 _n(c["vxlan"]),
             )
     _console().print(t)
+
+
+# -- chaos ------------------------------------------------------------------------------
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from l2pop.bench import chaos, chaos_docs
+
+    interval = list(args.kill_interval)
+    if len(interval) != 2 or interval[0] > interval[1]:
+        print("error: --kill-interval takes MIN,MAX with MIN <= MAX", file=sys.stderr)
+        return 2
+    cfg = chaos.ChaosConfig(
+        duration=args.duration,
+        engine=args.db,
+        agents=args.agents,
+        clients=args.clients,
+        seed=args.seed,
+        kill_min=interval[0],
+        kill_max=interval[1],
+        converge_timeout=args.converge_timeout,
+        think=args.think,
+    )
+    words = ["chaos", "--duration", f"{cfg.duration:g}", "--db", cfg.engine]
+    words += ["--agents", str(cfg.agents), "--clients", str(cfg.clients), "--seed", str(cfg.seed)]
+    words += ["--kill-interval", f"{cfg.kill_min:g},{cfg.kill_max:g}"]
+    if args.write_docs:
+        args.save = True
+    started_at, t = datetime.now(UTC), time.monotonic()
+    title = f"chaos ({cfg.engine}): {cfg.agents} agents, {cfg.clients} clients, {cfg.duration:g} s"
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="l2pop-bench-chaos-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = args.workdir
+    try:
+        with Reporter(title) as rep:
+            result = chaos.run(cfg, workdir, rep)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    words.append("--write-docs" if args.write_docs else "--save")
+    command = shlex.join(["l2pop", "bench", *words])
+    _finish(
+        args,
+        name=f"chaos-{cfg.engine}",
+        result=result,
+        command=command,
+        started_at=started_at,
+        elapsed_s=time.monotonic() - t,
+        show=_show_chaos,
+    )
+    if args.write_docs:
+        docs = args.docs if args.docs is not None else default_docs()
+        print(f"wrote {chaos_docs.write(docs)}", file=sys.stderr)
+    return 0 if result["ok"] else 1
+
+
+def _show_chaos(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    cfg = r["config"]
+    ops, kills, conv = r["operations"], r["kills"], r["convergence_after_kill_s"]
+    t = Table(title=f"chaos ({cfg['engine']}): {r['duration_s']:g} s, seed {cfg['seed']}")
+    for col in ("operation", "acknowledged", "refused", "indeterminate"):
+        t.add_column(col, justify="left" if col == "operation" else "right")
+    outcomes = ("acknowledged", "refused", "indeterminate")
+    for kind, row in ops["by_kind"].items():
+        t.add_row(kind, *(_n(row[o]) for o in outcomes))
+    t.add_row("total", *(_n(ops["by_outcome"][o]) for o in outcomes))
+    console = _console()
+    console.print(t)
+    resolved = ops["indeterminate_resolved"]
+    targets = ", ".join(f"{k} {v}" for k, v in kills["by_target"].items())
+    after_db = kills["server_after_db_kill"]
+    tail = f"; server after a database kill: {after_db}" if after_db else ""
+    console.print(f"kills: {kills['total']} ({targets}){tail}")
+    console.print(
+        f"in sync after a kill: p50 {_n(conv['p50'], 2)} s, max {_n(conv['max'], 2)} s, "
+        f"not converged {conv['not_converged']}; final convergence "
+        f"{_n(r['final_convergence'].get('converge_s'), 2)} s"
+    )
+    console.print(
+        f"indeterminate resolved: before {resolved['before']}, after {resolved['after']}, "
+        f"neither {resolved['neither']}; lost writes {r['lost_writes']}, leftovers "
+        f"{r['leftovers']}; agents equal /fdb: {r['agents_equal_fdb']}; hosts in sync: "
+        f"{r['hosts_in_sync']}"
+    )
+    for p in r["problem_samples"][:10]:
+        console.print(f"problem {p['check']}: client {p['client']} {p['target']}: {p['detail']}")
+    verdict = "[bold green]all checks passed[/]"
+    if not r["ok"]:
+        verdict = f"[bold red]FAILED: {', '.join(r['failed_checks'])}[/]"
+    console.print(verdict)
 
 
 # -- report -------------------------------------------------------------------------------

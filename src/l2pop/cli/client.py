@@ -8,12 +8,15 @@ whose message is one line fit to print after ``error: ``. Nothing else escapes.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from l2pop.tlsconfig import tls_failure
 
 DEFAULT_SERVER = "http://127.0.0.1:9696"
 REVISION_HEADER = "L2pop-Revision"
@@ -41,6 +44,9 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     """``[Errno 111] Connection refused`` -> ``connection refused``."""
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    tls = tls_failure(exc)
+    if tls is not None:
+        return tls
     text = str(exc) or type(exc).__name__
     text = re.sub(r"^\[Errno -?\d+\]\s*", "", text.strip())
     text = _one_line(text)
@@ -87,7 +93,9 @@ class ApiClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """``verify``: the SSL context an https server's certificate is checked with."""
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
@@ -96,6 +104,7 @@ class ApiClient:
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
                 transport=transport,
+                verify=verify,
             )
         except (httpx.InvalidURL, ValueError) as exc:
             raise CliError(f"invalid server URL {base_url!r}: {exc}") from None
@@ -113,6 +122,16 @@ class ApiClient:
 
         Raises ``CliError`` for a transport failure or any status >= 400.
         """
+        return self._decode(method, path, self._send(method, path, json=json, params=params))
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         kwargs: dict[str, Any] = {}
         if json is not None:
             kwargs["json"] = json
@@ -130,6 +149,9 @@ class ApiClient:
             reason = _transport_reason(exc)
             raise CliError(f"cannot reach l2pop server at {self.base_url}: {reason}") from None
         self.revision = _revision(response)
+        return response
+
+    def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             raise CliError(error_message(response))
         if response.status_code == 204 or not response.content:
@@ -143,6 +165,18 @@ class ApiClient:
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         return self.request("GET", path, params=params)
+
+    def get_all(self, path: str, params: Mapping[str, str] | None = None) -> list[Any]:
+        """Every item of a list operation, page after page: the server answers at most a
+        page per call and names the next one in ``Link: <URL>; rel="next"``."""
+        items: list[Any] = []
+        response = self._send("GET", path, params=params)
+        while True:
+            items += self._decode("GET", path, response) or []
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return items
+            response = self._send("GET", following)
 
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, json=body)

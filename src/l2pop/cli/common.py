@@ -1,8 +1,9 @@
 """What every command that talks to the server shares: options, a context, a wrapper.
 
-Global options (``--server``, ``--token``, ``-o``) are defined on the top-level parser
-with their defaults (environment, then built-in). ``client_options()`` is a parent
-parser that lets a leaf command accept the same options after its own name too; it
+Global options (``--server``, ``--token``/``--token-file``, ``--tls-ca``, ``-o``) are
+defined on the top-level parser with their defaults (environment, then built-in; the token's
+environment is read when a command runs, see ``l2pop.tokenfile``). ``client_options()`` is a
+parent parser that lets a leaf command accept the same options after its own name too; it
 sets no defaults (``SUPPRESS``), so a value given before the subcommand stands unless
 repeated after it.
 """
@@ -14,8 +15,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from l2pop.cli.client import DEFAULT_SERVER, ApiClient
+from l2pop.cli.client import DEFAULT_SERVER, ApiClient, CliError
 from l2pop.cli.output import OUTPUT_FORMATS, Output
+from l2pop.tlsconfig import ENV_TLS_CA, TlsConfigError, client_context
+from l2pop.tokenfile import TokenFileError, resolve_token
 
 ENV_SERVER = "L2POP_SERVER"
 ENV_TOKEN = "L2POP_TOKEN"
@@ -24,7 +27,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
-    """``--server``, ``--token``, ``-o/--output`` with their defaults, on the main parser."""
+    """``--server``, ``--token[-file]``, ``--tls-ca``, ``-o`` with defaults, on the main parser."""
     group = parser.add_argument_group("global options")
     group.add_argument(
         "--server",
@@ -34,9 +37,22 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--token",
-        default=os.environ.get(ENV_TOKEN) or None,
+        default=None,
         metavar="T",
         help=f"bearer token for the API (env {ENV_TOKEN})",
+    )
+    group.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help=f"read the bearer token from FILE (env {ENV_TOKEN}_FILE); not with --token",
+    )
+    group.add_argument(
+        "--tls-ca",
+        default=os.environ.get(ENV_TLS_CA) or None,
+        metavar="FILE",
+        help=f"PEM CA certificate(s) to verify an https server with (env {ENV_TLS_CA}; "
+        "default the system trust store)",
     )
     group.add_argument(
         "-o",
@@ -53,6 +69,8 @@ def client_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("global options (also accepted here)")
     group.add_argument("--server", default=argparse.SUPPRESS, metavar="URL")
     group.add_argument("--token", default=argparse.SUPPRESS, metavar="T")
+    group.add_argument("--token-file", default=argparse.SUPPRESS, metavar="FILE")
+    group.add_argument("--tls-ca", default=argparse.SUPPRESS, metavar="FILE")
     group.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default=argparse.SUPPRESS)
     return parent
 
@@ -80,7 +98,17 @@ def api_command(fn: Callable[[Context], None]) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         out = Output(getattr(args, "output", "table"))
         server = getattr(args, "server", None) or DEFAULT_SERVER
-        with ApiClient(server, getattr(args, "token", None)) as api:
+        try:
+            token = resolve_token(
+                getattr(args, "token", None),
+                getattr(args, "token_file", None),
+                option="--token",
+                env=ENV_TOKEN,
+            )
+            verify = client_context(getattr(args, "tls_ca", None))
+        except (TokenFileError, TlsConfigError) as exc:
+            raise CliError(str(exc)) from None
+        with ApiClient(server, token, verify=verify) as api:
             fn(Context(args, api, out))
         return 0
 

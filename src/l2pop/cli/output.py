@@ -171,7 +171,33 @@ def port(out: Output, item: Mapping[str, Any]) -> None:
     )
 
 
-HOST_COLUMNS = ("name", "vtep_ip", "connected", "last_seen", "applied_revision", "lag", "in_sync")
+HOST_COLUMNS = (
+    "name",
+    "vtep_ip",
+    "connected",
+    "last_seen",
+    "applied_revision",
+    "lag",
+    "in_sync",
+    "errors",
+)
+
+
+def error_count(item: Mapping[str, Any]) -> Text:
+    """How many networks the host's agent fails to program (red when any)."""
+    errors = item.get("errors") or []
+    return Text(str(len(errors)), style="red" if errors else "dim")
+
+
+def error_lines(item: Mapping[str, Any]) -> list[str]:
+    """One line per failing network: ``network (vni V): entry: message (attempt N)``."""
+    lines = []
+    for e in item.get("errors") or []:
+        entry = f"{e.get('entry')}: " if e.get("entry") else ""
+        attempts = e.get("attempts")
+        tail = f" (attempt {attempts})" if isinstance(attempts, int) and attempts > 1 else ""
+        lines.append(f"{e.get('network_id')} (vni {e.get('vni')}): {entry}{e.get('message')}{tail}")
+    return lines
 
 
 def hosts(out: Output, items: list[Mapping[str, Any]], server_revision: int | None) -> None:
@@ -184,6 +210,7 @@ def hosts(out: Output, items: list[Mapping[str, Any]], server_revision: int | No
             h.get("applied_revision"),
             lag(h.get("applied_revision"), server_revision),
             h.get("in_sync"),
+            error_count(h),
         ]
         for h in items
     )
@@ -203,6 +230,7 @@ def host(out: Output, item: Mapping[str, Any], server_revision: int | None) -> N
             ("server_revision", server_revision),
             ("lag", lag(item.get("applied_revision"), server_revision)),
             ("in_sync", item.get("in_sync")),
+            ("errors", error_lines(item)),
             ("created_at", item.get("created_at")),
         ]
     )

@@ -41,7 +41,7 @@ def resolve_network(api: ApiClient, ref: str) -> str:
         return str(uuid.UUID(ref))
     except ValueError:
         pass
-    matches = [n for n in api.get("/v1/networks") or [] if n.get("name") == ref]
+    matches = [n for n in api.get_all("/v1/networks") if n.get("name") == ref]
     if not matches:
         raise CliError(f"no network with id or name {ref!r}")
     if len(matches) > 1:
@@ -53,7 +53,7 @@ def resolve_network(api: ApiClient, ref: str) -> str:
 def network_names(api: ApiClient) -> dict[str, str]:
     """Network id -> name for table output; empty when the list cannot be read."""
     try:
-        return {str(n["id"]): str(n.get("name") or n["id"]) for n in api.get("/v1/networks")}
+        return {str(n["id"]): str(n.get("name") or n["id"]) for n in api.get_all("/v1/networks")}
     except (CliError, KeyError, TypeError):
         return {}
 
@@ -122,7 +122,7 @@ def _network_create(ctx: Context) -> None:
 
 
 def _network_list(ctx: Context) -> None:
-    _show(ctx, ctx.api.get("/v1/networks"), output.networks)
+    _show(ctx, ctx.api.get_all("/v1/networks"), output.networks)
 
 
 def _network_show(ctx: Context) -> None:
@@ -221,7 +221,7 @@ def _port_list(ctx: Context) -> None:
         params["host"] = a.host
     if a.status:
         params["status"] = a.status
-    items = ctx.api.get("/v1/ports", params)
+    items = ctx.api.get_all("/v1/ports", params)
     if ctx.out.json:
         ctx.out.emit_json(items)
     else:
@@ -288,7 +288,7 @@ def _host_create(ctx: Context) -> None:
 
 
 def _host_list(ctx: Context) -> None:
-    items = ctx.api.get("/v1/hosts")
+    items = ctx.api.get_all("/v1/hosts")
     _show(ctx, items, output.hosts, ctx.api.revision)
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from l2pop.cli.client import CliError
+from l2pop.tokenfile import TokenFileError, resolve_token
 
 DEFAULT_DB = "sqlite:///l2pop.db"
 DEFAULT_LISTEN = "127.0.0.1:9696"
+ENV_ADMIN_TOKEN = "L2POP_ADMIN_TOKEN"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``l2pop server [--db URL] [--listen HOST:PORT] [--admin-token T]``."""
+    """Add ``l2pop server [--db URL] [--listen HOST:PORT] [--admin-token[-file] T|FILE]
+    [--tls-cert FILE --tls-key FILE]``."""
     p = subparsers.add_parser(
         "server",
         help="run the l2pop server (REST API and agent channel)",
@@ -33,9 +37,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--admin-token",
-        default=os.environ.get("L2POP_ADMIN_TOKEN") or None,
+        default=None,
         metavar="T",
-        help="bearer token for admin calls (env L2POP_ADMIN_TOKEN)",
+        help=f"bearer token for admin calls (env {ENV_ADMIN_TOKEN})",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="FILE",
+        help=f"read the admin token from FILE (env {ENV_ADMIN_TOKEN}_FILE)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="serve https/wss with this PEM certificate (chain); needs --tls-key",
+    )
+    p.add_argument(
+        "--tls-key", default=None, metavar="FILE", help="the PEM private key of --tls-cert"
     )
     p.add_argument(
         "--heartbeat-interval",
@@ -51,6 +70,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="messages buffered per agent before its backlog becomes a snapshot (default 256)",
     )
+    p.add_argument(
+        "--client-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request head, a request body, or (agents) its "
+        "hello; slower connections are closed (default 10)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="largest request body accepted; larger ones get 413 unread (default 65536)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="open connections, agents included, before new requests get 503 (default 4096)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -60,11 +101,23 @@ def _run(args: argparse.Namespace) -> int:
         from l2pop.server.main import run
     except ImportError as exc:
         raise CliError(f"the l2pop server is not available: {exc}") from None
+    try:
+        admin_token = resolve_token(
+            args.admin_token, args.admin_token_file, option="--admin-token", env=ENV_ADMIN_TOKEN
+        )
+    except TokenFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result = run(
         db_url=args.db,
         listen=args.listen,
-        admin_token=args.admin_token,
+        admin_token=admin_token,
         heartbeat_interval=args.heartbeat_interval,
         queue_limit=args.queue_limit,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        client_timeout=args.client_timeout,
+        max_body=args.max_body,
+        max_connections=args.max_connections,
     )
     return result if isinstance(result, int) else 0

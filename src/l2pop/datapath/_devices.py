@@ -11,23 +11,15 @@ import errno
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from l2pop.datapath import _netlink as nl
+from l2pop.datapath.abc import DatapathError
 from l2pop.model import ArpSuppression
 
 IFNAMSIZ = 16
 VNI_DIGITS = 8  # 16777215
 NS, PROXY, OFF = ArpSuppression.NEIGH_SUPPRESS, ArpSuppression.PROXY, ArpSuppression.OFF
-
-
-class DatapathError(Exception):
-    """The kernel refused part of a change; ``failures`` lists (entry, errno, message)."""
-
-    def __init__(self, message: str, failures: Sequence[tuple[str, int, str]] = ()) -> None:
-        super().__init__(message)
-        self.failures = list(failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +169,10 @@ class Devices:
         mac = bytes([(os.urandom(1)[0] & 0xFC) | 0x02]) + os.urandom(5)
         name = nl.nla_str(nl.IFLA_IFNAME, br_name)
         address = nl.nla(nl.IFLA_ADDRESS, mac)
-        self.sock.request(nl.RTM_NEWLINK, create, nl.link_request(0, 0, 0, name, address, kind))
+        self._new_link(br_name, create, nl.link_request(0, 0, 0, name, address, kind))
         br = self._must_link(br_name)
         up = (nl.IFF_UP, nl.IFF_UP)
-        self.sock.request(nl.RTM_NEWLINK, 0, nl.link_request(br.index, *up, alias, no_ll))
+        self._new_link(br_name, 0, nl.link_request(br.index, *up, alias, no_ll))
         vxlan = nl.nla_nested(
             nl.IFLA_INFO_DATA,
             nl.nla_u32(nl.IFLA_VXLAN_ID, vni),
@@ -192,16 +184,29 @@ class Devices:
         kind = nl.nla_nested(nl.IFLA_LINKINFO, nl.nla_str(nl.IFLA_INFO_KIND, "vxlan"), vxlan)
         master = nl.nla_u32(nl.IFLA_MASTER, br.index)
         name = nl.nla_str(nl.IFLA_IFNAME, vx_name)
-        self.sock.request(nl.RTM_NEWLINK, create, nl.link_request(0, 0, 0, name, master, kind))
+        self._new_link(vx_name, create, nl.link_request(0, 0, 0, name, master, kind))
         vx = self._must_link(vx_name)
         options = self.port_options(mode is NS)
-        self.sock.request(nl.RTM_NEWLINK, 0, nl.link_request(vx.index, *up, alias, no_ll, options))
+        self._new_link(vx_name, 0, nl.link_request(vx.index, *up, alias, no_ll, options))
         return Net(nid, vni, mode, br.index, vx.index)
+
+    def _new_link(self, name: str, flags: int, payload: bytes) -> None:
+        """One RTM_NEWLINK for device ``name``; a refusal raises ``DatapathError`` naming the
+        device (e.g. EEXIST: another VXLAN device already uses this VNI and port)."""
+        try:
+            self.sock.request(nl.RTM_NEWLINK, flags, payload)
+        except nl.NetlinkError as exc:
+            code = exc.errno or 0
+            text = exc.strerror or os.strerror(code)
+            raise DatapathError(f"device {name}: {text}", [(f"device {name}", code, text)]) from exc
 
     def _must_link(self, name: str) -> nl.Link:
         link = self.link_by_name(name)
         if link is None:
-            raise DatapathError(f"device {name} vanished while being created")
+            raise DatapathError(
+                f"device {name} vanished while being created",
+                [(f"device {name}", errno.ENODEV, "vanished while being created")],
+            )
         return link
 
     @staticmethod

@@ -20,6 +20,10 @@ Semantics (every implementation; the memory fake is the reference):
   ``tap`` + the first 11 characters of the port id); ``wire(port)`` attaches a present device
   to its network's bridge. ``on_ports_changed`` is called (from any thread) when devices
   appear or go, so the agent can report ACTIVE/DOWN without polling.
+* Errors: ``apply`` and ``wire`` raise ``DatapathError`` when the datapath refuses part of a
+  change, naming the entries (``"fdb MAC"``, ``"neigh IP"``, ``"device vxlan-V"``...) in
+  ``failures``; other exceptions (``OSError``) mean the datapath itself is in trouble. The
+  agent calls ``apply`` one network at a time, so an error is always one network's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from l2pop.model import NetworkDelta, NetworkTables
+
+
+class DatapathError(Exception):
+    """The datapath refused part of a change; ``failures`` lists (entry, errno, message)."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, int, str]] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 class Datapath(Protocol):

@@ -66,7 +66,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from l2pop.datapath import _netlink as nl
 from l2pop.datapath import _netns
-from l2pop.datapath._devices import NS, OFF, PROXY, DatapathError, Devices, Net
+from l2pop.datapath._devices import NS, OFF, PROXY, Devices, Net
+from l2pop.datapath.abc import DatapathError
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables
 
 log = logging.getLogger("l2pop.datapath.linux")

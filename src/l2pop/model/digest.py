@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from l2pop.model.types import ArpSuppression
 
 MASK = (1 << 128) - 1
+#: how a digest is written on the wire and in the store: 32 lower-case hex digits
+DIGEST_PATTERN = r"^[0-9a-f]{32}$"
 
 
 def entry_hash(text: str) -> int:

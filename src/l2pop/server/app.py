@@ -7,6 +7,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 import l2pop
@@ -17,10 +18,14 @@ from l2pop.server.channel import router as channel_router
 from l2pop.server.errors import install_error_handlers
 from l2pop.server.feed import CommitFeed, NotifyingStore
 from l2pop.server.hub import Hub
+from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, RequestGuard
 from l2pop.server.metrics import install_metrics
 from l2pop.server.routes import router
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import Store
+
+#: worker threads for the API's sync routes (see lifespan)
+API_THREADS = 6
 
 
 def create_app(
@@ -29,6 +34,8 @@ def create_app(
     *,
     heartbeat_interval: float = 5.0,
     queue_limit: int = 256,
+    max_body: int = DEFAULT_MAX_BODY,
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
 ) -> FastAPI:
     """The server application. ``admin_token`` None means: loopback callers are operators."""
     with store.read() as tx:
@@ -44,11 +51,18 @@ def create_app(
         tokens,
         queue_limit=queue_limit,
         heartbeat_interval=heartbeat_interval,
+        hello_timeout=client_timeout,
     )
     feed.subscribe(hub.notify)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in anyio's worker threads (40 by default). Each store read
+        # hands the GIL back and forth once per row, so 40 threads reading at once form a
+        # convoy in which every thread, the event loop's included, waits for all the
+        # others; a few threads finish the same work sooner and leave the loop free for
+        # the channel and /healthz (docs/adr/0015-bounded-api-work.md).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
         await asyncio.to_thread(hub.load)
         # the hub now holds every port: freeze them (l2pop.runtime.keep_heap_frozen)
         gc.collect()
@@ -78,12 +92,22 @@ def create_app(
     app.state.channel = channel
     app.state.tokens = tokens
     install_error_handlers(app)
+    # inside the metrics middleware, so that refusals are counted too
+    app.add_middleware(
+        RequestGuard,
+        admin_token=admin_token,
+        tokens=tokens,
+        max_body=max_body,
+        body_timeout=client_timeout,
+    )
     install_metrics(app, app.state.store, sessions, channel.stats, lambda: feed.revision)
     app.include_router(router)
     app.include_router(channel_router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, object]:
+    async def healthz() -> dict[str, object]:
+        # async: answered on the event loop, never queued behind API calls in the worker
+        # threads, so a liveness probe with a 1 s timeout does not kill a busy server
         return {"status": "ok", "revision": feed.revision}
 
     return app

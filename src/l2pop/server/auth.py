@@ -8,6 +8,7 @@ every local caller as the operator; agent calls always need their host token.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from l2pop.model import Forbidden, Host
 from l2pop.server import usecases
 from l2pop.server.errors import Unauthorized
 from l2pop.store import Store
+
+#: longer than any token the server issues (43 characters) or an operator would choose
+MAX_TOKEN_LENGTH = 512
 
 
 class TokenCache:
@@ -45,6 +49,11 @@ class TokenCache:
                 self._hosts[key] = host
         return host
 
+    def cached(self, token: str) -> Host | None:
+        """``host_of`` without the store: only what an earlier lookup already found."""
+        with self._lock:
+            return self._hosts.get(usecases.hash_token(token))
+
     def clear(self, _gone: object = None) -> None:
         with self._lock:
             self._hosts.clear()
@@ -59,11 +68,28 @@ class Caller:
 
 
 def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    return parse_bearer(request.headers.get("authorization"))
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
+    scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+async def check_token(tokens: TokenCache, admin_token: str, header: str | None) -> bool:
+    """Is ``header`` the admin token or a registered host's token? Runs before a request's
+    body is read; a store lookup happens only for tokens not seen before."""
+    token = parse_bearer(header)
+    if token is None or len(token) > MAX_TOKEN_LENGTH:
+        return False
+    if hmac.compare_digest(token.encode(), admin_token.encode()):
+        return True
+    if tokens.cached(token) is not None:
+        return True
+    return await asyncio.to_thread(tokens.host_of, token) is not None
 
 
 def identify(request: Request) -> Caller:

@@ -25,12 +25,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from l2pop.model import Host
-from l2pop.server.auth import TokenCache
+from l2pop.server.auth import MAX_TOKEN_LENGTH, TokenCache, parse_bearer
 from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import HostReport, Store
 from l2pop.wire.channel import (
     Ack,
+    AckError,
     Delta,
     ErrorMsg,
     Heartbeat,
@@ -49,6 +50,25 @@ router = APIRouter()
 CLOSE_REFUSED = 4401
 CLOSE_REPLACED = 4000
 CLOSE_HOST_GONE = 4404
+CLOSE_UNSUPPORTED = 1003  # RFC 6455: a data type the endpoint does not accept (binary)
+CLOSE_POLICY = 1008  # RFC 6455: a message that violates the protocol's rules
+
+#: the largest frame an agent may send: hello, ack (with at most 32 bounded errors) and
+#: resync are all well under 16 KiB; snapshots go the other way and are not bounded by this
+MAX_AGENT_FRAME = 64 * 1024
+#: seconds from the upgrade to the agent's hello
+HELLO_TIMEOUT = 10.0
+#: sessions per host being opened or open at once; one is live, the others replace it or
+#: are refused, so more than a few at a time is a misbehaving or hostile client
+MAX_SESSIONS_PER_HOST = 4
+
+
+class ProtocolViolation(Exception):
+    """The agent sent something the protocol does not allow; the session is closed."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
 
 
 class Session:
@@ -70,6 +90,7 @@ class Session:
         self.closed = False
         self.acked_revision: int | None = None
         self.acked_digest: str | None = None
+        self.errors: list[AckError] = []  # networks the agent failed on, as of its last ack
         self.last_heard = time.monotonic()
 
     def push(self, message: Message) -> None:
@@ -146,8 +167,10 @@ class Channel:
         *,
         queue_limit: int = 256,
         heartbeat_interval: float = 5.0,
+        hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
         self.store = store
+        self.hello_timeout = hello_timeout
         self.hub = hub
         self.registry = registry
         self.tokens = tokens
@@ -157,6 +180,7 @@ class Channel:
         self.stats: Counter[str] = Counter()  # sent_<type>, bytes_<type>, coalesced, ...
         self._background: set[asyncio.Task[None]] = set()
         self._reports: dict[str, HostReport] = {}  # host -> last ack not yet saved
+        self._opening: Counter[str] = Counter()  # host -> sessions being served
         hub.listeners.append(self.publish)
         hub.host_listeners.append(self.hosts_gone)
 
@@ -192,9 +216,23 @@ class Channel:
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
-        host = await self._authenticate(ws)
+        host = await self._token_host(ws)
         if host is None:
             return
+        if self._opening[host.name] >= MAX_SESSIONS_PER_HOST:
+            self.stats["refused_sessions"] += 1
+            await self._refuse(ws, "too_many_sessions", f"host {host.name} has enough sessions")
+            return
+        self._opening[host.name] += 1  # counted while it waits for hello, too
+        try:
+            if await self._hello(ws, host):
+                await self._serve(ws, host)
+        finally:
+            self._opening[host.name] -= 1
+            if not self._opening[host.name]:
+                del self._opening[host.name]
+
+    async def _serve(self, ws: WebSocket, host: Host) -> None:
         session = Session(host, ws, self.hub, self.queue_limit, self.stats)
         old = self.sessions.get(host.name)
         if old is not None:
@@ -205,6 +243,10 @@ class Channel:
         sender = asyncio.create_task(session.send_loop())
         try:
             await self._receive_loop(session)
+        except ProtocolViolation as exc:
+            self.stats["protocol_violations"] += 1
+            log.warning("agent %s: %s; closing its session", host.name, exc.reason)
+            await self._close(session, exc.code, exc.reason)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -219,31 +261,38 @@ class Channel:
             self.registry.closed(host.name)
             log.info("agent %s disconnected", host.name)
 
-    async def _authenticate(self, ws: WebSocket) -> Host | None:
-        header = ws.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+    async def _token_host(self, ws: WebSocket) -> Host | None:
+        """The host whose token rides in the upgrade request, or None (refused)."""
+        token = parse_bearer(ws.headers.get("authorization"))
         host = None
-        if scheme.lower() == "bearer" and token.strip():
-            host = await asyncio.to_thread(self.tokens.host_of, token.strip())
+        if token is not None and len(token) <= MAX_TOKEN_LENGTH:
+            host = self.tokens.cached(token) or await asyncio.to_thread(self.tokens.host_of, token)
         if host is None:
             await self._refuse(ws, "unauthorized", "missing or invalid host token")
-            return None
+        return host
+
+    async def _hello(self, ws: WebSocket, host: Host) -> bool:
+        """Wait (bounded) for the agent's hello and check it names ``host`` and its VTEP."""
         try:
-            hello = Hello.model_validate_json(await ws.receive_text())
-        except (ValidationError, WebSocketDisconnect, RuntimeError):
+            async with asyncio.timeout(self.hello_timeout):
+                hello = Hello.model_validate_json(await receive_text(ws))
+        except TimeoutError:
+            await self._refuse(ws, "protocol", f"no hello within {self.hello_timeout:g} s")
+            return False
+        except (ValidationError, ProtocolViolation, WebSocketDisconnect, RuntimeError):
             await self._refuse(ws, "protocol", "expected a hello message first")
-            return None
+            return False
         if not hmac.compare_digest(hello.host, host.name):
             await self._refuse(ws, "host_mismatch", f"this token belongs to host {host.name}")
-            return None
+            return False
         if hello.vtep_ip != host.vtep_ip:
             await self._refuse(
                 ws,
                 "vtep_mismatch",
                 f"host {host.name} is registered with VTEP {host.vtep_ip}, not {hello.vtep_ip}",
             )
-            return None
-        return host
+            return False
+        return True
 
     async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
         log.warning("agent refused: %s", message)
@@ -260,14 +309,14 @@ class Channel:
 
     async def _receive_loop(self, session: Session) -> None:
         while not session.closed:
-            text = await session.ws.receive_text()
+            text = await receive_text(session.ws)
             session.last_heard = time.monotonic()
             try:
                 message = agent_message.validate_json(text)
-            except ValidationError:
-                log.warning("agent %s sent a malformed message; ignored", session.host)
-                continue
+            except ValidationError as exc:
+                raise ProtocolViolation(CLOSE_POLICY, f"malformed message: {_first(exc)}") from None
             if isinstance(message, Ack):
+                check_ack(session, message)
                 await self._on_ack(session, message)
             elif isinstance(message, Resync):
                 self.stats["resyncs"] += 1
@@ -278,6 +327,7 @@ class Channel:
 
     async def _on_ack(self, session: Session, ack: Ack) -> None:
         session.acked_revision, session.acked_digest = ack.revision, ack.digest
+        session.errors = list(ack.errors)  # bounded by Ack's validation
         self._reports[session.host] = HostReport(
             session.host, datetime.now(UTC), ack.revision, ack.digest
         )
@@ -295,7 +345,16 @@ class Channel:
         try:
             await asyncio.to_thread(self.store.record_host_reports, reports)
         except Exception:
-            log.exception("saving %d agent reports failed", len(reports))
+            # one host's report must not cost the others theirs: retry one by one
+            log.exception("saving %d agent reports failed; saving them one by one", len(reports))
+            await asyncio.to_thread(self._record_each, reports)
+
+    def _record_each(self, reports: list[HostReport]) -> None:
+        for report in reports:
+            try:
+                self.store.record_host_reports([report])
+            except Exception:
+                log.exception("saving the report of agent %s failed", report.name)
 
     # -- views for the REST API ---------------------------------------------------------------
 
@@ -315,6 +374,42 @@ class Channel:
         if in_sync and not session.outbox and not session.needs_snapshot:
             applied = max(applied or 0, self.hub.revision)
         return True, applied, in_sync
+
+    def host_errors(self, name: str) -> list[AckError]:
+        """The networks host ``name``'s agent reported failing in its last ack; empty when
+        it reported none or is not connected."""
+        session = self.sessions.get(name)
+        return list(session.errors) if session is not None else []
+
+
+async def receive_text(ws: WebSocket) -> str:
+    """The next text frame. A binary frame is a protocol violation (the channel is JSON
+    text); a disconnect raises ``WebSocketDisconnect``."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        raise ProtocolViolation(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
+    return str(text)
+
+
+def check_ack(session: Session, ack: Ack) -> None:
+    """An agent can only have applied what this session sent it: an ack ahead of the last
+    revision queued on the session is refused (the wire model already bounds its range and
+    the digest's form)."""
+    if ack.revision > session.prev_revision:
+        raise ProtocolViolation(
+            CLOSE_POLICY,
+            f"ack of revision {ack.revision}, but this session was sent up to "
+            f"{session.prev_revision}",
+        )
+
+
+def _first(exc: ValidationError) -> str:
+    err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg', 'invalid')}"[:200]
 
 
 @router.websocket("/v1/agent")

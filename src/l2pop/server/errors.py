@@ -1,18 +1,25 @@
 """One error shape for every failure: ``{"error": {"code", "message", "field"?}}``.
 
-Domain errors map to 422/404/409/403; request validation to 422 naming the field; anything
-unexpected to 500 without leaking internals (it is logged with its traceback).
+Domain errors map to 422/404/409/403; request validation to 422 naming the field (the body,
+a body field, a path or a query parameter); a body that cannot be read as JSON (invalid
+UTF-8, nested too deep, a number too long) to 422 naming ``body``; a store that cannot be
+reached to 503; anything unexpected to 500 without leaking internals (it is logged with its
+traceback). The codes are ``l2pop.wire.api.ERROR_CODES``; the OpenAPI document describes
+the same body (``ErrorBody``) for every status.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from l2pop.model import Conflict, DomainError, Forbidden, InvalidField, NotFound
 
@@ -25,19 +32,42 @@ STATUS_OF: dict[type[DomainError], int] = {
     Forbidden: 403,
 }
 
-_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    503: "unavailable",
+}
+
+#: how long a client should wait before retrying after a 503
+RETRY_AFTER_SECONDS = 1
+_MAX_ECHO = 200  # characters of a client-supplied field name or message echoed back
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+def printable(text: str, limit: int = 4 * _MAX_ECHO) -> str:
+    """``text`` safe to put in a JSON answer and a log line: control characters and lone
+    surrogates (which cannot be encoded as UTF-8) escaped, and at most ``limit`` characters."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def error_response(
     status: int, code: str, message: str, field: str | None = None, headers: Any = None
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": printable(message)}
     if field is not None:
-        body["field"] = field
+        body["field"] = printable(field, _MAX_ECHO)
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
@@ -62,6 +92,32 @@ def _validation_message(err: dict[str, Any]) -> str:
     return msg
 
 
+def _loc(err: dict[str, Any]) -> tuple[Any, ...]:
+    if err.get("type") == "json_invalid":
+        return ("body",)  # FastAPI adds the offset of the syntax error
+    return tuple(err.get("loc", ("body",)))
+
+
+def invalid_body(exc: BaseException) -> JSONResponse:
+    """A body that is not JSON text at all (invalid UTF-8, nesting deeper than the parser's
+    recursion limit, an integer longer than Python converts): malformed input, 422."""
+    reason = {
+        UnicodeDecodeError: "is not valid UTF-8",
+        RecursionError: "is nested too deeply",
+    }.get(type(exc), "is not valid JSON")
+    return error_response(422, "invalid", f"body: the request body {reason}", "body")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path answers to (Starlette names only its first route's,
+    and FastAPI has one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -75,20 +131,40 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        field = _field_of(tuple(first.get("loc", ("body",))))
+        field = _field_of(_loc(first))
         message = f"{field}: {_validation_message(first)}"
         if len(errors) > 1:
-            others = sorted({_field_of(tuple(e.get("loc", ()))) for e in errors[1:]} - {field})
+            others = sorted({_field_of(_loc(e)) for e in errors[1:]} - {field})
             if others:
                 message += f" (also invalid: {', '.join(others)})"
         return error_response(422, "invalid", message, field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+            # FastAPI's "There was an error parsing the body": JSON it could not decode
+            return invalid_body(cause)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    @app.exception_handler(sa_exc.DisconnectionError)
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "store unavailable on %s %s: %s", request.method, request.url.path, printable(str(exc))
+        )
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return error_response(
+            503, "unavailable", "the store is unavailable; retry later", None, headers
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
         return error_response(500, "error", "internal error; see the server log")

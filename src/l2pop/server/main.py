@@ -9,9 +9,17 @@ import sys
 import uvicorn
 
 from l2pop.server.app import create_app
+from l2pop.server.channel import MAX_AGENT_FRAME
+from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, GuardedHttpProtocol
 from l2pop.store import open_store
+from l2pop.tlsconfig import TlsConfigError, check_server_files
 
 log = logging.getLogger("l2pop.server")
+
+#: seconds an idle kept-alive connection stays open after its last response
+KEEP_ALIVE_TIMEOUT = 5
+#: open connections (agents' channels included) before new requests get 503
+DEFAULT_MAX_CONNECTIONS = 4096
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -43,7 +51,13 @@ def run(
     *,
     heartbeat_interval: float = 5.0,
     queue_limit: int = 256,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> int:
+    """Serve until stopped; 2 (after one ``error:`` line) for a bad option or file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         host, port = parse_listen(listen)
@@ -57,13 +71,30 @@ def run(
             file=sys.stderr,
         )
         return 2
+    if bool(tls_cert) != bool(tls_key):
+        print("error: --tls-cert and --tls-key go together: give both or neither", file=sys.stderr)
+        return 2
+    if tls_cert and tls_key:
+        try:
+            check_server_files(tls_cert, tls_key)
+        except TlsConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    elif not is_loopback(host):
+        log.warning("no TLS: tokens and tables cross the network to %s in clear", host)
     if not admin_token:
         log.warning("no admin token: the API is open to local callers on %s", host)
     store = open_store(normalise_db_url(db_url))
     app = create_app(
-        store, admin_token or None, heartbeat_interval=heartbeat_interval, queue_limit=queue_limit
+        store,
+        admin_token or None,
+        heartbeat_interval=heartbeat_interval,
+        queue_limit=queue_limit,
+        max_body=max_body,
+        client_timeout=client_timeout,
     )
-    log.info("l2pop server on http://%s:%d, store %s", host, port, store.url.split("@")[-1])
+    scheme = "https" if tls_cert else "http"
+    log.info("l2pop server on %s://%s:%d, store %s", scheme, host, port, store.url.split("@")[-1])
     try:
         uvicorn.run(
             app,
@@ -74,6 +105,14 @@ def run(
             ws_ping_interval=heartbeat_interval,
             ws_ping_timeout=3 * heartbeat_interval,
             ws_per_message_deflate=False,  # see agent/channel.py: CPU over bytes
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
+            # bounded before authentication (server/limits.py): request heads, idle
+            # keep-alive connections, agent frames and the number of connections
+            http=GuardedHttpProtocol.with_timeout(client_timeout),
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+            ws_max_size=MAX_AGENT_FRAME,
+            limit_concurrency=max_connections,
         )
     finally:
         store.close()

@@ -1,18 +1,29 @@
-"""REST routes under ``/v1`` (SPEC.md "REST API"). Thin: parse, authorise, call a use-case."""
+"""REST routes under ``/v1`` (SPEC.md "REST API"). Thin: parse, authorise, call a use-case.
+
+Every path and query parameter is typed with its ``l2pop.wire`` rule (ids are canonical
+UUIDs, host names follow the host-name rule), so a malformed one is 422 naming it, before
+any store lookup; a query parameter the operation does not declare is 422 too. Each
+operation documents every status it can answer, all with the ``ErrorBody`` shape.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from l2pop.model import Host, NotFound, PortStatus, canonical, digest
+from l2pop.model import Host, InvalidField, NotFound, PortStatus, canonical, digest
 from l2pop.server import usecases
 from l2pop.server.auth import Caller, require_admin, require_admin_or_host, require_agent
 from l2pop.server.channel import Channel
 from l2pop.server.desired import host_tables
 from l2pop.store import Store
 from l2pop.wire import (
+    ErrorBody,
     HostCreate,
     HostCreated,
     HostFdb,
@@ -25,10 +36,133 @@ from l2pop.wire import (
     PortStatusReport,
     PortUpdate,
 )
-from l2pop.wire.api import NetworkFdb
+from l2pop.wire.api import HostError, HostFilter, HostName, NetworkFdb, NetworkId, PortId
+
+# -- the statuses each operation documents ------------------------------------------------
+
+_STATUS_TEXT = {
+    400: "Refused before it is read: a Host header the server does not answer to",
+    401: "No bearer token, or one that is neither the admin token nor a host's",
+    403: "The token may not do this (an agent token acts only for its own host)",
+    404: "No such network, port or host",
+    408: "The request body did not arrive in time",
+    409: "Well formed, but it collides with the current state",
+    413: "The request body is too large",
+    422: "Malformed input: `error.field` names the body field, path or query parameter",
+    503: "The store is unavailable; retry after the `Retry-After` seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of an operation: every one carries ``ErrorBody``."""
+    return {s: {"model": ErrorBody, "description": _STATUS_TEXT[s]} for s in statuses}
+
+
+_ALWAYS = (400, 401, 403, 422, 503)  # every /v1 operation: Host, token, parameters, store
+_BODY = (408, 413)  # operations with a request body
+READ = error_responses(*_ALWAYS)
+READ_ONE = error_responses(*_ALWAYS, 404)
+CREATE = error_responses(*_ALWAYS, *_BODY, 409)
+CREATE_IN = error_responses(*_ALWAYS, *_BODY, 404, 409)  # refers to another resource by id
+UPDATE = error_responses(*_ALWAYS, *_BODY, 404, 409)
+DELETE = error_responses(*_ALWAYS, 404, 409)
+
+# -- who may call -------------------------------------------------------------------------
+
+admin_bearer = HTTPBearer(
+    scheme_name="adminToken",
+    description="The operator's admin token (`--admin-token` / `L2POP_ADMIN_TOKEN`).",
+    auto_error=False,
+)
+agent_bearer = HTTPBearer(
+    scheme_name="agentToken",
+    description="A host's agent token, answered once by `POST /v1/hosts`.",
+    auto_error=False,
+)
+Credentials = HTTPAuthorizationCredentials | None
+
+#: query parameters of the list operations that are not declared by their signature alone
+PAGINATION = frozenset({"limit", "marker"})
+LIST_OPERATIONS = frozenset({"list_networks", "list_ports", "list_hosts"})
+_known_query: dict[int, frozenset[str]] = {}
+
+
+def known_query(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` takes: those it declares, plus pagination on lists."""
+    known = _known_query.get(id(route))
+    if known is None:
+        declared: set[str] = set()
+        todo: list[Dependant] = [route.dependant]
+        while todo:
+            dependant = todo.pop()
+            declared.update(p.alias for p in dependant.query_params)
+            todo.extend(dependant.dependencies)
+        extra = PAGINATION if route.name in LIST_OPERATIONS else frozenset()
+        known = _known_query[id(route)] = frozenset(declared) | extra
+    return known
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """422 naming a query parameter the operation does not take (``?network_id[$ne]=x``
+    must not list every port) or one given twice (which of the two would apply?)."""
+    route = request.scope.get("route")
+    known = known_query(route) if isinstance(route, APIRoute) else frozenset()
+    seen: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key not in known:
+            raise InvalidField(key, "is not a query parameter of this operation")
+        if key in seen:
+            raise InvalidField(key, "is given more than once")
+        seen.add(key)
+
+
+def admin(request: Request, _: Annotated[Credentials, Depends(admin_bearer)]) -> Caller:
+    caller = require_admin(request)
+    refuse_unknown_query(request)  # after authentication: 401/403 come first
+    return caller
+
+
+def agent(request: Request, _: Annotated[Credentials, Depends(agent_bearer)]) -> Host:
+    host = require_agent(request)
+    refuse_unknown_query(request)
+    return host
+
+
+def admin_or_host(
+    request: Request,
+    _a: Annotated[Credentials, Depends(admin_bearer)],
+    _h: Annotated[Credentials, Depends(agent_bearer)],
+) -> Caller:
+    # the raw path value: authorisation comes before the name is validated (an agent token
+    # is refused for any name but its host's, well formed or not)
+    caller = require_admin_or_host(request, str(request.path_params.get("name", "")))
+    refuse_unknown_query(request)
+    return caller
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+#: items per page of a list operation, at most and by default: one call never holds a
+#: worker for long, whatever the size of the store (docs/adr/0015-bounded-api-work.md)
+PAGE_MAX = 1000
+MARKER_TEXT = "the last item of the previous page (its id, or name for hosts)"
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="items per page")]
+
+
+def link_next(request: Request, response: Response, limit: int, keys: list[str]) -> None:
+    """A full page may have a next one: name it in ``Link: <URL>; rel="next"`` (RFC 8288),
+    the same query with ``marker`` set to the page's last item."""
+    if len(keys) < limit:
+        return
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "marker"]
+    query.append(("marker", keys[-1]))
+    response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+
 
 router = APIRouter(prefix="/v1")
-Admin = Annotated[Caller, Depends(require_admin)]
+Admin = Annotated[Caller, Depends(admin)]
+Agent = Annotated[Host, Depends(agent)]
+AdminOrHost = Annotated[Caller, Depends(admin_or_host)]
 
 
 def store_of(request: Request) -> Store:
@@ -41,19 +175,35 @@ StoreDep = Annotated[Store, Depends(store_of)]
 # -- networks ---------------------------------------------------------------------------
 
 
-@router.post("/networks", status_code=201, response_model=NetworkOut)
+@router.post("/networks", status_code=201, response_model=NetworkOut, responses=CREATE)
 def create_network(body: NetworkCreate, store: StoreDep, _: Admin) -> NetworkOut:
     return NetworkOut.of(usecases.create_network(store, body))
 
 
-@router.get("/networks", response_model=list[NetworkOut])
-def list_networks(store: StoreDep, _: Admin) -> list[NetworkOut]:
+@router.get("/networks", response_model=list[NetworkOut], responses=READ)
+def list_networks(
+    *,
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    _: Admin,
+    limit: Limit = PAGE_MAX,
+    marker: Annotated[NetworkId | None, Query(description=MARKER_TEXT)] = None,
+) -> list[NetworkOut]:
     with store.read() as tx:
-        return [NetworkOut.of(n) for n in tx.list_networks()]
+        after = None
+        if marker is not None:
+            last = tx.get_network(marker)
+            if last is None:
+                raise InvalidField("marker", f"no network {marker}: start from the first page")
+            after = last.vni
+        networks = tx.page_networks(limit=limit, after_vni=after)
+    link_next(request, response, limit, [n.id for n in networks])
+    return [NetworkOut.of(n) for n in networks]
 
 
-@router.get("/networks/{network_id}", response_model=NetworkOut)
-def get_network(network_id: str, store: StoreDep, _: Admin) -> NetworkOut:
+@router.get("/networks/{network_id}", response_model=NetworkOut, responses=READ_ONE)
+def get_network(network_id: NetworkId, store: StoreDep, _: Admin) -> NetworkOut:
     with store.read() as tx:
         network = tx.get_network(network_id)
     if network is None:
@@ -61,13 +211,15 @@ def get_network(network_id: str, store: StoreDep, _: Admin) -> NetworkOut:
     return NetworkOut.of(network)
 
 
-@router.patch("/networks/{network_id}", response_model=NetworkOut)
-def update_network(network_id: str, body: NetworkUpdate, store: StoreDep, _: Admin) -> NetworkOut:
+@router.patch("/networks/{network_id}", response_model=NetworkOut, responses=UPDATE)
+def update_network(
+    network_id: NetworkId, body: NetworkUpdate, store: StoreDep, _: Admin
+) -> NetworkOut:
     return NetworkOut.of(usecases.update_network(store, network_id, body))
 
 
-@router.delete("/networks/{network_id}", status_code=204)
-def delete_network(network_id: str, store: StoreDep, _: Admin) -> Response:
+@router.delete("/networks/{network_id}", status_code=204, responses=DELETE)
+def delete_network(network_id: NetworkId, store: StoreDep, _: Admin) -> Response:
     usecases.delete_network(store, network_id)
     return Response(status_code=204)
 
@@ -75,26 +227,34 @@ def delete_network(network_id: str, store: StoreDep, _: Admin) -> Response:
 # -- ports ------------------------------------------------------------------------------
 
 
-@router.post("/ports", status_code=201, response_model=PortOut)
+@router.post("/ports", status_code=201, response_model=PortOut, responses=CREATE_IN)
 def create_port(body: PortCreate, store: StoreDep, _: Admin) -> PortOut:
     return PortOut.of(usecases.create_port(store, body))
 
 
-@router.get("/ports", response_model=list[PortOut])
+@router.get("/ports", response_model=list[PortOut], responses=READ)
 def list_ports(
+    *,
     store: StoreDep,
     _: Admin,
-    network_id: str | None = None,
-    host: str | None = None,
+    request: Request,
+    response: Response,
+    network_id: NetworkId | None = None,
+    host: HostFilter | None = None,
     status: Annotated[PortStatus | None, Query()] = None,
+    limit: Limit = PAGE_MAX,
+    marker: Annotated[PortId | None, Query(description=MARKER_TEXT)] = None,
 ) -> list[PortOut]:
     with store.read() as tx:
-        ports = tx.list_ports(network_id=network_id, host=host, status=status)
+        ports = tx.page_ports(
+            limit=limit, after=marker, network_id=network_id, host=host, status=status
+        )
+    link_next(request, response, limit, [p.id for p in ports])
     return [PortOut.of(p) for p in ports]
 
 
-@router.get("/ports/{port_id}", response_model=PortOut)
-def get_port(port_id: str, store: StoreDep, _: Admin) -> PortOut:
+@router.get("/ports/{port_id}", response_model=PortOut, responses=READ_ONE)
+def get_port(port_id: PortId, store: StoreDep, _: Admin) -> PortOut:
     with store.read() as tx:
         port = tx.get_port(port_id)
     if port is None:
@@ -102,22 +262,21 @@ def get_port(port_id: str, store: StoreDep, _: Admin) -> PortOut:
     return PortOut.of(port)
 
 
-@router.patch("/ports/{port_id}", response_model=PortOut)
-def update_port(port_id: str, body: PortUpdate, store: StoreDep, _: Admin) -> PortOut:
+@router.patch("/ports/{port_id}", response_model=PortOut, responses=UPDATE)
+def update_port(port_id: PortId, body: PortUpdate, store: StoreDep, _: Admin) -> PortOut:
     return PortOut.of(usecases.update_port(store, port_id, body))
 
 
-@router.delete("/ports/{port_id}", status_code=204)
-def delete_port(port_id: str, store: StoreDep, _: Admin) -> Response:
+@router.delete("/ports/{port_id}", status_code=204, responses=DELETE)
+def delete_port(port_id: PortId, store: StoreDep, _: Admin) -> Response:
     usecases.delete_port(store, port_id)
     return Response(status_code=204)
 
 
-@router.put("/ports/{port_id}/status", response_model=PortOut)
+@router.put("/ports/{port_id}/status", response_model=PortOut, responses=UPDATE)
 def report_port_status(
-    port_id: str, body: PortStatusReport, request: Request, store: StoreDep
+    port_id: PortId, body: PortStatusReport, store: StoreDep, host: Agent
 ) -> PortOut:
-    host = require_agent(request)
     port = usecases.report_port_status(store, port_id, host.name, PortStatus(body.status))
     return PortOut.of(port)
 
@@ -125,7 +284,7 @@ def report_port_status(
 # -- hosts ------------------------------------------------------------------------------
 
 
-@router.post("/hosts", status_code=201, response_model=HostCreated)
+@router.post("/hosts", status_code=201, response_model=HostCreated, responses=CREATE)
 def create_host(body: HostCreate, store: StoreDep, _: Admin) -> HostCreated:
     host, token = usecases.create_host(store, body)
     return HostCreated(**HostOut.of(host).model_dump(), token=token)
@@ -136,18 +295,28 @@ def host_out(request: Request, host: Host) -> HostOut:
     connected, applied, in_sync = channel.host_status(host)
     out = HostOut.of(host, connected=connected, in_sync=in_sync)
     out.applied_revision = applied
+    out.errors = [HostError(**e.model_dump()) for e in channel.host_errors(host.name)]
     return out
 
 
-@router.get("/hosts", response_model=list[HostOut])
-def list_hosts(request: Request, store: StoreDep, _: Admin) -> list[HostOut]:
+@router.get("/hosts", response_model=list[HostOut], responses=READ)
+def list_hosts(
+    *,
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    _: Admin,
+    limit: Limit = PAGE_MAX,
+    marker: Annotated[HostName | None, Query(description=MARKER_TEXT)] = None,
+) -> list[HostOut]:
     with store.read() as tx:
-        hosts = tx.list_hosts()
+        hosts = tx.page_hosts(limit=limit, after=marker)
+    link_next(request, response, limit, [h.name for h in hosts])
     return [host_out(request, h) for h in hosts]
 
 
-@router.get("/hosts/{name}", response_model=HostOut)
-def get_host(name: str, request: Request, store: StoreDep, _: Admin) -> HostOut:
+@router.get("/hosts/{name}", response_model=HostOut, responses=READ_ONE)
+def get_host(name: HostName, request: Request, store: StoreDep, _: Admin) -> HostOut:
     with store.read() as tx:
         host = tx.get_host(name)
     if host is None:
@@ -155,16 +324,15 @@ def get_host(name: str, request: Request, store: StoreDep, _: Admin) -> HostOut:
     return host_out(request, host)
 
 
-@router.delete("/hosts/{name}", status_code=204)
-def delete_host(name: str, request: Request, store: StoreDep, _: Admin) -> Response:
+@router.delete("/hosts/{name}", status_code=204, responses=DELETE)
+def delete_host(name: HostName, request: Request, store: StoreDep, _: Admin) -> Response:
     usecases.delete_host(store, name)
     request.app.state.tokens.clear()  # now, not when the hub catches up: the token is dead
     return Response(status_code=204)
 
 
-@router.get("/hosts/{name}/fdb", response_model=HostFdb)
-def host_fdb(name: str, request: Request, store: StoreDep) -> HostFdb:
-    require_admin_or_host(request, name)
+@router.get("/hosts/{name}/fdb", response_model=HostFdb, responses=READ_ONE)
+def host_fdb(name: HostName, store: StoreDep, _: AdminOrHost) -> HostFdb:
     with store.read() as tx:
         revision = tx.revision()
         tables = host_tables(tx, name)

@@ -6,6 +6,9 @@ against each engine):
 * **Transactions.** ``read()`` gives a consistent snapshot; ``write()`` is one transaction that
   commits when the block exits normally and rolls back on any exception, leaving nothing
   behind: a failed request changes nothing, revision included.
+* **Isolation.** ``write()`` blocks run one at a time, from their first statement to commit,
+  on every engine: a block that reads, validates and writes sees no concurrent writer, so
+  its checks hold when its writes land (no lost update). ``read()`` blocks never wait.
 * **Revision.** The store keeps one global revision. The first write of a ``write()`` block
   takes the next revision; every object written in that block is stamped with it and the
   change log gets one ``Change`` row per object written. Revisions are assigned in commit order
@@ -92,6 +95,29 @@ class ReadTx(Protocol):
 
         ``network_ids`` and ``port_ids`` may be long (thousands): they are chunked.
         """
+        ...
+
+    def page_ports(
+        self,
+        *,
+        limit: int,
+        after: str | None = None,
+        network_id: str | None = None,
+        host: str | None = None,
+        status: PortStatus | None = None,
+    ) -> list[Port]:
+        """One page of the API's port list: at most ``limit`` ports matching every filter
+        given whose id sorts after ``after``, in the database's id order. Pages are
+        keyset-based, so a port deleted between two pages never shifts the next one."""
+        ...
+
+    def page_networks(self, *, limit: int, after_vni: int | None = None) -> list[Network]:
+        """At most ``limit`` networks with a VNI above ``after_vni``, ordered by VNI."""
+        ...
+
+    def page_hosts(self, *, limit: int, after: str | None = None) -> list[Host]:
+        """At most ``limit`` hosts whose name sorts after ``after``, in the database's name
+        order."""
         ...
 
     def count_ports(self, network_id: str) -> int: ...

@@ -2,9 +2,10 @@
 
 How the contract of ``store/abc.py`` is kept:
 
-* Revision order = commit order. The first write of a block runs
-  ``UPDATE meta SET revision = revision + 1``; on PostgreSQL that row lock is held until commit,
-  on SQLite every write block starts with ``BEGIN IMMEDIATE`` (writers are serialised).
+* Write blocks are serialised from their first statement: on PostgreSQL each one starts by
+  locking the ``meta`` row (``SELECT ... FOR UPDATE``, held until commit), on SQLite with
+  ``BEGIN IMMEDIATE``. So every read-validate-write is atomic on both engines, and revision
+  order (``UPDATE meta SET revision = revision + 1`` on the first write) is commit order.
 * Uniqueness and references are constraints; an ``IntegrityError`` is mapped back to
   ``Conflict``/``NotFound`` by constraint name (``integrity.py``). Explicit checks run first
   where they give a better message; the constraints stay the race-free last word.
@@ -14,6 +15,7 @@ How the contract of ``store/abc.py`` is kept:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -83,6 +85,10 @@ def _engine(url: str) -> Engine:
         # every pooled connection would get its own empty database
         raise ValueError("the SQLite store needs a file: sqlite:///path/to/l2pop.db")
     Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.exists(u.database):
+        # Owner-only before SQLite creates it (0644 under the usual umask): it holds the agent
+        # tokens' hashes, and SQLite gives -wal and -shm the database file's mode.
+        os.close(os.open(u.database, os.O_CREAT | os.O_WRONLY, 0o600))
     engine = create_engine(u, pool_size=10, max_overflow=30)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
@@ -112,7 +118,10 @@ def _now() -> datetime:
 
 
 def _sorted_ips(ips: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(ips), key=ip_sort_key))
+    distinct = set(ips)
+    if len(distinct) < 2:  # most ports: nothing to sort, so no address to parse
+        return tuple(distinct)
+    return tuple(sorted(distinct, key=ip_sort_key))
 
 
 def _row(table: Table, obj: object, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -198,14 +207,17 @@ class _ReadTx:
         out.sort(key=lambda p: (p.network_id, p.id))
         return out
 
-    def _ports(self, conds: list[Any]) -> list[Port]:
+    def _ports(self, conds: list[Any], *, sql_order: bool = False) -> list[Port]:
         """Ports matching ``conds`` with their fixed IPs, in one query (a LEFT JOIN on
-        port_ips: a port has at most a handful of IPs), ordered by (network_id, id)."""
+        port_ips: a port has at most a handful of IPs), ordered by (network_id, id), or
+        with ``sql_order`` by id as the database orders it."""
         stmt = (
             select(ports, port_ips.c.ip)
             .select_from(ports.outerjoin(port_ips, port_ips.c.port_id == ports.c.id))
             .where(*conds)
         )
+        if sql_order:
+            stmt = stmt.order_by(ports.c.id)
         rows: dict[str, Any] = {}
         ips: dict[str, list[str]] = {}
         for row in self._c.execute(stmt):
@@ -228,9 +240,44 @@ class _ReadTx:
             )
             for r in rows.values()
         ]
-        # sorted here, not in SQL: database collations need not order text like Python does
-        found.sort(key=lambda p: (p.network_id, p.id))
+        if not sql_order:
+            # sorted here, not in SQL: database collations need not order text as Python does
+            found.sort(key=lambda p: (p.network_id, p.id))
         return found
+
+    def page_ports(
+        self,
+        *,
+        limit: int,
+        after: str | None = None,
+        network_id: str | None = None,
+        host: str | None = None,
+        status: PortStatus | None = None,
+    ) -> list[Port]:
+        conds: list[Any] = []
+        if network_id is not None:
+            conds.append(ports.c.network_id == network_id)
+        if host is not None:
+            conds.append(ports.c.host == host)
+        if status is not None:
+            conds.append(ports.c.status == PortStatus(status).value)
+        if after is not None:
+            conds.append(ports.c.id > after)
+        # the page's ids in a subquery: a LIMIT over the IP join would cut a port's addresses
+        page = select(ports.c.id).where(*conds).order_by(ports.c.id).limit(limit)
+        return self._ports([ports.c.id.in_(page.scalar_subquery())], sql_order=True)
+
+    def page_networks(self, *, limit: int, after_vni: int | None = None) -> list[Network]:
+        stmt = select(networks).order_by(networks.c.vni).limit(limit)
+        if after_vni is not None:
+            stmt = stmt.where(networks.c.vni > after_vni)
+        return [_network(r) for r in self._c.execute(stmt)]
+
+    def page_hosts(self, *, limit: int, after: str | None = None) -> list[Host]:
+        stmt = select(hosts).order_by(hosts.c.name).limit(limit)
+        if after is not None:
+            stmt = stmt.where(hosts.c.name > after)
+        return [_host(r) for r in self._c.execute(stmt)]
 
     def count_ports(self, network_id: str) -> int:
         stmt = select(func.count()).select_from(ports).where(ports.c.network_id == network_id)
@@ -531,6 +578,12 @@ class SqlStore:
     @contextmanager
     def write(self) -> Iterator[_WriteTx]:
         with self._begin(write=True) as conn:
+            if self._postgres:
+                # Writers queue here, before their first read: a use-case reads, validates
+                # and writes as if it ran alone (docs/adr/0014-write-serialisation.md).
+                # Under READ COMMITTED every later statement then sees every commit that
+                # went before it, so no check runs on a stale row and no write stores one.
+                conn.execute(select(meta.c.revision).where(meta.c.id == 1).with_for_update())
             tx = _WriteTx(conn)
             yield tx
             if tx.failed:
@@ -576,7 +629,7 @@ class SqlStore:
                 "b_rev": r.applied_revision,
                 "b_digest": r.applied_digest,
             }
-            for r in reports
+            for r in sorted(reports, key=lambda r: r.name)  # one lock order
         ]
         with self._begin(write=True) as conn:
             conn.execute(stmt, rows)

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from l2pop.testbed.process import free_port
@@ -48,12 +49,16 @@ def available() -> bool:
 class ThrowawayPostgres:
     """A PostgreSQL cluster of our own, removed on ``stop()`` (also used as a context manager)."""
 
-    def __init__(self, *, max_connections: int = 300) -> None:
+    def __init__(self, *, max_connections: int = 300, durable_commits: bool = False) -> None:
         found = bin_dir()
         if found is None:
             raise RuntimeError(f"no PostgreSQL server binaries under {PG_ROOT}/*/bin")
         self.bin = found
         self.max_connections = max_connections
+        # synchronous_commit=off acknowledges a commit before its WAL leaves the server's
+        # memory, so a kill -9 of the postmaster may lose it: chaos tests need it on (fsync
+        # stays off: the OS keeps what was written, only the machine's crash would lose it)
+        self.durable_commits = durable_commits
         self.port = 0
         self.dir: Path | None = None
         self._started = False
@@ -100,19 +105,7 @@ class ThrowawayPostgres:
     def _start_server(self) -> None:
         for attempt in range(START_ATTEMPTS):
             self.port = free_port()
-            options = " ".join(
-                [
-                    f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1",
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                    f"-c max_connections={self.max_connections}",
-                ]
-            )
-            result = self._run(
-                str(self.bin / "pg_ctl"),
-                *("-D", str(self.data_dir), "-l", str(self.log_path), "-o", options),
-                *("-w", "-t", "60", "start"),
-                check=False,
-            )
+            result = self._pg_ctl_start()
             if result.returncode == 0:
                 self._started = True
                 return
@@ -121,6 +114,54 @@ class ThrowawayPostgres:
                 raise RuntimeError(
                     f"PostgreSQL did not start: {result.stdout}{result.stderr}\n{log[-2000:]}"
                 )
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        sync = "on" if self.durable_commits else "off"
+        options = " ".join(
+            [
+                f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1",
+                f"-c fsync=off -c synchronous_commit={sync} -c full_page_writes=off",
+                f"-c max_connections={self.max_connections}",
+            ]
+        )
+        return self._run(
+            str(self.bin / "pg_ctl"),
+            *("-D", str(self.data_dir), "-l", str(self.log_path), "-o", options),
+            *("-w", "-t", "60", "start"),
+            check=False,
+        )
+
+    def postmaster_pid(self) -> int | None:
+        """The pid in *our* data directory's ``postmaster.pid``, if the file is there."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        return None
+
+    def kill_postmaster(self) -> int | None:
+        """``kill -9`` of our postmaster, by the pid in our pid file (a database crash; its
+        backends exit on their own once it is gone). Returns the pid killed, if any."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def restart(self, timeout: float = 60.0) -> float:
+        """Start again on the same data directory and port (after ``kill_postmaster``): crash
+        recovery replays the WAL. Retries while the dead postmaster's backends still hold
+        its shared memory. Returns the seconds it took."""
+        start = time.monotonic()
+        while True:
+            result = self._pg_ctl_start()
+            if result.returncode == 0:
+                self._started = True
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                raise RuntimeError(
+                    f"PostgreSQL did not restart: {result.stdout}{result.stderr}\n{log[-2000:]}"
+                )
+            time.sleep(0.5)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"

@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from l2pop.tlsconfig import client_context
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,6 +30,8 @@ class ServerProcess:
 
     >>> with ServerProcess(db_url, admin_token="t") as server:
     ...     httpx.get(server.url + "/healthz")
+
+    With ``tls=(cert, key, ca)`` it serves https; ``server.verify`` trusts ``ca``.
     """
 
     def __init__(
@@ -38,12 +43,15 @@ class ServerProcess:
         port: int | None = None,
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.db_url = db_url
         self.admin_token = admin_token
         self.listen_host = listen_host
         self.port = port or free_port(listen_host)
-        self.url = f"http://{listen_host}:{self.port}"
+        self.tls = tls
+        self.verify: ssl.SSLContext | bool = client_context(str(tls[2])) if tls else True
+        self.url = f"{'https' if tls else 'http'}://{listen_host}:{self.port}"
         self.log_path = log_path
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,12 +61,15 @@ class ServerProcess:
         cmd += ["--listen", f"{self.listen_host}:{self.port}", *self.extra_args]
         if self.admin_token:
             cmd += ["--admin-token", self.admin_token]
+        if self.tls:
+            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         return cmd
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("L2POP_ADMIN_TOKEN", None)
+        env.pop("L2POP_ADMIN_TOKEN_FILE", None)
         self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env)
         self.wait_healthy(timeout)
         return self
@@ -71,7 +82,8 @@ class ServerProcess:
                     f"server exited with {self.proc.returncode}; see {self.log_path}"
                 )
             try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                health = httpx.get(self.url + "/healthz", timeout=1.0, verify=self.verify)
+                if health.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -105,7 +117,7 @@ class ServerProcess:
     def client(self, token: str | None = None) -> httpx.Client:
         token = token if token is not None else self.admin_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, verify=self.verify)
 
     def __enter__(self) -> ServerProcess:
         return self.start()

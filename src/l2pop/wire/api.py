@@ -1,12 +1,17 @@
-"""REST API bodies (SPEC.md "REST API"). Requests validate; responses only describe."""
+"""REST API bodies (SPEC.md "REST API"). Requests validate; responses only describe.
+
+Every request field is checked by its ``l2pop.model.validation`` parser (a ``before``
+validator), and its published JSON Schema is built from the same module's constants: the
+OpenAPI contract states the rule the server applies, never a stricter one
+(docs/adr/0013-input-contract.md).
+"""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from l2pop.model import ArpSuppression, Host, InvalidField, Network, Port, PortStatus
 from l2pop.model import validation as v
@@ -20,11 +25,97 @@ def _check(fn: Any, value: Any, field: str) -> Any:
         raise ValueError(exc.message.removeprefix(f"{field}: ")) from None
 
 
-def parse_uuid(value: object, field: str) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise InvalidField(field, f"{value!r} is not a UUID") from None
+parse_uuid = v.parse_uuid  # where it used to live
+
+# -- JSON Schema of each rule, from the model's constants ---------------------------------
+
+NAME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": v.NAME_MAX_LENGTH,
+    "pattern": v.NAME_PATTERN,
+    "description": f"display name: at most {v.NAME_MAX_LENGTH} characters, no control "
+    "characters (C0, DEL, C1) and no lone surrogates",
+}
+HOST_NAME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": v.HOST_NAME_MAX_LENGTH,
+    "pattern": v.HOST_NAME_PATTERN,
+    "description": "host name: 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+    "or digit",
+}
+MAC_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": v.MAC_MAX_LENGTH,
+    "pattern": v.MAC_PATTERN,
+    "description": "unicast MAC, not all zeros: 'fa:16:3e:00:00:01', 'fa-16-3e-00-00-01' or "
+    "'fa163e000001', any case; answered lower-case with colons",
+}
+UUID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "uuid",
+    "minLength": v.UUID_LENGTH,
+    "maxLength": v.UUID_LENGTH,
+    "pattern": v.UUID_PATTERN,
+    "description": "UUID in 8-4-4-4-12 form",
+}
+PORT_IP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": v.IP_MAX_LENGTH,
+    "pattern": v.IP_PATTERN,
+    "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+    "description": "IPv4 or IPv6 host address without zone id; not IPv4-mapped, unspecified, "
+    "multicast, loopback, link-local or broadcast (refused with 422)",
+}
+FIXED_IPS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": PORT_IP_SCHEMA,
+    "maxItems": v.MAX_FIXED_IPS,
+    "uniqueItems": True,
+    "description": "distinct addresses (two spellings of one address are refused with 422)",
+}
+VTEP_IP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "ipv4",
+    "maxLength": v.IPV4_MAX_LENGTH,
+    "pattern": v.VTEP_IP_PATTERN,
+    "description": "unicast IPv4 address in 1.0.0.0-223.255.255.255, not loopback (127/8) or "
+    "link-local (169.254/16)",
+}
+VNI_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": v.VNI_MIN, "maximum": v.VNI_MAX}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# -- path and query parameters ------------------------------------------------------------
+
+
+def _network_id(value: object) -> str:
+    return str(_check(v.parse_uuid, value, "network_id"))
+
+
+def _port_id(value: object) -> str:
+    return str(_check(v.parse_uuid, value, "port_id"))
+
+
+def _host_name(value: object) -> str:
+    return str(_check(v.parse_host_name, value, "name"))
+
+
+def _host_filter(value: object) -> str:
+    return str(_check(v.parse_host_name, value, "host"))
+
+
+#: ``{network_id}`` in a path, and the ``network_id`` filter: a canonical UUID
+NetworkId = Annotated[str, BeforeValidator(_network_id), WithJsonSchema(UUID_SCHEMA)]
+#: ``{port_id}`` in a path
+PortId = Annotated[str, BeforeValidator(_port_id), WithJsonSchema(UUID_SCHEMA)]
+#: ``{name}`` of a host in a path
+HostName = Annotated[str, BeforeValidator(_host_name), WithJsonSchema(HOST_NAME_SCHEMA)]
+#: the ``host`` filter of ``GET /v1/ports``
+HostFilter = Annotated[str, BeforeValidator(_host_filter), WithJsonSchema(HOST_NAME_SCHEMA)]
 
 
 class Request(BaseModel):
@@ -41,8 +132,8 @@ class Response(BaseModel):
 class _NetworkFields(Request):
     @field_validator("name", mode="before", check_fields=False)
     @classmethod
-    def _name(cls, value: object) -> str:
-        return str(_check(v.parse_name, value, "name"))
+    def _name(cls, value: object) -> str | None:
+        return None if value is None else str(_check(v.parse_name, value, "name"))
 
     @field_validator("vni", mode="before", check_fields=False)
     @classmethod
@@ -58,16 +149,18 @@ class _NetworkFields(Request):
 
 
 class NetworkCreate(_NetworkFields):
-    name: str = ""
-    vni: int | None = None
+    name: Annotated[str, WithJsonSchema(NAME_SCHEMA)] = ""
+    #: allocated (the next free one) when absent or null
+    vni: Annotated[int | None, WithJsonSchema(_nullable(VNI_SCHEMA))] = None
     arp_suppression: ArpSuppression = ArpSuppression.NEIGH_SUPPRESS
 
 
 class NetworkUpdate(_NetworkFields):
-    """Only the fields present change. ``vni`` is accepted only to say plainly it cannot."""
+    """Only the fields present change; ``null`` leaves a field as it is. ``vni`` is accepted
+    only to say plainly it cannot change (422 unless it is the network's own)."""
 
-    name: str | None = None
-    vni: int | None = None
+    name: Annotated[str | None, WithJsonSchema(_nullable(NAME_SCHEMA))] = None
+    vni: Annotated[int | None, WithJsonSchema(_nullable(VNI_SCHEMA))] = None
     arp_suppression: ArpSuppression | None = None
 
 
@@ -97,8 +190,8 @@ class NetworkOut(Response):
 class _PortFields(Request):
     @field_validator("name", mode="before", check_fields=False)
     @classmethod
-    def _name(cls, value: object) -> str:
-        return str(_check(v.parse_name, value, "name"))
+    def _name(cls, value: object) -> str | None:
+        return None if value is None else str(_check(v.parse_name, value, "name"))
 
     @field_validator("mac", mode="before", check_fields=False)
     @classmethod
@@ -117,25 +210,28 @@ class _PortFields(Request):
 
 
 class PortCreate(_PortFields):
-    network_id: str
-    fixed_ips: list[str] = []
-    mac: str | None = None
-    name: str = ""
-    host: str | None = None
+    network_id: Annotated[str, WithJsonSchema(UUID_SCHEMA)]
+    fixed_ips: Annotated[list[str], WithJsonSchema(FIXED_IPS_SCHEMA)] = Field(default_factory=list)
+    #: generated (``fa:16:3e`` prefix) when absent or null
+    mac: Annotated[str | None, WithJsonSchema(_nullable(MAC_SCHEMA))] = None
+    name: Annotated[str, WithJsonSchema(NAME_SCHEMA)] = ""
+    #: a registered host (422 otherwise); unbound when absent or null
+    host: Annotated[str | None, WithJsonSchema(_nullable(HOST_NAME_SCHEMA))] = None
 
     @field_validator("network_id", mode="before")
     @classmethod
     def _network_id(cls, value: object) -> str:
-        return str(_check(parse_uuid, value, "network_id"))
+        return str(_check(v.parse_uuid, value, "network_id"))
 
 
 class PortUpdate(_PortFields):
-    """Only the fields present change. ``{"host": null}`` unbinds the port."""
+    """Only the fields present change; ``null`` leaves a field as it is, except
+    ``{"host": null}``, which unbinds the port."""
 
-    name: str | None = None
-    fixed_ips: list[str] | None = None
-    mac: str | None = None
-    host: str | None = None
+    name: Annotated[str | None, WithJsonSchema(_nullable(NAME_SCHEMA))] = None
+    fixed_ips: Annotated[list[str] | None, WithJsonSchema(_nullable(FIXED_IPS_SCHEMA))] = None
+    mac: Annotated[str | None, WithJsonSchema(_nullable(MAC_SCHEMA))] = None
+    host: Annotated[str | None, WithJsonSchema(_nullable(HOST_NAME_SCHEMA))] = None
 
     def host_given(self) -> bool:
         return "host" in self.model_fields_set
@@ -175,8 +271,8 @@ class PortStatusReport(Request):
 
 
 class HostCreate(Request):
-    name: str
-    vtep_ip: str
+    name: Annotated[str, WithJsonSchema(HOST_NAME_SCHEMA)]
+    vtep_ip: Annotated[str, WithJsonSchema(VTEP_IP_SCHEMA)]
 
     @field_validator("name", mode="before")
     @classmethod
@@ -189,6 +285,17 @@ class HostCreate(Request):
         return str(_check(v.parse_vtep_ip, value, "vtep_ip"))
 
 
+class HostError(Response):
+    """A network the host's agent reports it cannot program (from its last ack; the agent
+    retries it with backoff): the entry the datapath refused, when known, and its message."""
+
+    network_id: str
+    vni: int
+    entry: str | None = None
+    message: str
+    attempts: int = 1
+
+
 class HostOut(Response):
     name: str
     vtep_ip: str
@@ -197,6 +304,8 @@ class HostOut(Response):
     applied_revision: int | None = None
     in_sync: bool = False
     created_at: datetime | None = None
+    #: networks the connected agent fails to program (empty when none, or not connected)
+    errors: list[HostError] = []
 
     @classmethod
     def of(cls, host: Host, *, connected: bool = False, in_sync: bool = False) -> HostOut:
@@ -249,11 +358,41 @@ class HostFdb(Response):
 # -- errors -----------------------------------------------------------------------------
 
 
+#: every ``error.code`` the server answers, by HTTP status
+ERROR_CODES: dict[str, str] = {
+    "bad_request": "400: the request is refused before it is read (e.g. its Host header)",
+    "unauthorized": "401: no token, or one that is neither the admin's nor a host's",
+    "forbidden": "403: the token may not do this (an agent token acts only for its host)",
+    "not_found": "404: no such network, port or host",
+    "method_not_allowed": "405: the path exists but not with this method",
+    "conflict": "409: well formed, but it collides with the current state",
+    "too_large": "413: the request body is too large",
+    "invalid": "422: malformed input; `field` names it (`body` for the body as a whole)",
+    "unavailable": "503: the store cannot be reached; retry later",
+    "error": "500: an internal error (logged with its traceback)",
+}
+ErrorCode = Literal[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "too_large",
+    "invalid",
+    "unavailable",
+    "error",
+]
+
+
 class ErrorDetail(Response):
-    code: Literal["invalid", "not_found", "conflict", "forbidden", "unauthorized", "error"]
+    code: ErrorCode
     message: str
+    #: the request field, path or query parameter at fault (``fixed_ips[1]``, ``body``)
     field: str | None = None
 
 
 class ErrorBody(Response):
+    """The body of every error answer: ``{"error": {"code", "message", "field"?}}``."""
+
     error: ErrorDetail

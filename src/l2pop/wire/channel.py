@@ -2,7 +2,8 @@
 
     agent -> server   hello    who I am (host, vtep_ip); the token rides in the upgrade
                       ack      I have applied everything up to ``revision``; my tables hash to
-                               ``digest``. Also sent as the agent's heartbeat.
+                               ``digest``; ``errors`` names the networks I failed to program
+                               (bounded). Also sent as the agent's heartbeat.
                       resync   I lost track (gap, digest mismatch): send me a snapshot
     server -> agent   snapshot the host's whole state at ``revision``
                       delta    what changed for this host at ``revision``; ``prev_revision`` is
@@ -24,8 +25,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, PortStatus
+from l2pop.model.digest import DIGEST_PATTERN
 
 PROTOCOL_VERSION = 1
+#: revisions are BIGINT in the store
+REVISION_MAX = 2**63 - 1
+HOST_NAME_MAX = 63
+ADDRESS_TEXT_MAX = 45
 
 
 class Message(BaseModel):
@@ -131,20 +137,41 @@ class LocalPort(Message):
 
 class Hello(Message):
     type: Literal["hello"] = "hello"
-    host: str
-    vtep_ip: str
-    version: int = PROTOCOL_VERSION
+    host: str = Field(max_length=HOST_NAME_MAX)
+    vtep_ip: str = Field(max_length=ADDRESS_TEXT_MAX)
+    version: int = Field(default=PROTOCOL_VERSION, ge=0, le=2**31 - 1)
+
+
+#: bounds of the errors an ack may carry; the server refuses an ack beyond them as malformed
+ACK_ERRORS_MAX = 32
+ACK_ERROR_TEXT_MAX = 200
+ACK_NETWORK_ID_MAX = 64
+
+
+class AckError(Message):
+    """A network the agent failed to program: the entry the datapath refused, when it named
+    one (``"fdb MAC -> VTEP"``, ``"device vxlan-V"``), what it said, and how many attempts in
+    a row failed. The agent retries it with backoff; its tables are not in the ack's digest."""
+
+    network_id: str = Field(min_length=1, max_length=ACK_NETWORK_ID_MAX)
+    vni: int = Field(ge=0, le=2**24 - 1)
+    entry: str | None = Field(default=None, max_length=ACK_ERROR_TEXT_MAX)
+    message: str = Field(max_length=ACK_ERROR_TEXT_MAX)
+    attempts: int = Field(default=1, ge=1, le=2**31 - 1)
 
 
 class Ack(Message):
     type: Literal["ack"] = "ack"
-    revision: int
-    digest: str
+    #: never ahead of what this session was sent (checked by the server's channel)
+    revision: int = Field(ge=0, le=REVISION_MAX)
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    #: networks that failed to program (absent from agents older than this field)
+    errors: list[AckError] = Field(default_factory=list, max_length=ACK_ERRORS_MAX)
 
 
 class Resync(Message):
     type: Literal["resync"] = "resync"
-    reason: str = ""
+    reason: str = Field(default="", max_length=200)
 
 
 AgentMessage = Annotated[Hello | Ack | Resync, Field(discriminator="type")]
