@@ -19,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match
 
 from l2pop.model import Conflict, DomainError, Forbidden, InvalidField, NotFound
 
@@ -108,14 +107,30 @@ def invalid_body(exc: BaseException) -> JSONResponse:
     return error_response(422, "invalid", f"body: the request body {reason}", "body")
 
 
-def allowed_methods(request: Request) -> str:
-    """Every method the request's path answers to (Starlette names only its first route's,
-    and FastAPI has one route per method)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+_path_methods: dict[int, list[tuple[re.Pattern[str], frozenset[str]]]] = {}
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """``/v1/ports/{port_id}`` -> a regex matching any one segment in place of the name."""
+    parts = template.split("/")
+    return re.compile("/".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+
+
+def allowed_methods(request: Request) -> str | None:
+    """Every method the request's path answers to, from the OpenAPI document (Starlette
+    names only the first route it tried, and FastAPI has one route per method); None for
+    a path the document does not describe."""
+    app = request.app
+    table = _path_methods.get(id(app))
+    if table is None:
+        table = [
+            (_template_regex(template), frozenset(m.upper() for m in operations))
+            for template, operations in app.openapi().get("paths", {}).items()
+        ]
+        _path_methods[id(app)] = table
+    path = request.scope.get("path", "")
+    methods: set[str] = set().union(*(m for regex, m in table if regex.fullmatch(path)))
+    return ", ".join(sorted(methods)) if methods else None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -148,7 +163,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = HTTP_CODES.get(exc.status_code, "error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = allowed_methods(request)
+            headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(sa_exc.OperationalError)

@@ -15,26 +15,21 @@ How the contract of ``store/abc.py`` is kept:
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     CursorResult,
-    Engine,
     Executable,
     Table,
     bindparam,
-    create_engine,
     delete,
-    event,
     exists,
     func,
     insert,
@@ -55,6 +50,7 @@ from l2pop.store.abc import (
     HostReport,
     iter_chunks,
 )
+from l2pop.store.engine import WRITE_OPTION, make_engine
 from l2pop.store.integrity import Deleting, constraint_name, domain_error
 from l2pop.store.schema import changes, hosts, meta, metadata, networks, port_ips, ports
 
@@ -68,49 +64,6 @@ BULK_FIELDS = {
     "fk_ports_network_id": "network_id",
     "fk_ports_host": "host",
 }
-#: execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE
-_WRITE = "l2pop_write"
-
-
-def _engine(url: str) -> Engine:
-    u = make_url(url)
-    if u.drivername in ("postgresql", "postgres"):
-        u = u.set(drivername="postgresql+psycopg")
-    backend = u.get_backend_name()
-    if backend == "postgresql":
-        return create_engine(u, pool_size=10, max_overflow=30)
-    if backend != "sqlite":
-        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///FILE or postgresql://")
-    if not u.database or u.database == ":memory:":
-        # every pooled connection would get its own empty database
-        raise ValueError("the SQLite store needs a file: sqlite:///path/to/l2pop.db")
-    Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    if not os.path.exists(u.database):
-        # Owner-only before SQLite creates it (0644 under the usual umask): it holds the agent
-        # tokens' hashes, and SQLite gives -wal and -shm the database file's mode.
-        os.close(os.open(u.database, os.O_CREAT | os.O_WRONLY, 0o600))
-    engine = create_engine(u, pool_size=10, max_overflow=30)
-    event.listen(engine, "connect", _sqlite_connect)
-    event.listen(engine, "begin", _sqlite_begin)
-    return engine
-
-
-def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-    # SQLAlchemy's pysqlite recipe: stop the driver from issuing its own (deferred) BEGIN so
-    # that _sqlite_begin decides; a deferred writer that upgrades its lock can deadlock
-    # ("database is locked") instead of waiting in busy_timeout.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")  # first: the other pragmas may wait for locks
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer and vice versa
-    cur.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
-    cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes, fsync at checkpoints
-    cur.close()
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _now() -> datetime:
@@ -543,7 +496,7 @@ class SqlStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = _engine(url)
+        self._engine = make_engine(url)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._sqlite_writer = threading.Lock()
         with self._begin(write=True) as conn:
@@ -563,7 +516,7 @@ class SqlStore:
         serial = self._sqlite_writer if write and not self._postgres else nullcontext()
         with serial, self._engine.connect() as conn:
             if write:
-                conn.execution_options(**{_WRITE: True})
+                conn.execution_options(**{WRITE_OPTION: True})
             elif self._postgres:
                 # one snapshot for the whole block (READ COMMITTED takes one per statement)
                 conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
