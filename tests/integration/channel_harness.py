@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from l2pop.bench.chaos_clients import list_all
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
 from l2pop.testbed.process import ServerProcess
 
@@ -106,7 +107,7 @@ class Cluster:
         while time.monotonic() - start < timeout:
             wrong = self.mismatches(hosts)
             if not wrong:
-                listed = {h["name"]: h for h in self.http.get("/v1/hosts").json()}
+                listed = {h["name"]: h for h in list_all(self.http, "/v1/hosts")}
                 wrong = {h: "server says not in sync" for h in hosts if not listed[h]["in_sync"]}
                 if not wrong:
                     return time.monotonic() - start

@@ -5,12 +5,16 @@ Also: concurrent requests racing for one VNI, MAC or IP end with exactly one win
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from conftest import ADMIN, Api
+from l2pop.testbed.process import ServerProcess
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
@@ -150,11 +154,10 @@ def test_every_rejection_names_the_field_and_changes_nothing(api: Api) -> None:
         if isinstance(body, dict):
             payload = {k: (v.format(**ids) if isinstance(v, str) else v) for k, v in body.items()}
         r = api.http.request(method.upper(), url, json=payload)
-        err = (
-            r.json().get("error", {})
-            if r.headers.get("content-type", "").startswith("application/json")
-            else {}
+        answer = (
+            r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         )
+        err = answer.get("error", {}) if isinstance(answer, dict) else {}
         ok = (
             r.status_code == status
             and err.get("message")
@@ -309,3 +312,30 @@ def test_an_undeclared_method_is_405_listing_the_allowed_ones(api: Api) -> None:
     r = api.http.request("POST", f"/v1/ports/{UNKNOWN}")
     assert r.status_code == 405
     assert r.headers["allow"] == "DELETE, GET, PATCH"
+
+
+@pytest.mark.postgres
+def test_an_unreachable_store_is_503(postgres: Any, tmp_path: Path) -> None:
+    """The database goes away under a running server: every call is 503 "unavailable" with
+    ``Retry-After`` (documented for every operation), never a 500."""
+    name = f"l2pop_gone_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(name)
+    try:
+        with ServerProcess(url, admin_token=ADMIN, log_path=tmp_path / "server.log") as srv:
+            api = Api(srv)
+            net = api.network(name="blue")
+            postgres.drop_database(name)
+            for method, path, body in [
+                ("GET", "/v1/networks", None),
+                ("GET", f"/v1/networks/{net['id']}", None),
+                ("POST", "/v1/networks", {"name": "red"}),
+                ("GET", "/v1/ports", None),
+                ("POST", "/v1/hosts", {"name": "h9", "vtep_ip": "192.0.2.9"}),
+            ]:
+                r = api.http.request(method, path, json=body)
+                assert r.status_code == 503, (method, path, r.text)
+                assert r.json()["error"]["code"] == "unavailable"
+                assert int(r.headers["retry-after"]) > 0
+            api.http.close()
+    finally:
+        postgres.drop_database(name)

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from l2pop.bench.chaos_clients import list_all
 from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
 from l2pop.server.usecases import hash_token
 from l2pop.store import open_store
@@ -161,7 +162,7 @@ def counter_delta(before: dict[str, float], after: dict[str, float], name: str) 
 def wait_all_active(http: httpx.Client, timeout: float) -> None:
     """Until no port is BUILD: every activation of the churn has been reported."""
     deadline = time.monotonic() + timeout
-    while http.get("/v1/ports", params={"status": "BUILD"}, timeout=60).json():
+    while http.get("/v1/ports", params={"status": "BUILD", "limit": "1"}, timeout=60).json():
         if time.monotonic() > deadline:
             raise TimeoutError(f"ports still BUILD after {timeout}s")
         time.sleep(0.2)
@@ -170,11 +171,11 @@ def wait_all_active(http: httpx.Client, timeout: float) -> None:
 def wait_in_sync(http: httpx.Client, timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        hosts = http.get("/v1/hosts", timeout=60).json()
+        hosts = list_all(http, "/v1/hosts")
         if all(h["connected"] and h["in_sync"] for h in hosts):
             return time.monotonic() - start
         time.sleep(0.5)
-    lagging = [h["name"] for h in http.get("/v1/hosts").json() if not h["in_sync"]]
+    lagging = [h["name"] for h in list_all(http, "/v1/hosts") if not h["in_sync"]]
     raise TimeoutError(f"{len(lagging)} hosts not in sync after {timeout}s: {lagging[:5]}")
 
 
