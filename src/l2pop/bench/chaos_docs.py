@@ -7,16 +7,13 @@ the page from the other result files.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from l2pop.bench import sections
 from l2pop.bench.report import num, table
 
-BEGIN = "<!-- chaos:begin: written by `l2pop bench chaos --write-docs` -->"
-END = "<!-- chaos:end -->"
 ENGINES = ("sqlite", "postgresql")
 INTRO = (
     "A soak under random `kill -9`: a real `l2pop server` process, one real agent process "
@@ -111,7 +108,7 @@ def engine_section(saved: dict[str, Any]) -> list[str]:
 
 
 def section(bench_dir: Path) -> str:
-    lines = [BEGIN, "## Chaos soak: kill -9 under load, nothing lost", "", INTRO, ""]
+    lines = ["## Chaos soak: kill -9 under load, nothing lost", "", INTRO, ""]
     found = False
     for engine in ENGINES:
         path = bench_dir / f"chaos-{engine}.json"
@@ -120,29 +117,9 @@ def section(bench_dir: Path) -> str:
             lines += engine_section(json.loads(path.read_text()))
     if not found:
         lines += ["_No result yet: run `l2pop bench chaos --write-docs`._", ""]
-    lines.append(END)
     return "\n".join(lines) + "\n"
 
 
 def write(docs: Path) -> Path:
-    """Rewrite the chaos section of ``docs/benchmarks.md`` from the saved results (under a
-    lock: the two engines' soaks may finish together)."""
-    page = docs / "benchmarks.md"
-    docs.mkdir(parents=True, exist_ok=True)
-    with open(Path(tempfile.gettempdir()) / "l2pop-chaos-docs.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        text = page.read_text() if page.exists() else "# Benchmarks\n\n"
-        new = section(docs / "bench")
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1].lstrip("\n")
-            text = head + new + ("\n" + tail if tail else "")
-        elif "## How these results were produced" in text:
-            head, tail = text.split("## How these results were produced", 1)
-            text = head + new + "\n## How these results were produced" + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + new
-        tmp = page.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        tmp.replace(page)
-    return page
+    """Rewrite the chaos section of ``docs/benchmarks.md`` from the saved results."""
+    return sections.replace(docs, "chaos", section(docs / "bench"))

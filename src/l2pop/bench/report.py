@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from l2pop.bench import sections
 from l2pop.bench.plots import plot_flood, plot_kernel, plot_scale_latency, plot_scale_messages
 from l2pop.bench.targets import (
     KERNEL_RATIO_TARGET,
@@ -647,6 +648,7 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += _kernel_section(kernel, kernel_png)
     lines += _scale_section(scales, latency_png, messages_png)
     lines += _flood_section(flood, flood_png)
+    lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)
     lines += _commands_section(results)
     lines += _gaps_section(targets, kept_gaps(page))
     page.write_text("\n".join(lines).rstrip() + "\n")

@@ -196,6 +196,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(f, "flood")
     f.set_defaults(func=_flood)
 
+    from l2pop.cli import bench_rest  # its own module: this one is long enough
+
+    bench_rest.register(sub)
+
     c = sub.add_parser(
         "chaos",
         help="soak under random kill -9 (server, agents, database): proves nothing is lost",

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter
 
 from l2pop.model import Host, InvalidField, NotFound, PortStatus, canonical, digest
 from l2pop.server import usecases
@@ -149,14 +150,26 @@ MARKER_TEXT = "the last item of the previous page (its id, or name for hosts)"
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="items per page")]
 
 
-def link_next(request: Request, response: Response, limit: int, keys: list[str]) -> None:
-    """A full page may have a next one: name it in ``Link: <URL>; rel="next"`` (RFC 8288),
-    the same query with ``marker`` set to the page's last item."""
-    if len(keys) < limit:
-        return
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "marker"]
-    query.append(("marker", keys[-1]))
-    response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+def page_response(request: Request, items: list[Any], keys: list[str], limit: int) -> Response:
+    """A page of a list operation, encoded here, in the worker thread: the event loop only
+    writes the bytes (it also serves the agent channel and ``/healthz``, which must not wait
+    behind the encoding of a thousand items). A full page may have a next one: it is named
+    in ``Link: <URL>; rel="next"`` (RFC 8288), this query with ``marker`` set to the page's
+    last item."""
+    headers = {}
+    if len(keys) >= limit:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "marker"]
+        query.append(("marker", keys[-1]))
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return json_response(ITEMS.dump_json(items), headers)
+
+
+def json_response(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=body, media_type="application/json", headers=headers)
+
+
+#: encodes any list of response models (they are already valid: built from the store)
+ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[Any])
 
 
 router = APIRouter(prefix="/v1")
@@ -184,12 +197,11 @@ def create_network(body: NetworkCreate, store: StoreDep, _: Admin) -> NetworkOut
 def list_networks(
     *,
     request: Request,
-    response: Response,
     store: StoreDep,
     _: Admin,
     limit: Limit = PAGE_MAX,
     marker: Annotated[NetworkId | None, Query(description=MARKER_TEXT)] = None,
-) -> list[NetworkOut]:
+) -> Response:
     with store.read() as tx:
         after = None
         if marker is not None:
@@ -198,8 +210,8 @@ def list_networks(
                 raise InvalidField("marker", f"no network {marker}: start from the first page")
             after = last.vni
         networks = tx.page_networks(limit=limit, after_vni=after)
-    link_next(request, response, limit, [n.id for n in networks])
-    return [NetworkOut.of(n) for n in networks]
+    out = [NetworkOut.of(n) for n in networks]
+    return page_response(request, out, [n.id for n in networks], limit)
 
 
 @router.get("/networks/{network_id}", response_model=NetworkOut, responses=READ_ONE)
@@ -238,19 +250,17 @@ def list_ports(
     store: StoreDep,
     _: Admin,
     request: Request,
-    response: Response,
     network_id: NetworkId | None = None,
     host: HostFilter | None = None,
     status: Annotated[PortStatus | None, Query()] = None,
     limit: Limit = PAGE_MAX,
     marker: Annotated[PortId | None, Query(description=MARKER_TEXT)] = None,
-) -> list[PortOut]:
+) -> Response:
     with store.read() as tx:
         ports = tx.page_ports(
             limit=limit, after=marker, network_id=network_id, host=host, status=status
         )
-    link_next(request, response, limit, [p.id for p in ports])
-    return [PortOut.of(p) for p in ports]
+    return page_response(request, [PortOut.of(p) for p in ports], [p.id for p in ports], limit)
 
 
 @router.get("/ports/{port_id}", response_model=PortOut, responses=READ_ONE)
@@ -303,16 +313,15 @@ def host_out(request: Request, host: Host) -> HostOut:
 def list_hosts(
     *,
     request: Request,
-    response: Response,
     store: StoreDep,
     _: Admin,
     limit: Limit = PAGE_MAX,
     marker: Annotated[HostName | None, Query(description=MARKER_TEXT)] = None,
-) -> list[HostOut]:
+) -> Response:
     with store.read() as tx:
         hosts = tx.page_hosts(limit=limit, after=marker)
-    link_next(request, response, limit, [h.name for h in hosts])
-    return [host_out(request, h) for h in hosts]
+    out = [host_out(request, h) for h in hosts]
+    return page_response(request, out, [h.name for h in hosts], limit)
 
 
 @router.get("/hosts/{name}", response_model=HostOut, responses=READ_ONE)
@@ -332,9 +341,10 @@ def delete_host(name: HostName, request: Request, store: StoreDep, _: Admin) -> 
 
 
 @router.get("/hosts/{name}/fdb", response_model=HostFdb, responses=READ_ONE)
-def host_fdb(name: HostName, store: StoreDep, _: AdminOrHost) -> HostFdb:
+def host_fdb(name: HostName, store: StoreDep, _: AdminOrHost) -> Response:
     with store.read() as tx:
         revision = tx.revision()
         tables = host_tables(tx, name)
     networks = [NetworkFdb.model_validate(n) for n in canonical(tables)]
-    return HostFdb(host=name, revision=revision, digest=digest(tables), networks=networks)
+    fdb = HostFdb(host=name, revision=revision, digest=digest(tables), networks=networks)
+    return json_response(fdb.model_dump_json().encode())
