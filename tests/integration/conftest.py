@@ -9,6 +9,7 @@ import httpx
 import pytest
 from channel_harness import Cluster
 
+from l2pop.store import Store, open_store
 from l2pop.testbed.process import ServerProcess
 
 ADMIN = "admin-secret"
@@ -57,6 +58,16 @@ class Api:
     def report(self, token: str, port_id: str, status: str = "ACTIVE") -> httpx.Response:
         with self.as_token(token) as c:
             return c.put(f"/v1/ports/{port_id}/status", json={"status": status})
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """The store of a fresh database on each engine, opened in this process."""
+    s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture

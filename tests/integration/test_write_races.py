@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 
 from conftest import Api
 from l2pop.model import Conflict, DomainError, Forbidden, NotFound, PortStatus
 from l2pop.server import usecases
-from l2pop.store import Store, open_store
+from l2pop.store import Store
 from l2pop.wire import HostCreate, NetworkCreate, PortCreate, PortUpdate
 
 TRIES = 120
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = open_store(store_url)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def race(*calls: Callable[[], object]) -> list[object]:

@@ -62,6 +62,19 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _ALWAYS = (400, 401, 403, 422, 503)  # every /v1 operation: Host, token, parameters, store
 _BODY = (408, 413)  # operations with a request body
 READ = error_responses(*_ALWAYS)
+#: list operations: a page, and the next one named in a Link header (see page_response)
+LIST: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One page, at most `limit` items",
+        "headers": {
+            "Link": {
+                "description": 'When the page is full: `<URL>; rel="next"`, the next page',
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    **READ,
+}
 READ_ONE = error_responses(*_ALWAYS, 404)
 CREATE = error_responses(*_ALWAYS, *_BODY, 409)
 CREATE_IN = error_responses(*_ALWAYS, *_BODY, 404, 409)  # refers to another resource by id
@@ -193,7 +206,7 @@ def create_network(body: NetworkCreate, store: StoreDep, _: Admin) -> NetworkOut
     return NetworkOut.of(usecases.create_network(store, body))
 
 
-@router.get("/networks", response_model=list[NetworkOut], responses=READ)
+@router.get("/networks", response_model=list[NetworkOut], responses=LIST)
 def list_networks(
     *,
     request: Request,
@@ -244,7 +257,7 @@ def create_port(body: PortCreate, store: StoreDep, _: Admin) -> PortOut:
     return PortOut.of(usecases.create_port(store, body))
 
 
-@router.get("/ports", response_model=list[PortOut], responses=READ)
+@router.get("/ports", response_model=list[PortOut], responses=LIST)
 def list_ports(
     *,
     store: StoreDep,
@@ -309,7 +322,7 @@ def host_out(request: Request, host: Host) -> HostOut:
     return out
 
 
-@router.get("/hosts", response_model=list[HostOut], responses=READ)
+@router.get("/hosts", response_model=list[HostOut], responses=LIST)
 def list_hosts(
     *,
     request: Request,

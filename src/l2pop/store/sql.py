@@ -109,6 +109,18 @@ def _host(row: Any) -> Host:
     )
 
 
+def _port_filters(network_id: str | None, host: str | None, status: PortStatus | None) -> list[Any]:
+    """The WHERE terms of the list filters that are given."""
+    conds: list[Any] = []
+    if network_id is not None:
+        conds.append(ports.c.network_id == network_id)
+    if host is not None:
+        conds.append(ports.c.host == host)
+    if status is not None:
+        conds.append(ports.c.status == PortStatus(status).value)
+    return conds
+
+
 class _ReadTx:
     """``ReadTx`` over one connection inside one transaction."""
 
@@ -139,13 +151,7 @@ class _ReadTx:
         network_ids: Iterable[str] | None = None,
         port_ids: Iterable[str] | None = None,
     ) -> list[Port]:
-        conds: list[Any] = []
-        if network_id is not None:
-            conds.append(ports.c.network_id == network_id)
-        if host is not None:
-            conds.append(ports.c.host == host)
-        if status is not None:
-            conds.append(ports.c.status == PortStatus(status).value)
+        conds = _port_filters(network_id, host, status)
         if network_ids is not None and port_ids is not None:
             conds.append(ports.c.network_id.in_(sorted(set(network_ids))))
         if port_ids is not None:
@@ -207,13 +213,7 @@ class _ReadTx:
         host: str | None = None,
         status: PortStatus | None = None,
     ) -> list[Port]:
-        conds: list[Any] = []
-        if network_id is not None:
-            conds.append(ports.c.network_id == network_id)
-        if host is not None:
-            conds.append(ports.c.host == host)
-        if status is not None:
-            conds.append(ports.c.status == PortStatus(status).value)
+        conds = _port_filters(network_id, host, status)
         if after is not None:
             conds.append(ports.c.id > after)
         # the page's ids in a subquery: a LIMIT over the IP join would cut a port's addresses
