@@ -1,6 +1,6 @@
 """The linux datapath on a real kernel, inside throwaway network namespaces (root).
 
-What the contract suite cannot see: the devices and entries follow SPEC.md's recipe, the
+What the contract suite cannot see: the devices and entries follow the recipe of docs/design.md, the
 kernel really answers ARP/ND locally, foreign devices are left alone, reconciles never make
 an unchanged entry blink, damaged networks are rebuilt, and tap devices are detected from
 link events.

@@ -1,4 +1,4 @@
-"""The REST API of SPEC.md against a real server process, on SQLite and on PostgreSQL."""
+"""The REST API (docs/design.md) against a real server process, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 

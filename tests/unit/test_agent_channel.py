@@ -1,5 +1,5 @@
 """The agent's channel client against a scripted fake server (a real WebSocket on loopback),
-and the status reporter against a mock HTTP transport (SPEC.md "Agent channel" 3, 4, 6, 7)."""
+and the status reporter against a mock HTTP transport (docs/design.md, "Agent channel")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The agent's Reconciler against the memory datapath: desired state, revisions, mark and sweep,
-error recovery and port status (SPEC.md "Agent channel" 3, 4, 7 and "Linux datapath")."""
+error recovery and port status (docs/design.md, "Agent channel" and "Linux datapath")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Worked examples of the desired-state rules (SPEC.md "What each host's kernel must hold")."""
+"""Worked examples of the desired-state rules (docs/design.md, "Desired state")."""
 
 from __future__ import annotations
 

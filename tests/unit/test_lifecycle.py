@@ -1,4 +1,4 @@
-"""The port status lifecycle of SPEC.md, one rule per test."""
+"""The port status lifecycle (docs/design.md), one rule per test."""
 
 from __future__ import annotations
 

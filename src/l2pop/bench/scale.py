@@ -1,6 +1,6 @@
 """Control-plane scale: a real server, many simulated agents, a large store, steady churn.
 
-What it measures (issue 5, "scale"):
+What it measures:
 
 (a) convergence of a port activation under steady churn: the operator's API call
     (``POST /v1/ports`` bound to a host) -> that host's agent reports ACTIVE -> every other

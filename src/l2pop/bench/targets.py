@@ -1,4 +1,4 @@
-"""The targets of issue 5, shared by the report and its plots."""
+"""The benchmark targets, shared by the report and its plots."""
 
 KERNEL_RATIO_TARGET = 0.6
 KERNEL_RECONCILE_TARGET_S = 0.100

@@ -1,4 +1,4 @@
-"""``l2pop bench kernel|scale|flood|chaos|report``: the benchmarks of issue 5 and their page.
+"""``l2pop bench kernel|scale|flood|rest|chaos|report``: the benchmarks and their page.
 
 Each benchmark prints its progress on stderr (a rich spinner or bar on a terminal, plain
 timestamped lines otherwise) and its result on stdout: a table, or with ``--json`` exactly
@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "bench",
         help="benchmarks: kernel programming, control-plane scale, broadcast reduction",
-        description="The benchmarks of issue 5 and the page that publishes them.",
+        description="The benchmarks and the page that publishes them.",
     )
     sub = p.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
 

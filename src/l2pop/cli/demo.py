@@ -1,4 +1,5 @@
-"""``l2pop demo [--simulate]``: the seed's promise on real kernels (root), or simulated."""
+"""``l2pop demo [--simulate]``: no ARP broadcast and no flooding to non-members, shown on
+real kernels (root), or simulated."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``l2pop network|port|host|fdb ...``: the REST resources from the command line.
 
-Each handler makes the calls SPEC.md "REST API" describes and prints the answer with
+Each handler makes the REST calls docs/design.md describes and prints the answer with
 ``l2pop.cli.output`` (``-o json``: exactly the server's JSON). ``NET`` arguments take a
 network id or a network name; a name is resolved through ``GET /v1/networks`` and must
 match exactly one network.

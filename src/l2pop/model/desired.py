@@ -1,6 +1,6 @@
 """The desired state: what each host's kernel must hold. One pure function of the store.
 
-SPEC.md "What each host's kernel must hold". With ACTIVE(N) the ACTIVE ports of network N
+docs/design.md, "Desired state". With ACTIVE(N) the ACTIVE ports of network N
 whose host has a VTEP IP:
 
 * H is a member of N when a port of N is bound to H and is BUILD or ACTIVE;

@@ -3,7 +3,7 @@
 A ``NetworkDelta`` moves one network's tables from ``old`` to ``new``. Removals carry the value
 they expect to remove (MAC -> VTEP, IP -> MAC) and ``apply_delta`` honours them only when the
 entry still has that value: a late removal for a port's old location can never wipe its new
-one (SPEC.md channel property 7).
+one (docs/design.md, "Agent channel": removals are conditional on location).
 """
 
 from __future__ import annotations

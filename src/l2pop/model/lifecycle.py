@@ -1,4 +1,6 @@
-"""The port status lifecycle (SPEC.md "Domain model"). The server owns status; agents only report.
+"""The port status lifecycle (docs/design.md, "Domain model").
+
+The server owns status; agents only report.
 
     created unbound ........ DOWN
     bound (host set) ....... BUILD     the new host's agent is expected to wire it
@@ -44,7 +46,7 @@ def status_after_report(port: Port, reporting_host: str, reported: PortStatus) -
     """Status after ``reporting_host``'s agent says the port's device is up or gone.
 
     Refused unless the port is bound to ``reporting_host``: a late report from the
-    host a port has just left must not touch it (SPEC.md channel property 7).
+    host a port has just left must not touch it (docs/design.md, "Agent channel").
     """
     if reported not in REPORTABLE:
         raise InvalidField("status", "an agent reports ACTIVE or DOWN")

@@ -5,7 +5,7 @@ A session: the agent authenticates with its host token in the upgrade request an
 deltas, each stamped with a revision and chained by ``prev_revision``; heartbeats carry the
 digest the host must have. The agent acks revision + digest of what it applied.
 
-Memory per session is bounded (SPEC.md property 5): a session's outbox holds at most
+Memory per session is bounded (docs/design.md, "Agent channel"): a session's outbox holds at most
 ``queue_limit`` messages. When a slow agent lets it fill, the queued deltas are dropped and
 replaced by one snapshot, built when the socket is writable again: the backlog coalesces
 into the current state instead of growing. One session per host: a new one replaces the old.

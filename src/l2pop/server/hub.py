@@ -14,7 +14,7 @@ hosts), in one read transaction (a consistent snapshot). For each touched networ
 state before and after (members, ACTIVE ports as remote entries) and derive each member's
 delta from the ports that changed (``model.fanout.host_deltas``, held by property tests to
 diffing whole tables). Only hosts that are or were members of a touched network get a
-message: interest-based fan-out, never broadcast (SPEC.md channel property 2). Applying
+message: interest-based fan-out, never broadcast (docs/design.md, "Agent channel"). Applying
 current rows, rather than patching from event payloads, makes a batch of changes idempotent
 and order-proof: whatever happened in between, the delta moves the host from what it was
 sent to what it must hold.

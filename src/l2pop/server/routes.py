@@ -1,4 +1,6 @@
-"""REST routes under ``/v1`` (SPEC.md "REST API"). Thin: parse, authorise, call a use-case.
+"""REST routes under ``/v1`` (docs/design.md, "REST contract").
+
+Thin: parse, authorise, call a use-case.
 
 Every path and query parameter is typed with its ``l2pop.wire`` rule (ids are canonical
 UUIDs, host names follow the host-name rule), so a malformed one is 422 naming it, before

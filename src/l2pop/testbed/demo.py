@@ -1,4 +1,4 @@
-"""``l2pop demo``: the seed's promise shown on real kernels in network namespaces.
+"""``l2pop demo``: l2pop's promise shown on real kernels in network namespaces.
 
 Story: a server, 4 hosts with real agents (linux datapath), 2 networks (``blue`` with
 ``neigh_suppress``, ``red`` with ``proxy``), VMs spread so that each network has a host that

@@ -1,6 +1,6 @@
 """Namespaces, devices and processes of a testbed run, and the clean-up of old runs.
 
-Safety rules (SPEC.md "Addresses for tests"):
+Safety rules (docs/design.md, "Testing"; only documentation address ranges):
 
 * Every run has a prefix ``l2p`` + 4 hex characters. Every namespace it makes is named
   ``<prefix>-<role>``; a device made outside a namespace would carry the prefix too (the
@@ -67,7 +67,7 @@ def new_prefix() -> str:
 
 
 def check_address(address: str) -> None:
-    """Refuse any address outside SPEC.md's documentation ranges."""
+    """Refuse any address outside the documentation ranges the project may use."""
     ip = ipaddress.ip_interface(address).ip
     if not any(ip in net for net in ALLOWED_NETS):
         raise ValueError(f"{address} is outside the testbed's address ranges")

@@ -1,4 +1,4 @@
-"""REST API bodies (SPEC.md "REST API"). Requests validate; responses only describe.
+"""REST API bodies (docs/design.md, "REST contract"). Requests validate; responses only describe.
 
 Every request field is checked by its ``l2pop.model.validation`` parser (a ``before``
 validator), and its published JSON Schema is built from the same module's constants: the
