@@ -269,3 +269,13 @@ def test_without_admin_token_host_header_must_be_loopback(tmp_path: Path) -> Non
         for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "[::1]"):
             r = httpx.get(server.url + "/v1/networks", headers={"Host": host})
             assert r.status_code == 200, host
+
+
+def test_unknown_protocol_version_is_refused_plainly(server: ServerProcess) -> None:
+    token = host_token(server, "h1", "192.0.2.1")
+    ws = agent_socket(server, token)
+    ws.send(json.dumps({"type": "hello", "host": "h1", "vtep_ip": "192.0.2.1", "version": 99}))
+    message = json.loads(ws.recv(timeout=5))
+    assert message["type"] == "error" and message["code"] == "unsupported_version"
+    assert "99" in message["message"]
+    assert close_code(ws, 5) == 4401

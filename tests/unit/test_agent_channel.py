@@ -288,7 +288,7 @@ def test_refusals_back_off_and_retry() -> None:
         s = await server.session()  # the upgrade was refused (401) once before this one
         assert server.auth == ["Bearer tok-h1", "Bearer tok-h1"]
         await s.expect(Hello)
-        await s.send(ErrorMsg(code="vtep_ip_taken", message="192.0.2.1 is held by h9"))
+        await s.send(ErrorMsg(code="vtep_mismatch", message="h1 is registered with VTEP 192.0.2.9"))
         await s.ws.close()
         s2 = await server.session()  # still retried: the operator may fix it
         await s2.expect(Hello)

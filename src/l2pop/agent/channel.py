@@ -45,7 +45,9 @@ from l2pop.tlsconfig import client_context, tls_failure
 from l2pop.wire.channel import (
     Ack,
     AckError,
+    CloseCode,
     Delta,
+    ErrorCode,
     ErrorMsg,
     Heartbeat,
     Hello,
@@ -61,18 +63,17 @@ log = logging.getLogger("l2pop.agent")
 #: may fix the token, the VTEP or the host record; until then the agent must not hammer).
 REFUSED_CODES = frozenset(
     {
-        "unauthorized",
-        "forbidden",
-        "protocol",
-        "host_mismatch",
-        "vtep_mismatch",
-        "vtep_ip_taken",
-        "conflict",
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.PROTOCOL,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.HOST_MISMATCH,
+        ErrorCode.VTEP_MISMATCH,
+        ErrorCode.TOO_MANY_SESSIONS,
     }
 )
 #: close codes after which the next attempt waits long: refused, replaced by a newer session
 #: of the same host (another agent instance), host deleted
-SLOW_RETRY_CLOSE_CODES = frozenset({4401, 4000, 4404})
+SLOW_RETRY_CLOSE_CODES = frozenset({CloseCode.REFUSED, CloseCode.REPLACED, CloseCode.HOST_GONE})
 #: a session that lived this long resets the reconnect backoff
 STABLE_SESSION_S = 10.0
 #: largest message accepted: a big host's snapshot is several MB of JSON

@@ -30,9 +30,12 @@ from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import HostReport, Store
 from l2pop.wire.channel import (
+    PROTOCOL_VERSION,
     Ack,
     AckError,
+    CloseCode,
     Delta,
+    ErrorCode,
     ErrorMsg,
     Heartbeat,
     Hello,
@@ -47,11 +50,11 @@ from l2pop.wire.channel import (
 log = logging.getLogger("l2pop.channel")
 router = APIRouter()
 
-CLOSE_REFUSED = 4401
-CLOSE_REPLACED = 4000
-CLOSE_HOST_GONE = 4404
-CLOSE_UNSUPPORTED = 1003  # RFC 6455: a data type the endpoint does not accept (binary)
-CLOSE_POLICY = 1008  # RFC 6455: a message that violates the protocol's rules
+CLOSE_REFUSED = CloseCode.REFUSED
+CLOSE_REPLACED = CloseCode.REPLACED
+CLOSE_HOST_GONE = CloseCode.HOST_GONE
+CLOSE_UNSUPPORTED = CloseCode.UNSUPPORTED
+CLOSE_POLICY = CloseCode.POLICY
 
 #: the largest frame an agent may send: hello, ack (with at most 32 bounded errors) and
 #: resync are all well under 16 KiB; snapshots go the other way and are not bounded by this
@@ -221,7 +224,9 @@ class Channel:
             return
         if self._opening[host.name] >= MAX_SESSIONS_PER_HOST:
             self.stats["refused_sessions"] += 1
-            await self._refuse(ws, "too_many_sessions", f"host {host.name} has enough sessions")
+            await self._refuse(
+                ws, ErrorCode.TOO_MANY_SESSIONS, f"host {host.name} has enough sessions"
+            )
             return
         self._opening[host.name] += 1  # counted while it waits for hello, too
         try:
@@ -268,7 +273,7 @@ class Channel:
         if token is not None and len(token) <= MAX_TOKEN_LENGTH:
             host = self.tokens.cached(token) or await asyncio.to_thread(self.tokens.host_of, token)
         if host is None:
-            await self._refuse(ws, "unauthorized", "missing or invalid host token")
+            await self._refuse(ws, ErrorCode.UNAUTHORIZED, "missing or invalid host token")
         return host
 
     async def _hello(self, ws: WebSocket, host: Host) -> bool:
@@ -277,18 +282,28 @@ class Channel:
             async with asyncio.timeout(self.hello_timeout):
                 hello = Hello.model_validate_json(await receive_text(ws))
         except TimeoutError:
-            await self._refuse(ws, "protocol", f"no hello within {self.hello_timeout:g} s")
+            await self._refuse(ws, ErrorCode.PROTOCOL, f"no hello within {self.hello_timeout:g} s")
             return False
         except (ValidationError, ProtocolViolation, WebSocketDisconnect, RuntimeError):
-            await self._refuse(ws, "protocol", "expected a hello message first")
+            await self._refuse(ws, ErrorCode.PROTOCOL, "expected a hello message first")
+            return False
+        if hello.version != PROTOCOL_VERSION:
+            await self._refuse(
+                ws,
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"this server speaks channel protocol {PROTOCOL_VERSION}, the agent "
+                f"{hello.version}: run matching versions",
+            )
             return False
         if not hmac.compare_digest(hello.host, host.name):
-            await self._refuse(ws, "host_mismatch", f"this token belongs to host {host.name}")
+            await self._refuse(
+                ws, ErrorCode.HOST_MISMATCH, f"this token belongs to host {host.name}"
+            )
             return False
         if hello.vtep_ip != host.vtep_ip:
             await self._refuse(
                 ws,
-                "vtep_mismatch",
+                ErrorCode.VTEP_MISMATCH,
                 f"host {host.name} is registered with VTEP {host.vtep_ip}, not {hello.vtep_ip}",
             )
             return False
@@ -304,7 +319,9 @@ class Channel:
         session.closed = True
         session.wake.set()
         with contextlib.suppress(Exception):
-            await session.ws.send_text(ErrorMsg(code="closed", message=reason).model_dump_json())
+            await session.ws.send_text(
+                ErrorMsg(code=ErrorCode.CLOSED, message=reason).model_dump_json()
+            )
             await session.ws.close(code, reason)
 
     async def _receive_loop(self, session: Session) -> None:

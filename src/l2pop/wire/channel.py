@@ -19,6 +19,7 @@ message is applied (``l2pop.model.digest``).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -28,6 +29,30 @@ from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, PortStatus
 from l2pop.model.digest import DIGEST_PATTERN
 
 PROTOCOL_VERSION = 1
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes of the channel, sent by the server, read by the agent."""
+
+    REPLACED = 4000  # a newer session of the same host took over
+    REFUSED = 4401  # authentication or hello refused (an ``ErrorMsg`` says why)
+    HOST_GONE = 4404  # the host was deleted
+    UNSUPPORTED = 1003  # RFC 6455: a binary frame; the channel is JSON text
+    POLICY = 1008  # RFC 6455: a message the protocol does not allow
+
+
+class ErrorCode(enum.StrEnum):
+    """``ErrorMsg.code`` values the server sends before it closes a session."""
+
+    UNAUTHORIZED = "unauthorized"
+    PROTOCOL = "protocol"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    HOST_MISMATCH = "host_mismatch"
+    VTEP_MISMATCH = "vtep_mismatch"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    CLOSED = "closed"
+
+
 #: revisions are BIGINT in the store
 REVISION_MAX = 2**63 - 1
 HOST_NAME_MAX = 63
