@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2pop.model import Conflict, DomainError, Forbidden, InvalidField, NotFound
+from l2pop.store import StoreUnavailable
 
 log = logging.getLogger("l2pop.server")
 
@@ -167,10 +167,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
-    @app.exception_handler(sa_exc.OperationalError)
-    @app.exception_handler(sa_exc.InterfaceError)
-    @app.exception_handler(sa_exc.TimeoutError)
-    @app.exception_handler(sa_exc.DisconnectionError)
+    @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning(
             "store unavailable on %s %s: %s", request.method, request.url.path, printable(str(exc))

@@ -1,8 +1,25 @@
 """Persistence: the ``Store`` protocol (``abc``) and its SQLAlchemy implementation (``sql``)."""
 
-from l2pop.store.abc import Change, ChangeLogTruncated, HostReport, ReadTx, Store, WriteTx
+from l2pop.store.abc import (
+    Change,
+    ChangeLogTruncated,
+    HostReport,
+    ReadTx,
+    Store,
+    StoreUnavailable,
+    WriteTx,
+)
 
-__all__ = ["Change", "ChangeLogTruncated", "HostReport", "ReadTx", "Store", "WriteTx", "open_store"]
+__all__ = [
+    "Change",
+    "ChangeLogTruncated",
+    "HostReport",
+    "ReadTx",
+    "Store",
+    "StoreUnavailable",
+    "WriteTx",
+    "open_store",
+]
 
 
 def open_store(url: str) -> Store:

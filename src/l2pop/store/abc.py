@@ -63,6 +63,12 @@ class HostReport:
     applied_digest: str | None = None
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached or answered with a connection-level failure (server
+    down, connection lost, pool timeout, file locked past the busy timeout). Nothing was
+    committed by the block that raised it; the caller may retry later."""
+
+
 class ChangeLogTruncated(Exception):
     """The changes asked for were pruned; the reader must take a fresh snapshot."""
 

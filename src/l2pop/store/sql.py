@@ -38,7 +38,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from l2pop.model import ArpSuppression, Conflict, Host, Network, NotFound, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
@@ -48,12 +55,15 @@ from l2pop.store.abc import (
     ChangeLogTruncated,
     ChangeOp,
     HostReport,
+    StoreUnavailable,
     iter_chunks,
 )
 from l2pop.store.engine import WRITE_OPTION, make_engine
 from l2pop.store.integrity import Deleting, constraint_name, domain_error
 from l2pop.store.schema import changes, hosts, meta, metadata, networks, port_ips, ports
 
+#: connection-level failures: the database is down, unreachable or locked past the timeout
+UNAVAILABLE = (OperationalError, InterfaceError, SqlTimeoutError, DisconnectionError)
 #: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
 CHUNK = 1000
 #: constraint -> request field, for errors of ``insert_ports``
@@ -514,14 +524,20 @@ class SqlStore:
         # this process queue on a lock instead and start the moment the last one commits.
         # (Other processes still meet busy_timeout.)
         serial = self._sqlite_writer if write and not self._postgres else nullcontext()
-        with serial, self._engine.connect() as conn:
-            if write:
-                conn.execution_options(**{WRITE_OPTION: True})
-            elif self._postgres:
-                # one snapshot for the whole block (READ COMMITTED takes one per statement)
-                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            with conn.begin():
-                yield conn
+        try:
+            with serial, self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                elif self._postgres:
+                    # one snapshot for the whole block (READ COMMITTED takes one per statement)
+                    conn.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
+                with conn.begin():
+                    yield conn
+        except UNAVAILABLE as exc:
+            # callers see the store's word, not the driver's (the server answers 503)
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
 
     @contextmanager
     def read(self) -> Iterator[_ReadTx]:
