@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 
-from l2pop.bench.chaos_clients import list_all
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
-from l2pop.testbed.process import ServerProcess
+from l2pop.testbed.process import ServerProcess, list_all
 
 HEARTBEAT = 0.5  # seconds; short so that lost messages are found quickly in tests
 

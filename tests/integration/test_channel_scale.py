@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from channel_harness import Cluster
 
-from l2pop.bench.chaos_clients import list_all
+from l2pop.testbed.process import list_all
 
 HOSTS, SWARMS, NETWORKS, PORTS_PER_NETWORK, HOSTS_PER_NETWORK = 50, 5, 40, 50, 10
 

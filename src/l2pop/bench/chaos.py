@@ -40,13 +40,13 @@ from l2pop.bench.chaos_clients import (
     REFUSED,
     ChaosClient,
     Problem,
-    list_all,
     net_of,
     port_of,
     status_problem,
 )
+from l2pop.bench.scale import percentile
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
-from l2pop.testbed.process import ServerProcess
+from l2pop.testbed.process import ServerProcess, list_all
 
 Progress = Callable[[str], None]
 HEARTBEAT_S = 1.0
@@ -65,13 +65,6 @@ class ChaosConfig:
     kill_max: float = 15.0
     converge_timeout: float = 60.0
     think: float = 0.2  # mean pause between one client's operations
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Bed:
@@ -480,8 +473,8 @@ def summarise(
             "events": killer.kills,
         },
         "convergence_after_kill_s": {
-            "p50": percentile(converge, 0.5),
-            "p99": percentile(converge, 0.99),
+            "p50": percentile(converge, 0.5) if converge else None,
+            "p99": percentile(converge, 0.99) if converge else None,
             "max": max(converge, default=None),
             "not_converged": sum(1 for k in killer.kills if k["converge_s"] is None),
         },

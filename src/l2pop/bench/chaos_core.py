@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from l2pop.testbed.process import list_all
+
 ACK, REFUSED, INDETERMINATE = "acknowledged", "refused", "indeterminate"
 MAX_NETWORKS = 4  # per client
 MAX_PORTS = 16  # per client
@@ -61,25 +63,6 @@ def status_problem(body: dict[str, Any], settled: bool = False) -> str | None:
     if settled and host is not None and status != "ACTIVE":
         return f"bound to {host} but still {status} after convergence"
     return None
-
-
-def list_all(http: httpx.Client, path: str, params: dict[str, str] | None = None) -> list[Any]:
-    """Every item of a list endpoint, following ``Link: <...>; rel="next"`` pages.
-    Raises on any failure (transport or HTTP)."""
-    items: list[Any] = []
-    url: str | None = path
-    query: dict[str, str] | None = params
-    pages = 0
-    while url is not None:
-        r = http.get(url, params=query)
-        r.raise_for_status()
-        items.extend(r.json())
-        nxt = r.links.get("next", {}).get("url")
-        url, query = (str(nxt), None) if nxt else (None, None)
-        pages += 1
-        if pages > 10_000:
-            raise RuntimeError(f"{path}: more than 10000 pages; a Link loop?")
-    return items
 
 
 @dataclass

@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 
+from l2pop.bench.report import table
+from l2pop.bench.scale import percentile
 from l2pop.testbed.process import ServerProcess
 
 ADMIN = "bench-admin"
@@ -44,13 +46,6 @@ MIX = (
     ("rename_port", 5),
     ("readdress_port", 5),
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def seed(http: httpx.Client, hosts: int, networks: int, ports: int) -> dict[str, Any]:
@@ -296,7 +291,7 @@ def section(bench_dir: Path) -> str:
                 f"{h['failures']} of {h['probes'] + h['failures']}",
             ]
         )
-    lines += [_table(header, rows), ""]
+    lines += [table(header, rows), ""]
     for label, saved in runs:
         lines += [f"- {label}: `{saved.get('command', '?')}` ({saved.get('started_at', '?')})"]
     lines += [
@@ -307,9 +302,3 @@ def section(bench_dir: Path) -> str:
         "behind API calls (ADR 15).",
     ]
     return "\n".join(lines)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(out)

@@ -35,12 +35,11 @@ from typing import Any
 
 import httpx
 
-from l2pop.bench.chaos_clients import list_all
 from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
 from l2pop.server.usecases import hash_token
 from l2pop.store import open_store
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
-from l2pop.testbed.process import ServerProcess
+from l2pop.testbed.process import ServerProcess, list_all
 
 Progress = Callable[[str], None]
 

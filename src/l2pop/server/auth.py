@@ -87,9 +87,15 @@ async def check_token(tokens: TokenCache, admin_token: str, header: str | None) 
         return False
     if hmac.compare_digest(token.encode(), admin_token.encode()):
         return True
-    if tokens.cached(token) is not None:
-        return True
-    return await asyncio.to_thread(tokens.host_of, token) is not None
+    return await find_host(tokens, token) is not None
+
+
+async def find_host(tokens: TokenCache, token: str) -> Host | None:
+    """The host of an agent token, from the cache or (in a worker thread) the store; None
+    for a token no host has, or one longer than any real token."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None
+    return tokens.cached(token) or await asyncio.to_thread(tokens.host_of, token)
 
 
 def identify(request: Request) -> Caller:

@@ -25,7 +25,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from l2pop.model import Host
-from l2pop.server.auth import MAX_TOKEN_LENGTH, TokenCache, parse_bearer
+from l2pop.server.auth import TokenCache, find_host, parse_bearer
 from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import HostReport, Store
@@ -49,12 +49,6 @@ from l2pop.wire.channel import (
 
 log = logging.getLogger("l2pop.channel")
 router = APIRouter()
-
-CLOSE_REFUSED = CloseCode.REFUSED
-CLOSE_REPLACED = CloseCode.REPLACED
-CLOSE_HOST_GONE = CloseCode.HOST_GONE
-CLOSE_UNSUPPORTED = CloseCode.UNSUPPORTED
-CLOSE_POLICY = CloseCode.POLICY
 
 #: the largest frame an agent may send: hello, ack (with at most 32 bounded errors) and
 #: resync are all well under 16 KiB; snapshots go the other way and are not bounded by this
@@ -199,7 +193,9 @@ class Channel:
         for host in hosts:
             session = self.sessions.get(host)
             if session is not None:
-                task = asyncio.create_task(self._close(session, CLOSE_HOST_GONE, "host deleted"))
+                task = asyncio.create_task(
+                    self._close(session, CloseCode.HOST_GONE, "host deleted")
+                )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
@@ -241,7 +237,7 @@ class Channel:
         session = Session(host, ws, self.hub, self.queue_limit, self.stats)
         old = self.sessions.get(host.name)
         if old is not None:
-            await self._close(old, CLOSE_REPLACED, "replaced by a new session")
+            await self._close(old, CloseCode.REPLACED, "replaced by a new session")
         self.sessions[host.name] = session
         self.registry.opened(host.name)
         log.info("agent %s connected (vtep %s)", host.name, host.vtep_ip)
@@ -269,9 +265,7 @@ class Channel:
     async def _token_host(self, ws: WebSocket) -> Host | None:
         """The host whose token rides in the upgrade request, or None (refused)."""
         token = parse_bearer(ws.headers.get("authorization"))
-        host = None
-        if token is not None and len(token) <= MAX_TOKEN_LENGTH:
-            host = self.tokens.cached(token) or await asyncio.to_thread(self.tokens.host_of, token)
+        host = None if token is None else await find_host(self.tokens, token)
         if host is None:
             await self._refuse(ws, ErrorCode.UNAUTHORIZED, "missing or invalid host token")
         return host
@@ -313,7 +307,7 @@ class Channel:
         log.warning("agent refused: %s", message)
         with contextlib.suppress(Exception):
             await ws.send_text(ErrorMsg(code=code, message=message).model_dump_json())
-            await ws.close(CLOSE_REFUSED, message[:120])
+            await ws.close(CloseCode.REFUSED, message[:120])
 
     async def _close(self, session: Session, code: int, reason: str) -> None:
         session.closed = True
@@ -331,7 +325,9 @@ class Channel:
             try:
                 message = agent_message.validate_json(text)
             except ValidationError as exc:
-                raise ProtocolViolation(CLOSE_POLICY, f"malformed message: {_first(exc)}") from None
+                raise ProtocolViolation(
+                    CloseCode.POLICY, f"malformed message: {_first(exc)}"
+                ) from None
             if isinstance(message, Ack):
                 check_ack(session, message)
                 await self._on_ack(session, message)
@@ -407,7 +403,7 @@ async def receive_text(ws: WebSocket) -> str:
         raise WebSocketDisconnect(message.get("code", 1000))
     text = message.get("text")
     if text is None:
-        raise ProtocolViolation(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
+        raise ProtocolViolation(CloseCode.UNSUPPORTED, "binary frames are not part of the protocol")
     return str(text)
 
 
@@ -417,7 +413,7 @@ def check_ack(session: Session, ack: Ack) -> None:
     the digest's form)."""
     if ack.revision > session.prev_revision:
         raise ProtocolViolation(
-            CLOSE_POLICY,
+            CloseCode.POLICY,
             f"ack of revision {ack.revision}, but this session was sent up to "
             f"{session.prev_revision}",
         )

@@ -114,20 +114,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
-def is_loopback_host(header: str) -> bool:
-    """True for a ``Host`` header naming this machine's loopback: ``localhost``,
-    ``127.x.y.z`` or ``[::1]``, with or without a port."""
-    host = header.strip().lower()
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else ""
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host in ("localhost", "localhost."):
+def is_loopback(host: str) -> bool:
+    """True for a host name or address on this machine's loopback: ``localhost``,
+    ``127.x.y.z`` or ``::1`` (the listen address, and a ``Host`` header's host)."""
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_host(header: str) -> bool:
+    """``is_loopback`` for a ``Host`` header: any case, with or without a port, IPv6 in
+    brackets, and the fully qualified ``localhost.``."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return is_loopback("localhost" if host == "localhost." else host)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 
@@ -10,7 +9,12 @@ import uvicorn
 
 from l2pop.server.app import create_app
 from l2pop.server.channel import MAX_AGENT_FRAME
-from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, GuardedHttpProtocol
+from l2pop.server.limits import (
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    GuardedHttpProtocol,
+    is_loopback,
+)
 from l2pop.store import open_store
 from l2pop.tlsconfig import TlsConfigError, check_server_files
 
@@ -28,15 +32,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"--listen must be HOST:PORT, got {listen!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalise_db_url(db: str) -> str:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -124,3 +125,22 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def list_all(http: httpx.Client, path: str, params: dict[str, str] | None = None) -> list[Any]:
+    """Every item of a list endpoint, following ``Link: <...>; rel="next"`` pages.
+    Raises on any failure (transport or HTTP)."""
+    items: list[Any] = []
+    url: str | None = path
+    query: dict[str, str] | None = params
+    pages = 0
+    while url is not None:
+        r = http.get(url, params=query)
+        r.raise_for_status()
+        items.extend(r.json())
+        nxt = r.links.get("next", {}).get("url")
+        url, query = (str(nxt), None) if nxt else (None, None)
+        pages += 1
+        if pages > 10_000:
+            raise RuntimeError(f"{path}: more than 10000 pages; a Link loop?")
+    return items
