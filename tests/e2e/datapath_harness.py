@@ -1,4 +1,11 @@
-"""Helpers for the datapath tests: datapaths of each kind, namespaces, kernel monitors.
+"""Helpers for the datapath tests: a rig per implementation, namespaces, kernel monitors.
+
+``IMPLEMENTATIONS`` is the one list of datapaths the contract suite runs
+(``test_datapath_contract.py``): a new implementation joins with one ``pytest.param`` there,
+naming its ``Rig`` subclass. A rig is the datapath plus what the contract needs beside the
+``Datapath`` interface: a VM's device coming and going (``plug``/``unplug``: the datapath's
+own ``PortPlugging`` when it has one, else what a hypervisor would do) and reading back
+which network a port is wired to.
 
 Every namespace is made with a per-run prefix and deleted by name at teardown (the
 ``throwaway`` context), whatever the test did. Addresses: VTEPs in 192.0.2.0/24, VM
@@ -7,16 +14,17 @@ addresses in 198.19.0.0/16 and 2001:db8::/32.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from l2pop.datapath import _netns
-from l2pop.datapath.abc import Datapath
+from l2pop.datapath.abc import Datapath, port_plugging
 from l2pop.datapath.memory import MemoryDatapath
+from l2pop.testbed import iproute
 from l2pop.testbed.tables import KernelMonitor
 
 RUN_PREFIX = "l2pt"
@@ -29,25 +37,100 @@ def need_root() -> None:
         pytest.skip(ROOT_REASON)
 
 
-@dataclass
 class Rig:
-    """A datapath under test; ``netns`` is its namespace (None for the memory one)."""
+    """A datapath under test; ``netns`` is its namespace (None for one without)."""
 
-    datapath: Datapath
-    netns: str | None = None
+    def __init__(self, datapath: Datapath, netns: str | None = None) -> None:
+        self.datapath = datapath
+        self.netns = netns
+
+    def plug(self, port_id: str) -> None:
+        """The port's device appears, as when its VM starts (idempotent)."""
+        plugging = port_plugging(self.datapath)
+        assert plugging is not None, f"{self.datapath.name}: the rig must make devices itself"
+        plugging.plug(port_id)
+
+    def unplug(self, port_id: str) -> None:
+        """The port's device goes, as when its VM stops (idempotent)."""
+        plugging = port_plugging(self.datapath)
+        assert plugging is not None, f"{self.datapath.name}: the rig must remove devices itself"
+        plugging.unplug(port_id)
+
+    def wired_to(self, port_id: str) -> str | None:
+        """The network whose bridge the port's device is attached to, up; None when it is
+        on none, down, or absent."""
+        raise NotImplementedError
 
 
-def make_rig(kind: str, stack: ExitStack, **options: str) -> Rig:
-    """A fresh datapath of ``kind`` ("memory" or "linux"), torn down by ``stack``."""
-    if kind == "memory":
-        return Rig(MemoryDatapath())
-    need_root()
-    from l2pop.datapath.linux import LinuxDatapath
+class MemoryRig(Rig):
+    def __init__(self, stack: ExitStack) -> None:
+        # a device only between plug and unplug, as on a real host (abc: local ports)
+        super().__init__(MemoryDatapath(autoplug=False))
 
-    netns = stack.enter_context(_netns.throwaway(RUN_PREFIX))
-    datapath = LinuxDatapath(VTEP, netns=netns, **options)
-    stack.callback(datapath.close)
-    return Rig(datapath, netns)
+    def wired_to(self, port_id: str) -> str | None:
+        assert isinstance(self.datapath, MemoryDatapath)
+        return self.datapath.wired.get(port_id)
+
+
+class LinuxRig(Rig):
+    """The linux datapath in a throwaway namespace; a port's device is a real ``tap`` made
+    with iproute2 (the hypervisor's part: the datapath never makes taps)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        need_root()
+        from l2pop.datapath.linux import LinuxDatapath
+
+        netns = stack.enter_context(iproute.throwaway(RUN_PREFIX))
+        datapath = LinuxDatapath(VTEP, netns=netns)
+        stack.callback(datapath.close)
+        super().__init__(datapath, netns)
+        self.tap_name = datapath.tap_name
+        self._macs: dict[str, str] = {}
+
+    @property
+    def ns(self) -> str:
+        assert self.netns is not None
+        return self.netns
+
+    def plug(self, port_id: str) -> None:
+        tap = self.tap_name(port_id)
+        if self._link(tap) is not None:
+            return
+        ip(self.ns, "tuntap", "add", "dev", tap, "mode", "tap")
+        # A MAC below any bridge's: a bridge that followed its ports' lowest MAC would change
+        # address when the tap joins, and the kernel would flush its neighbour table. Not
+        # ending in 01, so no remote MAC of ``mac()`` shares it (the bridge's own entry for a
+        # port's MAC would replace the static one steering that MAC to vxlan-V).
+        mac = self._macs.setdefault(port_id, f"02:00:00:00:00:{len(self._macs) + 0x10:02x}")
+        ip(self.ns, "link", "set", "dev", tap, "address", mac)
+
+    def unplug(self, port_id: str) -> None:
+        tap = self.tap_name(port_id)
+        if self._link(tap) is not None:
+            ip(self.ns, "link", "del", "dev", tap)
+
+    def wired_to(self, port_id: str) -> str | None:
+        tap = self._link(self.tap_name(port_id))
+        if tap is None or "master" not in tap or "UP" not in tap["flags"]:
+            return None
+        bridge = self._link(tap["master"])
+        assert bridge is not None
+        alias: str | None = bridge.get("ifalias")
+        return alias
+
+    def _link(self, name: str) -> dict[str, Any] | None:
+        """``ip -j link show`` of one device, None when it does not exist."""
+        out = ip(self.ns, "-j", "link", "show", "dev", name, check=False)
+        found = json.loads(out or "[]")
+        return found[0] if found else None
+
+
+#: every ``Datapath`` implementation: the contract suite's fixture parameters, each a
+#: ``Rig`` class called with the ExitStack that tears it down
+IMPLEMENTATIONS = [
+    pytest.param(MemoryRig, id="memory"),
+    pytest.param(LinuxRig, id="linux", marks=pytest.mark.root),
+]
 
 
 def mac(i: int, prefix: int = 0x02) -> str:
@@ -59,12 +142,12 @@ def vm_ip(i: int) -> str:
     return f"198.19.{(i // 250) % 250}.{i % 250 + 1}" if i % 2 == 0 else f"2001:db8::{i:x}"
 
 
-def ip(netns: str, *args: str) -> str:
-    return _netns.ip(netns, *args)
+def ip(netns: str, *args: str, check: bool = True) -> str:
+    return iproute.ip(netns, *args, check=check)
 
 
 def bridge(netns: str, *args: str) -> str:
-    return _netns.bridge(netns, *args)
+    return iproute.bridge(netns, *args)
 
 
 def foreign_devices(netns: str) -> None:
@@ -87,7 +170,7 @@ def kernel_monitor(netns: str) -> KernelMonitor:
 @contextmanager
 def vm(netns_host: str, tap: str, address: str, address6: str) -> Iterator[str]:
     """A 'VM': a namespace whose eth0 is the peer of ``tap`` in ``netns_host``."""
-    with _netns.throwaway(RUN_PREFIX + "vm") as netns:
+    with iproute.throwaway(RUN_PREFIX + "vm") as netns:
         ip(netns_host, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", netns)
         ip(netns, "link", "set", "eth0", "address", "02:00:00:00:00:aa", "up")
         ip(netns, "addr", "add", address, "dev", "eth0")

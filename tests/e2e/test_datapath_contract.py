@@ -1,18 +1,23 @@
-"""The ``abc.Datapath`` contract, run against the memory fake and the linux datapath.
+"""The ``abc.Datapath`` contract, run against every implementation (``IMPLEMENTATIONS`` in
+``datapath_harness``: the memory fake and the linux datapath in a throwaway namespace).
 
-Each step applies deltas and checks that ``dump()`` equals the model's ``apply_deltas`` of
-the same deltas: both implementations must agree with the reference, and a full reconcile
-of an up-to-date datapath must find nothing to do.
+Tables: each step applies deltas and checks that ``dump()`` equals the model's
+``apply_deltas`` of the same deltas: every implementation must agree with the reference, and
+a full reconcile of an up-to-date datapath must find nothing to do. Local ports: a VM's device
+comes and goes (the rig's ``plug``/``unplug``), ``plugged``, ``wire`` and the port listener
+follow the semantics of ``datapath/abc.py``, and none of it changes what ``dump`` shows.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 
 import pytest
-from datapath_harness import Rig, mac, make_rig, vm_ip
+from datapath_harness import IMPLEMENTATIONS, Rig, mac, vm_ip
 
+from l2pop.datapath.abc import Datapath, DatapathError
 from l2pop.model import (
     ArpSuppression,
     HostState,
@@ -26,15 +31,10 @@ NS, PROXY, OFF = ArpSuppression.NEIGH_SUPPRESS, ArpSuppression.PROXY, ArpSuppres
 V2, V3, V4 = "192.0.2.2", "192.0.2.3", "192.0.2.4"
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("memory", id="memory"),
-        pytest.param("linux", id="linux", marks=pytest.mark.root),
-    ]
-)
+@pytest.fixture(params=IMPLEMENTATIONS)
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     with ExitStack() as stack:
-        yield make_rig(request.param, stack)
+        yield request.param(stack)
 
 
 class Tracker:
@@ -159,3 +159,104 @@ def test_network_reuses_a_vni_another_left(rig: Rig) -> None:
     t.converge({"net-b": tables("net-b", 100)})
     # net-b gave up VNI 100 and net-a got it; deltas come sorted by id: net-a first
     t.converge({"net-a": tables("net-a", 100, n=3)})
+
+
+# -- local ports -----------------------------------------------------------------------------
+
+#: port ids as the server makes them; their taps (linux) differ in the first 11 characters
+P = "0b1f9a2e-71c4-4e55-9c1e-5b7c8f3a0d11"
+Q = "7d2e4c1a-93b8-4f02-8e6d-1a2b3c4d5e66"
+
+
+class Listener:
+    """The port listener as an event; ``settled`` waits for a call and then for quiet (calls
+    may come from another thread, several per change)."""
+
+    def __init__(self, dp: Datapath) -> None:
+        self._fired = threading.Event()
+        dp.set_port_listener(self._fired.set)
+
+    def settled(self) -> None:
+        assert self._fired.wait(3), "no port listener call"
+        self._fired.clear()
+        while self._fired.wait(0.1):
+            self._fired.clear()
+
+
+def test_the_interface_is_complete(rig: Rig) -> None:
+    dp = rig.datapath
+    assert isinstance(dp, Datapath)
+    assert isinstance(dp.name, str) and dp.name and isinstance(dp.blocking, bool)
+    assert dp.dump() == {} and dp.plugged([P, Q]) == set()
+    dp.close()
+    dp.close()  # idempotent
+
+
+def test_plug_wire_and_unplug_a_port(rig: Rig) -> None:
+    dp = rig.datapath
+    t = Tracker(rig)
+    t.converge({"net-a": tables(), "net-b": tables("net-b", 101, OFF, 2)})
+    listener = Listener(dp)
+
+    # absent: wiring does nothing and is no error, whatever the network
+    dp.wire(P, "net-a")
+    dp.wire(P, "net-unknown")
+    assert dp.plugged([P, Q]) == set() and rig.wired_to(P) is None
+
+    rig.plug(P)
+    listener.settled()
+    rig.plug(P)  # idempotent
+    assert dp.plugged([P, Q]) == {P}
+    assert rig.wired_to(P) is None  # present, on no bridge until wired
+
+    dp.wire(P, "net-a")
+    dp.wire(P, "net-a")  # idempotent
+    assert rig.wired_to(P) == "net-a"
+    dp.wire(P, "net-b")  # moves
+    assert rig.wired_to(P) == "net-b"
+    dp.wire(P, "net-a")
+    with pytest.raises(DatapathError) as caught:
+        dp.wire(P, "net-unknown")
+    assert [entry for entry, _, _ in caught.value.failures] == [f"port {P}"]
+    assert rig.wired_to(P) == "net-a"
+    assert dp.dump() == t.expected  # ports are not entries; no neighbour was flushed
+
+    listener.settled()  # the wiring itself may have been reported: drain it
+    rig.unplug(P)
+    listener.settled()
+    rig.unplug(P)  # idempotent
+    assert dp.plugged([P, Q]) == set() and rig.wired_to(P) is None
+    dp.wire(P, "net-a")  # gone: nothing to do
+    rig.plug(P)  # back, and unwired: the agent wires it again
+    listener.settled()
+    assert dp.plugged([P]) == {P} and rig.wired_to(P) is None
+    assert dp.dump() == t.expected
+
+
+def test_wiring_survives_every_apply_but_leave(rig: Rig) -> None:
+    dp = rig.datapath
+    t = Tracker(rig)
+    t.converge({"net-a": tables(mode=NS), "net-b": tables("net-b", 101, OFF, 2)})
+    rig.plug(P)
+    rig.plug(Q)
+    dp.wire(P, "net-a")
+    dp.wire(Q, "net-b")
+
+    def wiring() -> tuple[str | None, str | None]:
+        return rig.wired_to(P), rig.wired_to(Q)
+
+    t.converge({"net-a": tables(mode=NS, n=6, vteps=(V3, V4)), "net-b": t.expected["net-b"]})
+    assert wiring() == ("net-a", "net-b")
+    for mode in (PROXY, OFF, NS):  # in place, or a rebuild (linux: to and from proxy)
+        t.converge({"net-a": tables(mode=mode, n=6), "net-b": t.expected["net-b"]})
+        assert wiring() == ("net-a", "net-b"), mode
+
+    t.apply(NetworkDelta("net-a", 100, NS, leave=True))
+    assert wiring() == (None, "net-b")
+    assert dp.plugged([P, Q]) == {P, Q}  # the device stays; only its bridge went
+    with pytest.raises(DatapathError):
+        dp.wire(P, "net-a")
+    t.converge({"net-a": tables(), "net-b": t.expected["net-b"]})
+    assert wiring() == (None, "net-b")  # a network made again has no ports yet
+    dp.wire(P, "net-a")
+    assert wiring() == ("net-a", "net-b")

@@ -16,21 +16,21 @@ from contextlib import ExitStack
 import pytest
 from datapath_harness import (
     VTEP,
+    LinuxRig,
     Rig,
     bridge,
     foreign_devices,
     ip,
     kernel_monitor,
     mac,
-    make_rig,
     need_root,
     vm,
     vm_ip,
 )
 
-from l2pop.datapath import _netns
 from l2pop.datapath.linux import DatapathError, LinuxDatapath
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, diff_state
+from l2pop.testbed import iproute
 
 pytestmark = pytest.mark.root
 
@@ -41,7 +41,7 @@ V2, V3 = "192.0.2.2", "192.0.2.3"
 @pytest.fixture
 def rig() -> Iterator[Rig]:
     with ExitStack() as stack:
-        yield make_rig("linux", stack)
+        yield LinuxRig(stack)
 
 
 def linux(rig: Rig) -> LinuxDatapath:
@@ -97,7 +97,7 @@ def resolves(vm_ns: str, address: str, timeout: float) -> str | None:
         f"import socket; s = socket.socket(socket.{family}, socket.SOCK_DGRAM); "
         f"s.sendto(b'x', ('{address}', 9))"
     )
-    _netns.subprocess.run(["ip", "netns", "exec", vm_ns, "python3", "-c", code], check=True)
+    iproute.in_netns(vm_ns, "python3", "-c", code)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = ip(vm_ns, "neigh", "show", address).split()
@@ -198,6 +198,17 @@ def test_damaged_network_is_rebuilt_by_a_reconcile(rig: Rig) -> None:
     ip(netns, "link", "set", "brvx-101", "down")
     converge(rig, {"net-a": desired["net-a"]})
     assert "brvx-101" not in ip(netns, "link", "show")
+
+
+def test_a_rebuilt_network_keeps_its_ports(rig: Rig) -> None:
+    """Rebuilding a damaged network deletes its bridge; the taps on it go to the new one."""
+    port = "0123456789abcdef"
+    converge(rig, {"net-a": net(NS, n=2)})
+    rig.plug(port)
+    rig.datapath.wire(port, "net-a")
+    ip(ns_of(rig), "link", "set", "brvx-100", "down")  # damaged: rebuilt by the reconcile
+    converge(rig, {"net-a": net(NS, n=2)})
+    assert rig.wired_to(port) == "net-a"
 
 
 def test_a_restarted_datapath_reads_back_the_same_tables(rig: Rig) -> None:

@@ -18,12 +18,13 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from l2pop.testbed import netns as nsx
-from l2pop.testbed.bed import Testbed, wait_for
+from l2pop.testbed import iproute
+from l2pop.testbed.bed import Testbed
+from l2pop.testbed.nodes import wait_for
+from l2pop.wire import HostOut
 
 pytestmark = pytest.mark.root
 
@@ -46,25 +47,25 @@ def bed(tmp_path: Path) -> Iterator[Testbed]:
 
 def assert_network_matches_server(bed: Testbed, host: str, vni: int) -> None:
     """``host``'s kernel holds exactly what the server says it must for network ``vni``."""
-    [want] = [n for n in bed.host_fdb(host)["networks"] if n["vni"] == vni]
+    [want] = [n for n in bed.host_fdb(host).networks if n.vni == vni]
     got = bed.kernel_tables(host)[vni]
-    assert got.mode == want["arp_suppression"]
-    assert got.flood == sorted(want["flood"])
-    assert got.fdb == {e["mac"]: e["vtep"] for e in want["fdb"]}
-    assert got.neigh == {e["ip"]: e["mac"] for e in want["neigh"]}
+    assert got.mode == want.arp_suppression
+    assert got.flood == sorted(want.flood)
+    assert got.fdb == {e.mac: e.vtep for e in want.fdb}
+    assert got.neigh == {e.ip: e.mac for e in want.neigh}
     if got.mode == "neigh_suppress":
         assert got.static == sorted(got.fdb)
 
 
-def failing(bed: Testbed, host: str, network_id: str) -> dict[str, Any] | None:
-    """``GET /v1/hosts/{host}`` when it names ``network_id`` in its errors, else None."""
+def failing(bed: Testbed, host: str, network_id: str) -> HostOut | None:
+    """The host's status when it names ``network_id`` in its errors, else None."""
     status = bed.host_status(host)
-    return status if any(e["network_id"] == network_id for e in status["errors"]) else None
+    return status if any(e.network_id == network_id for e in status.errors) else None
 
 
 def test_a_refused_network_does_not_stall_the_others_and_heals(bed: Testbed) -> None:
     h1, h2 = bed.hosts["h1"], bed.hosts["h2"]
-    nsx.ip(h1.netns, "link", "add", SQUATTER, "type", "vxlan", "id", str(V_VNI),
+    iproute.ip(h1.netns, "link", "add", SQUATTER, "type", "vxlan", "id", str(V_VNI),
            "dstport", "4789", "local", h1.vtep_ip, "nolearning")  # fmt: skip
     v = bed.add_network("fault-v", vni=V_VNI)
     bed.add_network("fault-w", vni=W_VNI)
@@ -76,12 +77,12 @@ def test_a_refused_network_does_not_stall_the_others_and_heals(bed: Testbed) -> 
 
     # The server shows the failure, from h1's acks: V named, h1 not in sync.
     status = wait_for("h1 to report V failing", lambda: failing(bed, "h1", v.id), 20)
-    assert status["connected"] and not status["in_sync"]
-    [error] = status["errors"]
-    assert error["vni"] == V_VNI and error["entry"] == f"device vxlan-{V_VNI}"
-    assert "already exists" in error["message"]
+    assert status.connected and not status.in_sync
+    [error] = status.errors
+    assert error.vni == V_VNI and error.entry == f"device vxlan-{V_VNI}"
+    assert "already exists" in error.message
     assert V_VNI not in bed.kernel_tables("h1")  # no vxlan-V: the kernel refused it
-    assert SQUATTER in nsx.ip(h1.netns, "-br", "link", "show")  # not the agent's to touch
+    assert SQUATTER in iproute.ip(h1.netns, "-br", "link", "show")  # not the agent's to touch
 
     # W is programmed completely on h1, its local port wired: traffic flows.
     wait_for("h1's kernel to hold W", lambda: W_VNI in bed.kernel_tables("h1"), 10)
@@ -101,14 +102,14 @@ def test_a_refused_network_does_not_stall_the_others_and_heals(bed: Testbed) -> 
     assert w3.ipv4 is not None and bed.ping(w1, w3.ipv4)
     assert failing(bed, "h1", v.id) is not None
     h2_status = bed.host_status("h2")  # the other host never had a problem
-    assert h2_status["in_sync"] and h2_status["errors"] == []
+    assert h2_status.in_sync and h2_status.errors == []
 
     # The operator removes the device: V converges on its next retry, errors clear.
-    nsx.ip(h1.netns, "link", "del", SQUATTER)
+    iproute.ip(h1.netns, "link", "del", SQUATTER)
 
     def healed() -> bool:
         s = bed.host_status("h1")
-        return bool(s["connected"] and s["in_sync"] and s["errors"] == [])
+        return s.connected and s.in_sync and s.errors == []
 
     wait_for("h1 in sync with no errors", healed, HEAL_TIMEOUT)
     bed.wait_converged()

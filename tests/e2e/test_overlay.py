@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from l2pop.testbed import netns as nsx
-from l2pop.testbed.bed import Testbed, Vm, wait_for
+from l2pop.testbed import leftovers, netns
+from l2pop.testbed.bed import Testbed
+from l2pop.testbed.nodes import Vm, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -68,15 +69,15 @@ def all_pairs(vms: list[Vm], family: int | None = None) -> list[tuple[Vm, str]]:
 
 
 def assert_kernel_matches_server(bed: Testbed, host: str) -> None:
-    desired = {n["vni"]: n for n in bed.host_fdb(host)["networks"]}
+    desired = {n.vni: n for n in bed.host_fdb(host).networks}
     held = bed.kernel_tables(host)
     assert set(held) == set(desired), f"{host}: networks {set(held)} != {set(desired)}"
     for vni, want in desired.items():
         got = held[vni]
-        assert got.mode == want["arp_suppression"]
-        assert got.flood == sorted(want["flood"])
-        assert got.fdb == {e["mac"]: e["vtep"] for e in want["fdb"]}
-        assert got.neigh == {e["ip"]: e["mac"] for e in want["neigh"]}
+        assert got.mode == want.arp_suppression
+        assert got.flood == sorted(want.flood)
+        assert got.fdb == {e.mac: e.vtep for e in want.fdb}
+        assert got.neigh == {e.ip: e.mac for e in want.neigh}
         if got.mode == "neigh_suppress":
             assert got.static == sorted(got.fdb)
 
@@ -164,7 +165,7 @@ def test_migration_restores_connectivity_once_active(bed: Testbed) -> None:
     b = bed.add_vm("mig-b", "mig", "h2", ["203.0.113.2", "2001:db8::3:2"])
     assert all(bed.ping_many([(a, ip) for ip in b.ips]))
     bed.move_vm(b, "h3")  # delete the veth on h2, PATCH host, new veth into h3; ACTIVE
-    assert bed.port(b)["host"] == "h3"
+    assert bed.port(b).host == "h3"
     bed.wait_converged()
     assert bed.kernel_tables("h1")[2003].fdb == {b.mac: bed.hosts["h3"].vtep_ip}
     assert 2003 not in bed.kernel_tables("h2")  # h2 is no longer a member
@@ -226,7 +227,7 @@ def test_agent_kill_restart_converges_without_blinking(bed: Testbed) -> None:
 
 
 def _in_sync(bed: Testbed, host: str) -> bool:
-    return bool(bed.host_status(host)["in_sync"])
+    return bed.host_status(host).in_sync
 
 
 def test_hand_made_devices_and_entries_are_left_untouched(bed: Testbed) -> None:
@@ -234,26 +235,26 @@ def test_hand_made_devices_and_entries_are_left_untouched(bed: Testbed) -> None:
 
 
 def test_clean_skips_live_runs_and_removes_dead_ones(bed: Testbed) -> None:
-    dead = nsx.RunRecord("l2p0dea", owner_pid=_dead_pid())
+    dead = leftovers.RunRecord("l2p0dea", owner_pid=_dead_pid())
     dead.save()
     name = "l2p0dea-h1"
-    nsx.add_netns(name)
+    netns.add_netns(name)
     keep = "l2pkeep-test"  # no run pattern: never touched
-    nsx.add_netns(keep)
+    netns.add_netns(keep)
     try:
-        found = nsx.find_leftovers()
+        found = leftovers.find_leftovers()
         assert name in found.netns
         assert keep not in found.netns
         assert not any(n.startswith(bed.prefix) for n in found.netns)  # our run is alive
         assert f"{bed.prefix}-h1" in found.skipped
-        only = nsx.Leftovers(netns=[name], records=[dead])
-        nsx.clean(only)
-        assert name not in nsx.list_netns()
+        only = leftovers.Leftovers(netns=[name], records=[dead])
+        leftovers.clean(only)
+        assert name not in netns.list_netns()
         assert not dead.path.exists()
-        assert keep in nsx.list_netns()
+        assert keep in netns.list_netns()
     finally:
-        nsx.delete_netns(name)
-        nsx.delete_netns(keep)
+        netns.delete_netns(name)
+        netns.delete_netns(keep)
         dead.remove()
 
 

@@ -1,6 +1,9 @@
 """A cluster for channel tests: one real server process, hosts registered through the API,
 agents in real ``l2pop agent-swarm`` processes, and checks that compare every agent's tables,
-entry by entry, with ``GET /v1/hosts/{name}/fdb``."""
+entry by entry, with the host's desired state (``Client.host_fdb``).
+
+Set-up and checks go through ``l2pop.client`` (``api``); ``http`` is a raw admin client for
+tests that look at answers themselves."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from typing import Any
 
 import httpx
 
+from l2pop.client import Client
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
-from l2pop.testbed.process import ServerProcess, list_all
+from l2pop.testbed.process import ServerProcess
 
 HEARTBEAT = 0.5  # seconds; short so that lost messages are found quickly in tests
 
@@ -28,6 +32,7 @@ class Cluster:
         )
         self.server.start()
         self.http = self.server.client()
+        self.api = Client(self.server.url, self.server.admin_token, verify=self.server.verify)
         self.creds: dict[str, HostCredentials] = {}
         self.swarms: list[AgentSwarm] = []
         self.swarm_of: dict[str, AgentSwarm] = {}
@@ -39,8 +44,8 @@ class Cluster:
         for i in range(first, first + count):
             name = f"{prefix}{i}"
             vtep = f"192.0.2.{i}" if i < 255 else f"198.18.{i // 250}.{i % 250 + 1}"
-            body = self.ok(self.http.post("/v1/hosts", json={"name": name, "vtep_ip": vtep}))
-            self.creds[name] = HostCredentials(name, vtep, body["token"])
+            made = self.api.create_host(name, vtep)
+            self.creds[name] = HostCredentials(name, vtep, made.token)
             names.append(name)
         return names
 
@@ -59,15 +64,15 @@ class Cluster:
             self.swarm_of[h] = swarm
         return swarm
 
-    def network(self, name: str, **body: Any) -> str:
-        return str(self.ok(self.http.post("/v1/networks", json={"name": name, **body}))["id"])
+    def network(self, name: str, **fields: Any) -> str:
+        return self.api.create_network(name=name, **fields).id
 
-    def port(self, network_id: str, host: str | None, *ips: str, **body: Any) -> str:
-        req = {"network_id": network_id, "host": host, "fixed_ips": list(ips), **body}
-        return str(self.ok(self.http.post("/v1/ports", json=req))["id"])
+    def port(self, network_id: str, host: str | None, *ips: str, **fields: Any) -> str:
+        return self.api.create_port(network_id, host=host, fixed_ips=list(ips), **fields).id
 
-    def patch_port(self, port_id: str, **body: Any) -> dict[str, Any]:
-        return self.ok(self.http.patch(f"/v1/ports/{port_id}", json=body))
+    def patch_port(self, port_id: str, **fields: Any) -> dict[str, Any]:
+        """``Client.update_port``; the answer as the server's JSON."""
+        return self.api.update_port(port_id, **fields).model_dump(mode="json")
 
     @staticmethod
     def ok(response: httpx.Response) -> Any:
@@ -84,7 +89,7 @@ class Cluster:
         return {h: why for h, why in zip(hosts, results, strict=True) if why}
 
     def _mismatch(self, host: str) -> str:
-        desired = self.http.get(f"/v1/hosts/{host}/fdb").json()
+        desired = self.api.host_fdb(host).model_dump(mode="json")
         try:
             actual = self.swarm_of[host].tables(host)
         except httpx.HTTPError as exc:
@@ -106,8 +111,8 @@ class Cluster:
         while time.monotonic() - start < timeout:
             wrong = self.mismatches(hosts)
             if not wrong:
-                listed = {h["name"]: h for h in list_all(self.http, "/v1/hosts")}
-                wrong = {h: "server says not in sync" for h in hosts if not listed[h]["in_sync"]}
+                listed = {h.name: h for h in self.api.hosts()}
+                wrong = {h: "server says not in sync" for h in hosts if not listed[h].in_sync}
                 if not wrong:
                     return time.monotonic() - start
             time.sleep(0.1)
@@ -116,14 +121,14 @@ class Cluster:
     def wait_status(self, port_id: str, status: str, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.http.get(f"/v1/ports/{port_id}").json()["status"] == status:
+            if self.api.port(port_id).status == status:
                 return
             time.sleep(0.05)
         raise AssertionError(f"port {port_id} not {status} after {timeout}s")
 
     def metric(self, name: str) -> float:
         total = 0.0
-        for line in self.http.get("/metrics").text.splitlines():
+        for line in self.api.metrics().splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
@@ -133,3 +138,4 @@ class Cluster:
             swarm.stop()
         self.server.stop()
         self.http.close()
+        self.api.close()

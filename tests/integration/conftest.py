@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from channel_harness import Cluster
 
+from l2pop.client import Client
 from l2pop.store import Store, open_store
 from l2pop.testbed.process import ServerProcess
 
@@ -16,11 +18,14 @@ ADMIN = "admin-secret"
 
 
 class Api:
-    """A tiny client for tests: admin by default, ``as_host(token)`` for agent calls."""
+    """Set-up and reads for API tests, through ``l2pop.client`` (``client``), answers as the
+    server's JSON (dicts); ``http`` (raw ``httpx``, admin) and ``as_token`` are for the tests
+    that assert on statuses, headers and bodies themselves."""
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
         self.http = server.client(ADMIN)
+        self.client = Client(server.url, ADMIN, verify=server.verify)
 
     def as_token(self, token: str | None) -> httpx.Client:
         return self.server.client(token or "")
@@ -32,30 +37,25 @@ class Api:
         """Everything an operator can see; equal snapshots mean nothing changed."""
         return {
             "revision": self.revision(),
-            "networks": self.http.get("/v1/networks").json(),
-            "ports": self.http.get("/v1/ports").json(),
+            "networks": [n.model_dump(mode="json") for n in self.client.networks()],
+            "ports": [p.model_dump(mode="json") for p in self.client.ports()],
             "hosts": [
-                {k: v for k, v in h.items() if k not in ("last_seen",)}
-                for h in self.http.get("/v1/hosts").json()
+                h.model_dump(mode="json", exclude={"last_seen"}) for h in self.client.hosts()
             ],
         }
 
-    def network(self, **body: object) -> dict[str, object]:
-        r = self.http.post("/v1/networks", json=body)
-        assert r.status_code == 201, r.text
-        return dict(r.json())
+    def network(self, **fields: Any) -> dict[str, Any]:
+        return self.client.create_network(**fields).model_dump(mode="json")
 
-    def host(self, name: str, vtep_ip: str) -> dict[str, object]:
-        r = self.http.post("/v1/hosts", json={"name": name, "vtep_ip": vtep_ip})
-        assert r.status_code == 201, r.text
-        return dict(r.json())
+    def host(self, name: str, vtep_ip: str) -> dict[str, Any]:
+        return self.client.create_host(name, vtep_ip).model_dump(mode="json")
 
-    def port(self, **body: object) -> dict[str, object]:
-        r = self.http.post("/v1/ports", json=body)
-        assert r.status_code == 201, r.text
-        return dict(r.json())
+    def port(self, *, network_id: Any, **fields: Any) -> dict[str, Any]:
+        return self.client.create_port(str(network_id), **fields).model_dump(mode="json")
 
     def report(self, token: str, port_id: str, status: str = "ACTIVE") -> httpx.Response:
+        """The status call as an agent makes it, raw: the tests assert on the answer's status
+        and body (``Client.report_status`` is the client's way)."""
         with self.as_token(token) as c:
             return c.put(f"/v1/ports/{port_id}/status", json={"status": status})
 
@@ -81,6 +81,7 @@ def api(server: ServerProcess) -> Iterator[Api]:
     client = Api(server)
     yield client
     client.http.close()
+    client.client.close()
 
 
 @pytest.fixture

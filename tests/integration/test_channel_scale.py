@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from channel_harness import Cluster
 
-from l2pop.testbed.process import list_all
-
 HOSTS, SWARMS, NETWORKS, PORTS_PER_NETWORK, HOSTS_PER_NETWORK = 50, 5, 40, 50, 10
 
 
@@ -33,7 +31,7 @@ def test_fifty_agents_two_thousand_ports(cluster: Cluster) -> None:
     created = time.monotonic() - start
     cluster.converge(timeout=120)
     total = time.monotonic() - start
-    active = list_all(cluster.http, "/v1/ports", {"status": "ACTIVE"})  # pages of 1,000
+    active = cluster.api.ports(status="ACTIVE")  # pages of 1,000
     assert len(active) == NETWORKS * PORTS_PER_NETWORK
 
     # one port event: how long until every other member has applied it, and what it cost

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from l2pop import client
+from l2pop.cli import common
 from l2pop.testbed.process import ServerProcess, free_port
 
 ADMIN = "admin-secret"
@@ -78,9 +80,13 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def report_status(server: ServerProcess, port_id: str, token: str, status: str) -> None:
     """What an agent does when a device is wired (ACTIVE) or gone (DOWN)."""
-    with server.client(token) as http:
-        response = http.put(f"/v1/ports/{port_id}/status", json={"status": status})
-    assert response.status_code == 200, response.text
+    with client.Client(server.url, token) as agent:
+        assert agent.report_status(port_id, status).status == status
+
+
+def test_default_server_is_the_clients() -> None:
+    # spelled twice so that building the parser does not import the client
+    assert common.DEFAULT_SERVER == client.DEFAULT_SERVER
 
 
 # -- walkthrough ------------------------------------------------------------------------
@@ -137,6 +143,11 @@ def test_walkthrough_json(server: ServerProcess) -> None:
             ok_json(server, "network", "show", "j-blue")
             == http.get(f"/v1/networks/{net['id']}").json()
         )
+        assert ok_json(server, "port", "list") == http.get("/v1/ports").json()
+        assert (
+            ok_json(server, "fdb", "show", "--host", "j-h1")
+            == http.get("/v1/hosts/j-h1/fdb").json()
+        )
 
     unbound = ok_json(server, "port", "unbind", p1["id"])
     assert unbound["host"] is None and unbound["status"] == "DOWN"
@@ -190,8 +201,8 @@ def test_walkthrough_table(server: ServerProcess) -> None:
     out = ok(cli(server, "port", "show", p1))
     assert p1 in out and "fa:16:3e:aa:bb:01" in out and "2001:db8:1::5" in out
 
-    with server.client() as http:
-        mac2 = http.get(f"/v1/ports/{p2}").json()["mac"]
+    with client.Client(server.url, ADMIN) as api:
+        mac2 = api.port(p2).mac
     report_status(server, p2, token_h2, "ACTIVE")
     out = ok(cli(server, "fdb", "show", "--host", "t-h1"))
     assert "revision" in out and "digest" in out
@@ -269,7 +280,8 @@ def test_unreachable_server() -> None:
 def test_bad_mac(server: ServerProcess) -> None:
     net = ok_json(server, "network", "create", "--name", "e-mac")
     result = cli(server, "port", "create", "--network", "e-mac", "--mac", "zz:16:3e:00:00:01")
-    assert "mac" in one_line_error(result)
+    message = one_line_error(result)
+    assert message.startswith("error: mac: ") and message.endswith(" (422 invalid)"), message
     assert ok_json(server, "port", "list", "--network", net["id"]) == []
     ok(cli(server, "network", "delete", net["id"]))
 

@@ -1,5 +1,6 @@
 """The hub against a real store: its incremental per-host deltas always equal a full recompute,
-it tells only member hosts, and a slow session's backlog stays bounded.
+it tells only member hosts, a slow session's backlog stays bounded, and a truncated change
+log ends in a reload and snapshots (on both engines).
 
 Random sequences of real use-cases (the same code the REST API runs) write to a SQLite
 store; after each one the hub reads the change log and fans out. Every host's running
@@ -11,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+
+import pytest
 
 from l2pop.model import (
     NetworkTables,
@@ -22,11 +25,11 @@ from l2pop.model import (
     digest,
 )
 from l2pop.server import usecases
-from l2pop.server.channel import Session
-from l2pop.server.hub import Hub
-from l2pop.store import Store, open_store
+from l2pop.server.hub import HostUpdate, Hub
+from l2pop.server.sessions import ChannelStats, Session, SessionRegistry
+from l2pop.store import ChangeLogTruncated, Store, open_store
 from l2pop.wire import HostCreate, NetworkCreate, NetworkUpdate, PortCreate, PortUpdate
-from l2pop.wire.channel import Delta, Snapshot
+from l2pop.wire.channel import CloseCode, Delta, Snapshot
 
 HOSTS = [f"h{i}" for i in range(1, 6)]
 
@@ -117,15 +120,19 @@ def test_hub_deltas_equal_full_recompute(tmp_path: Path) -> None:
 
 
 class StuckSocket:
-    """A WebSocket whose sends block until released: an agent that stopped reading."""
+    """A ``Sender`` whose sends block until released: an agent that stopped reading."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.release = asyncio.Event()
+        self.closed: tuple[int, str] | None = None
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str, /) -> None:
         await self.release.wait()
         self.sent.append(text)
+
+    async def close(self, code: int, reason: str, /) -> None:
+        self.closed = (code, reason)
 
 
 def test_slow_session_backlog_is_bounded_and_coalesced(tmp_path: Path) -> None:
@@ -142,10 +149,10 @@ def test_slow_session_backlog_is_bounded_and_coalesced(tmp_path: Path) -> None:
         host = tx.get_host("h1")
     assert host is not None
 
-    async def scenario() -> tuple[int, list[str], Any]:
+    async def scenario() -> tuple[int, list[str], ChannelStats]:
         ws = StuckSocket()
-        stats: Counter[str] = Counter()
-        session = Session(host, ws, hub, queue_limit=5, stats=stats)  # type: ignore[arg-type]
+        stats = ChannelStats()
+        session = Session(host.name, ws, hub, queue_limit=5, stats=stats)
         sender = asyncio.create_task(session.send_loop())
         await asyncio.sleep(0.01)  # the first snapshot is now stuck in send_text
         longest = 0
@@ -157,20 +164,19 @@ def test_slow_session_backlog_is_bounded_and_coalesced(tmp_path: Path) -> None:
             for name, update in hub.apply_batch(batch).items():
                 if name == "h1":
                     session.push_update(batch.revision, update)
-            longest = max(longest, len(session.outbox))
+            longest = max(longest, session.backlog)
         ws.release.set()
         for _ in range(100):
             await asyncio.sleep(0.01)
-            if not session.outbox and not session.needs_snapshot:
+            if session.idle:
                 break
-        session.closed = True
-        session.wake.set()
+        session.stop()
         sender.cancel()
         return longest, ws.sent, stats
 
     longest, sent, stats = asyncio.run(scenario())
     assert longest <= 5, "the backlog grew past the limit"
-    assert stats["coalesced"] >= 1
+    assert stats.coalesced >= 1
     kinds = [
         Snapshot.model_validate_json(t) if '"snapshot"' in t else Delta.model_validate_json(t)
         for t in sent
@@ -180,3 +186,89 @@ def test_slow_session_backlog_is_bounded_and_coalesced(tmp_path: Path) -> None:
     final = full_state(store)["h1"]
     assert last.digest == digest(final)
     store.close()
+
+
+class Recorder:
+    """A ``HubSubscriber`` that writes down what it hears."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
+        self.events.append(("updates", revision))
+
+    def hosts_changed(self, gone: frozenset[str]) -> None:
+        self.events.append(("hosts_changed", gone))
+
+    def reloaded(self, revision: int) -> None:
+        self.events.append(("reloaded", revision))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_truncated_change_log_reloads_and_resyncs(store: Store) -> None:
+    """A change log pruned past the hub's revision (say, by another server on the same
+    database) is not retried forever: the hub reloads the whole store, closes the sessions
+    of hosts deleted meanwhile, sends every live session a snapshot of the current state,
+    and then follows the change log again from there."""
+    for i in (1, 2, 3):
+        usecases.create_host(store, HostCreate(name=f"h{i}", vtep_ip=f"192.0.2.{i}"))
+    net = usecases.create_network(store, NetworkCreate(name="blue"))
+    p1 = usecases.create_port(store, PortCreate(network_id=net.id, host="h1"))
+    p2 = usecases.create_port(store, PortCreate(network_id=net.id, host="h2"))
+    for port, host in ((p1, "h1"), (p2, "h2")):
+        usecases.report_port_status(store, port.id, host, PortStatus.ACTIVE)
+    recorder = Recorder()
+    registry = SessionRegistry()
+    hub = Hub(store, subscribers=(registry, recorder))
+    hub.load()
+    store.subscribe(hub.notify)  # what the server's InProcessFeed does
+
+    async def scenario() -> tuple[int, list[str], StuckSocket]:
+        live, doomed = StuckSocket(), StuckSocket()
+        live.release.set()
+        doomed.release.set()
+        tasks = []
+        for name, socket in (("h1", live), ("h3", doomed)):
+            session = Session(name, socket, hub, queue_limit=16, stats=ChannelStats())
+            registry.make_live(session)
+            tasks.append(asyncio.create_task(session.send_loop()))
+        await until(lambda: len(live.sent) == 1)  # the session's first snapshot
+        # behind the hub's back: changes, then a prune past all of them
+        usecases.update_port(store, p2.id, PortUpdate(fixed_ips=["198.19.0.9"]))
+        usecases.delete_host(store, "h3")
+        with store.read() as tx:
+            current = tx.revision()
+        store.prune_changes(current + 1)
+        with pytest.raises(ChangeLogTruncated):
+            hub.read_batch()
+        tasks.append(asyncio.create_task(hub.follow()))
+        await until(lambda: len(live.sent) == 2 and doomed.closed is not None)
+        # the hub follows the log again: the next change is a delta chained to the reload
+        usecases.update_port(store, p2.id, PortUpdate(fixed_ips=["198.19.0.10"]))
+        await until(lambda: len(live.sent) == 3)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return current, live.sent, doomed
+
+    current, sent, doomed = asyncio.run(scenario())
+    assert hub.reloads == 1
+    assert recorder.events[:2] == [("hosts_changed", frozenset({"h3"})), ("reloaded", current)]
+    assert doomed.closed == (CloseCode.HOST_GONE, "host deleted")
+    resync = Snapshot.model_validate_json(sent[1])
+    assert resync.revision == current
+    neigh = [pair for network in resync.networks for pair in network.neigh]
+    assert [ip for ip, _ in neigh] == ["198.19.0.9"]
+    delta = Delta.model_validate_json(sent[2])
+    assert delta.prev_revision == current and delta.revision == hub.revision
+    desired = full_state(store)
+    assert delta.digest == digest(desired["h1"]) == hub.digest_of("h1")
+    assert set(hub.hosts()) == set(desired) == {"h1", "h2"}
+    for host, tables in desired.items():
+        assert hub.tables_of(host) == tables
+        assert hub.digest_of(host) == digest(tables)

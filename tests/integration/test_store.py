@@ -1,4 +1,5 @@
-"""The Store contract (``l2pop/store/abc.py``), one suite run against SQLite and PostgreSQL."""
+"""The Store contract (``l2pop/store/abc.py``), one suite run against SQLite and PostgreSQL
+(the change log, commit listeners and telemetry: ``test_store_log.py``)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from l2pop.model import ArpSuppression, Conflict, Host, Network, NotFound, Port, PortStatus
-from l2pop.store import ChangeLogTruncated, Store, open_store
+from l2pop.store import Store, open_store
 from l2pop.store.abc import Change, WriteTx
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -264,10 +265,10 @@ def test_fixed_ip_unique_in_network(store: Store, ip: str) -> None:
 def test_constraints_have_the_last_word(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the explicit checks gone (as when a concurrent writer slips past them), the
     database constraints still refuse, and the error still names the field."""
-    from l2pop.store import sql
+    from l2pop.store._write import SqlWriteTx
 
-    monkeypatch.setattr(sql._WriteTx, "_check_ips", lambda *a: None)
-    monkeypatch.setattr(sql._WriteTx, "_check_host", lambda *a: None)
+    monkeypatch.setattr(SqlWriteTx, "_check_ips", lambda *a: None)
+    monkeypatch.setattr(SqlWriteTx, "_check_host", lambda *a: None)
     net = add_network(store, 1)
     add_port(store, net.id, "fa:16:3e:00:00:01", ("198.19.0.5",))
     err = conflict(lambda: add_port(store, net.id, "fa:16:3e:00:00:02", ("198.19.0.5",)))
@@ -407,53 +408,6 @@ def test_read_is_a_snapshot(store: Store) -> None:
         add_network(store, 2)  # committed by another connection meanwhile
         assert len(tx.list_networks()) == 1 and tx.revision() == 1
     assert revision(store) == 2
-
-
-def test_changes_since_and_prune(store: Store) -> None:
-    net = add_network(store, 1)
-    ports = [add_port(store, net.id, f"fa:16:3e:00:00:0{i}") for i in range(1, 5)]  # 2..5
-    with store.write() as tx:
-        tx.delete_port(ports[0].id)  # 6
-        tx.delete_port(ports[1].id)
-    with store.read() as tx:
-        assert [c.revision for c in tx.changes_since(0)] == [1, 2, 3, 4, 5, 6, 6]
-        assert tx.changes_since(4) == [
-            Change(5, "port", ports[3].id, "create", net.id),
-            Change(6, "port", ports[0].id, "delete", net.id),
-            Change(6, "port", ports[1].id, "delete", net.id),
-        ]
-        assert tx.changes_since(6) == []
-        assert [c.revision for c in tx.changes_since(0, limit=2)] == [1, 2]
-        # a limit never splits a revision
-        assert [c.revision for c in tx.changes_since(4, limit=2)] == [5, 6, 6]
-    assert store.prune_changes(4) == 3  # revisions 1, 2, 3
-    with store.read() as tx:
-        assert [c.revision for c in tx.changes_since(3)] == [4, 5, 6, 6]
-        for old in (0, 2):
-            with pytest.raises(ChangeLogTruncated):
-                tx.changes_since(old)
-    assert store.prune_changes(2) == 0  # the watermark never moves back
-    assert store.prune_changes(100) == 4  # clamped to the committed revision
-    with store.read() as tx:
-        assert tx.changes_since(6) == [] and tx.revision() == 6
-    p = add_port(store, net.id, "fa:16:3e:00:00:09")
-    with store.read() as tx:
-        assert tx.changes_since(6) == [Change(7, "port", p.id, "create", net.id)]
-
-
-def test_record_host_report_outside_revision(store: Store) -> None:
-    add_host(store, "h1", "192.0.2.1")
-    seen = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
-    store.record_host_report("h1", last_seen=seen, applied_revision=1, applied_digest="d" * 64)
-    later = (seen + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))
-    store.record_host_report("h1", last_seen=later)  # None leaves the others as they were
-    with store.read() as tx:
-        h = tx.get_host("h1")
-        assert tx.revision() == 1 and len(tx.changes_since(0)) == 1
-    assert h is not None
-    assert h.last_seen == seen + timedelta(minutes=1) and h.last_seen.tzinfo is not None
-    assert h.last_seen.utcoffset() == timedelta(0)
-    assert (h.applied_revision, h.applied_digest) == (1, "d" * 64)
 
 
 # -- concurrency --------------------------------------------------------------------------

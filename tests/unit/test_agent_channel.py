@@ -4,19 +4,30 @@ and the status reporter against a mock HTTP transport (docs/design.md, "Agent ch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from l2pop.agent.backoff import Backoff
-from l2pop.agent.channel import Agent, channel_urls
+from l2pop.agent.channel import Agent
 from l2pop.agent.reporter import StatusReporter
+from l2pop.client import channel_urls
 from l2pop.datapath.memory import MemoryDatapath
-from l2pop.model import ArpSuppression, NetworkTables, PortStatus, diff_state, digest
+from l2pop.model import (
+    ArpSuppression,
+    NetworkDelta,
+    NetworkTables,
+    PortStatus,
+    diff_state,
+    digest,
+)
+from l2pop.testbed.faults import DeltaFaults
 from l2pop.wire.channel import (
     Ack,
     AgentMessage,
@@ -221,34 +232,79 @@ def test_gap_requests_one_resync_and_snapshot_repairs() -> None:
     with_agent(check)
 
 
-def test_test_hooks_drop_and_duplicate() -> None:
+def test_inbound_filter_drops_and_repeats_deltas() -> None:
+    """The fault-injecting filter of the testbed: a repeated delta is recognised by its
+    revision and ignored, a lost one shows as a gap and ends in a resync."""
+    faults = DeltaFaults("h1")
+
     async def check(server: FakeServer, agent: Agent) -> None:
         s = await server.session()
         await s.send(snapshot(1, S1))
         await s.expect(Ack, revision=1)
-        agent.duplicate_next_delta()
+        faults.duplicate_next_delta()
         await s.send(delta(1, 2, S1, S2))
         await s.expect(Ack, revision=2)
-        assert agent.stats.duplicates_ignored == 1
-        agent.drop_next_delta()
+        assert agent.stats.duplicates_ignored == 1 and faults.duplicated == 1
+        faults.drop_next_delta()
         await s.send(delta(2, 3, S2, S3))  # lost
         await s.send(delta(3, 4, S3, S1))
         await s.expect(Resync)
         await s.send(snapshot(4, S1))
         await s.expect(Ack, revision=4, digest=digest(S1))
         assert agent.datapath.dump() == S1
+        assert faults.dropped == 1 and agent.stats.gaps_detected == 1
+        # counted as received before the filter, as a message lost after the socket would be
+        assert agent.stats.messages["delta"] == 3
 
-    with_agent(check, test_hooks=True)
+    with_agent(check, inbound_filter=faults)
 
 
-def test_hooks_refused_without_test_hooks() -> None:
-    agent = fast_agent("http://127.0.0.1:1")
-    for hook in (agent.drop_next_delta, agent.duplicate_next_delta):
-        try:
-            hook()
-        except RuntimeError:
-            continue
-        raise AssertionError("hook ran with test hooks off")
+def test_faults_filter_passes_everything_else() -> None:
+    faults = DeltaFaults()
+    beat = Heartbeat(revision=1, digest=digest(S1))
+    faults.drop_next_delta()
+    assert faults(beat) == (beat,) and faults(snapshot(1, S1)) == (snapshot(1, S1),)
+    faults.arm("duplicate-next-delta")
+    d = delta(1, 2, S1, S2)
+    assert faults(d) == () and faults(d) == (d, d) and faults(d) == (d,)
+    with pytest.raises(ValueError):
+        faults.arm("explode")
+
+
+class ThreadRecordingDatapath(MemoryDatapath):
+    """Records the thread each ``apply`` runs in."""
+
+    def __init__(self, blocking: bool) -> None:
+        super().__init__()
+        self.blocking = blocking
+        self.threads: list[threading.Thread] = []
+
+    def apply(self, deltas: Sequence[NetworkDelta]) -> None:
+        self.threads.append(threading.current_thread())
+        super().apply(deltas)
+
+
+def test_a_blocking_datapath_is_synced_in_a_thread() -> None:
+    """``Datapath.blocking`` decides, not the datapath's kind (datapath/abc.py)."""
+    for blocking in (True, False):
+        dp = ThreadRecordingDatapath(blocking)
+
+        async def main(dp: ThreadRecordingDatapath = dp) -> None:
+            async with FakeServer() as server:
+                agent = Agent(server.url, "h1", "192.0.2.1", "tok-h1", dp, heartbeat_interval=0.2)
+                task = asyncio.create_task(agent.run())
+                try:
+                    s = await server.session()
+                    await s.send(snapshot(1, S1))
+                    await s.expect(Ack, revision=1)
+                finally:
+                    await agent.stop()
+                    await asyncio.wait_for(task, TIMEOUT)
+
+        asyncio.run(main())
+        assert dp.threads and all(
+            (t is threading.main_thread()) is not blocking for t in dp.threads
+        )
 
 
 def test_heartbeat_mismatch_requests_resync() -> None:

@@ -1,20 +1,22 @@
-"""The agent's local control endpoint: routing, read-back tables, hooks and raw HTTP/1.1."""
+"""The agent's local control endpoint: routing, read-back tables, port plugging, the testbed's
+fault-injection routes, and raw HTTP/1.1."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 import pytest
 
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
+from l2pop.datapath.abc import Datapath, port_plugging
 from l2pop.datapath.memory import MemoryDatapath
 from l2pop.model import ArpSuppression, NetworkTables, canonical, digest
-from l2pop.wire.channel import LocalPort, NetworkTablesMsg, Snapshot
+from l2pop.testbed.faults import DeltaFaults, FaultControlServer
+from l2pop.wire.channel import Delta, LocalPort, NetworkTablesMsg, Snapshot
 
 N1 = NetworkTables(
     "n1",
@@ -26,10 +28,33 @@ N1 = NetworkTables(
 )
 
 
-def make_agent(host: str, *, hooks: bool = False) -> Agent:
+class NoPlugging:
+    """A datapath without ``PortPlugging`` (as linux): the memory one, plug/unplug hidden."""
+
+    name = "noplug"
+    blocking = False
+
+    def __init__(self) -> None:
+        self._memory = MemoryDatapath()
+        self.dump = self._memory.dump
+        self.apply = self._memory.apply
+        self.plugged = self._memory.plugged
+        self.wire = self._memory.wire
+        self.set_port_listener = self._memory.set_port_listener
+        self.close = self._memory.close
+
+
+def make_agent(
+    host: str, datapath: Datapath | None = None, inbound_filter: DeltaFaults | None = None
+) -> Agent:
     """An agent that never connects, with n1 programmed as if a snapshot had been synced."""
     agent = Agent(
-        "http://127.0.0.1:1", host, "192.0.2.1", "tok", MemoryDatapath(), test_hooks=hooks
+        "http://127.0.0.1:1",
+        host,
+        "192.0.2.1",
+        "tok",
+        datapath or MemoryDatapath(),
+        inbound_filter=inbound_filter,
     )
     port = LocalPort(id="p1", network_id="n1", vni=100, mac="fa:16:3e:00:00:01", status="BUILD")
     agent.reconciler.on_snapshot(
@@ -44,10 +69,23 @@ def make_agent(host: str, *, hooks: bool = False) -> Agent:
     return agent
 
 
-def run(fn: Callable[[ControlServer, httpx.AsyncClient], Awaitable[None]], **kw: Any) -> None:
+def run(
+    fn: Callable[[ControlServer, httpx.AsyncClient], Awaitable[None]],
+    *,
+    faults: bool = False,
+    datapath: Callable[[], Datapath] = MemoryDatapath,
+) -> None:
+    """``fn`` against a control endpoint for agents h1 and h2; with ``faults``, the testbed's
+    endpoint with a ``DeltaFaults`` filter per agent."""
+
     async def main() -> None:
-        agents = {"h1": make_agent("h1", **kw), "h2": make_agent("h2", **kw)}
-        server = ControlServer(agents, "127.0.0.1:0")
+        filters = {h: DeltaFaults(h) for h in ("h1", "h2")} if faults else {}
+        agents = {h: make_agent(h, datapath(), filters.get(h)) for h in ("h1", "h2")}
+        server = (
+            FaultControlServer(agents, "127.0.0.1:0", filters)
+            if faults
+            else ControlServer(agents, "127.0.0.1:0")
+        )
         port = await server.start()
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -106,29 +144,57 @@ def test_errors() -> None:
         assert (await client.post("/agents")).status_code == 405
         assert (await client.get("/agents/h1/ports/p1/unplug")).status_code == 405
         assert (await client.post("/agents/h1/ports/p1/explode")).status_code == 404
-        # hooks are off on these agents
+        # no fault injection in a production endpoint
         resp = await client.post("/agents/h1/hooks/drop-next-delta")
         assert resp.status_code == 404
+        assert "dropped_by_hook" not in (await client.get("/agents/h1/stats")).json()
 
     run(check)
 
 
-def test_plug_unplug_and_hooks() -> None:
+def test_plug_and_unplug() -> None:
     async def check(server: ControlServer, client: httpx.AsyncClient) -> None:
-        agent = server.agents["h1"]
-        dp = agent.datapath
-        assert isinstance(dp, MemoryDatapath)
+        dp = server.agents["h1"].datapath
         resp = await client.post("/agents/h1/ports/p1/unplug", content=b'{"x": 1}')
         assert resp.status_code == 200 and dp.plugged(["p1"]) == set()
         resp = await client.post("/agents/h1/ports/p1/plug")
         assert resp.status_code == 200 and dp.plugged(["p1"]) == {"p1"}
+        assert resp.json() == {"host": "h1", "port_id": "p1", "action": "plug"}
 
+    run(check)
+
+
+def test_plug_needs_a_datapath_with_port_plugging() -> None:
+    async def check(server: ControlServer, client: httpx.AsyncClient) -> None:
+        resp = await client.post("/agents/h1/ports/p1/unplug")
+        assert resp.status_code == 409 and resp.json()["error"]["code"] == "unsupported"
+        assert "noplug" in resp.json()["error"]["message"]
+        assert server.agents["h1"].datapath.plugged(["p1"]) == {"p1"}
+        assert port_plugging(server.agents["h1"].datapath) is None
+        assert port_plugging(MemoryDatapath()) is not None
+
+    run(check, datapath=NoPlugging)
+
+
+def test_fault_routes_of_the_testbed() -> None:
+    async def check(server: ControlServer, client: httpx.AsyncClient) -> None:
+        assert isinstance(server, FaultControlServer)
         assert (await client.post("/agents/h1/hooks/drop-next-delta")).status_code == 200
         assert (await client.post("/agents/h1/hooks/duplicate-next-delta")).status_code == 200
         assert (await client.post("/agents/h1/hooks/other")).status_code == 404
-        assert agent._drop_deltas == 1 and agent._duplicate_deltas == 1
+        assert (await client.get("/agents/h1/hooks/drop-next-delta")).status_code == 405
+        assert (await client.post("/agents/nope/hooks/drop-next-delta")).status_code == 404
+        faults = server.faults["h1"]
+        delta = Delta(revision=4, prev_revision=3, digest=digest({"n1": N1}))
+        assert faults(delta) == () and faults(delta) == (delta, delta)
+        stats = (await client.get("/agents/h1/stats")).json()
+        assert stats["dropped_by_hook"] == 1 and stats["host"] == "h1"
+        assert (await client.get("/agents/h2/stats")).json()["dropped_by_hook"] == 0
+        # the rest of the endpoint is unchanged
+        assert (await client.get("/agents/h1/tables")).json()["revision"] == 3
+        assert (await client.post("/agents/h1/ports/p1/unplug")).status_code == 200
 
-    run(check, hooks=True)
+    run(check, faults=True)
 
 
 def test_raw_http_keep_alive_close_and_garbage() -> None:

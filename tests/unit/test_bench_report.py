@@ -1,5 +1,6 @@
 """``l2pop.bench.report``: the benchmarks page and its plots from small fabricated results,
-rendered into a temporary directory (never into docs/)."""
+rendered into a temporary directory (never into docs/); result files (``l2pop.bench.results``)
+are written as ``--save`` writes them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from l2pop.bench import report
+from l2pop.bench.results import envelope, machine_info, save_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,9 +94,7 @@ def flood_result() -> dict[str, Any]:
 
 
 def save(bench: Path, name: str, result: dict[str, Any], command: str) -> None:
-    report.save_result(
-        bench, report.envelope(name, result, command, datetime(2025, 1, 2, tzinfo=UTC), 42.0)
-    )
+    save_result(bench, envelope(name, result, command, datetime(2025, 1, 2, tzinfo=UTC), 42.0))
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_page_has_tables_plots_machine_commands_and_verdicts(docs: Path) -> None
     for name in pngs:
         assert f"](bench/{name})" in text
     # the machine and the exact commands
-    machine = report.machine_info()
+    machine = machine_info()
     assert machine["kernel"] in text and machine["python"] in text
     for command in ("l2pop bench kernel --entries 10000 --save",
                     "l2pop bench scale --engine postgresql --save",

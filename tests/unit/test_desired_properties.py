@@ -1,15 +1,19 @@
-"""Property tests: the incremental path the channel uses always equals recomputing.
+"""Property tests: the incremental paths the channel uses always equal recomputing.
 
 A random sequence of operator and agent actions runs against a small pure world using the
 model's lifecycle rules. After every action the deltas for only the networks it touched are
 applied to each host's running tables (what an agent holds); they must equal the full
-``desired_state`` recomputed from scratch, and the structural invariants must hold.
+``desired_state`` recomputed from scratch, and the structural invariants must hold. The
+hub, fed the batches the change log would give, must end each step with the same tables,
+digests and local ports as the recompute, and every update it emits must carry the digest
+of the host's recomputed tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,11 +33,16 @@ from l2pop.model import (
     desired_state,
     diff_network,
     diff_state,
+    digest,
+    member_sums,
+    membership,
     network_sum,
     network_view,
 )
 from l2pop.model import lifecycle as lc
 from l2pop.model.diff import delta_sum_change
+from l2pop.server.hub import Batch, Hub
+from l2pop.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HOST_NAMES = ["h1", "h2", "h3", "h4"]
@@ -224,6 +233,79 @@ def test_incremental_deltas_equal_recompute(steps: list[tuple[object, ...]]) -> 
         desired = world.desired()
         assert agents == desired
         check_invariants(world, desired)
+
+
+def batch_between(before: World, after: World, revision: int) -> Batch:
+    """What the hub reads from the change log for the step from ``before`` to ``after``:
+    the current rows of the networks and ports that changed, and every VTEP when hosts
+    changed (``Hub.read_batch`` against a store)."""
+    changed = [p for pid, p in after.ports.items() if before.ports.get(pid) != p]
+    deleted = {pid: p.network_id for pid, p in before.ports.items() if pid not in after.ports}
+    touched = {p.network_id for p in changed} | set(deleted.values())
+    touched |= {
+        nid
+        for nid in before.networks.keys() | after.networks.keys()
+        if before.networks.get(nid) != after.networks.get(nid)
+    }
+    networks = {nid: after.networks.get(nid) for nid in sorted(touched)}
+    vteps = after.vteps() if before.hosts != after.hosts else None
+    return Batch(revision, networks, changed, deleted, vteps)
+
+
+class NoStore:
+    """The hub below is fed batches directly: it must never reach for a store."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the hub used the store ({name})")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(actions, min_size=10, max_size=60))
+def test_hub_incremental_state_equals_recompute(steps: list[tuple[object, ...]]) -> None:
+    """The hub's running state (per-host digest, tables, local ports) and the updates it
+    emits, after any sequence of changes, equal ``desired_state`` recomputed from scratch."""
+    world = World()
+    hub = Hub(cast(Store, NoStore()))
+    held: dict[str, dict[str, NetworkTables]] = {}  # what each agent holds after the deltas
+    local: dict[str, set[str]] = {}  # each agent's own ports, from the updates
+    revision = 0
+    for step in [*bootstrap, *steps]:
+        before = World(dict(world.networks), dict(world.ports), dict(world.hosts))
+        act(world, step)
+        batch = batch_between(before, world, revision + 1)
+        if not (batch.networks or batch.ports or batch.deleted_ports or batch.vteps):
+            continue
+        revision += 1
+        desired = world.desired()
+        for host, update in hub.apply_batch(batch).items():
+            held[host] = apply_deltas(held.get(host, {}), update.deltas)
+            local[host] = (local.get(host, set()) | update.ports.keys()) - update.ports_removed
+            assert update.digest == digest(desired.get(host, {})), "an update's own digest"
+        for gone in set(held) - set(world.hosts):
+            held.pop(gone)
+            local.pop(gone, None)
+        assert hub.revision == revision
+        for host in world.hosts:
+            assert hub.digest_of(host) == digest(desired[host]), host
+            assert hub.tables_of(host) == desired[host], host
+            assert held.get(host, {}) == desired[host], host
+            own = {p.id for p in world.ports.values() if p.host == host}
+            assert {p.id for p in hub.local_ports_of(host)} == own == local.get(host, set())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(actions, min_size=5, max_size=40))
+def test_member_sums_equal_table_sums(steps: list[tuple[object, ...]]) -> None:
+    """``member_sums`` (total minus own entries) is each member's ``network_sum``."""
+    world = World()
+    for step in [*bootstrap, *steps]:
+        act(world, step)
+    vteps = world.vteps()
+    for nid, network in world.networks.items():
+        ports = [p for p in world.ports.values() if p.network_id == nid]
+        view = world.view(nid)
+        sums = member_sums(network, membership(ports, vteps))
+        assert sums == {host: network_sum(tables) for host, tables in view.items()}
 
 
 tables_st = st.builds(

@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from l2pop.testbed import netns as nsx
-from l2pop.testbed.bed import underlay_addresses
 from l2pop.testbed.capture import CaptureResult, parse_pcap
+from l2pop.testbed.nodes import underlay_addresses
 
 MAC_A = bytes.fromhex("fa163e000001")
 MAC_B = bytes.fromhex("fa163e000002")

@@ -1,10 +1,10 @@
-"""The agent: one WebSocket session to ``/v1/agent`` at a time, forever (protocol in
+"""The agent: one WebSocket session to the server's agent channel at a time, forever (protocol in
 ``l2pop.wire.channel``).
 
 Work structure (kubernetes sample-controller pattern): the socket reader only updates the
 reconciler's in-memory state and wakes the worker; the datapath's port listener (any thread)
 only wakes the worker; one worker task runs ``Reconciler.sync`` (in a thread when the datapath
-does kernel I/O), then acks and queues status reports. A failed sync is retried with
+is ``blocking``), then acks and queues status reports. A failed sync is retried with
 rate-limited backoff and is FULL (mark and sweep). A network the datapath fails on is retried
 on its own backoff inside the reconciler (``Reconciler.sync``): the worker also wakes when such
 a retry is due, and acks carry the failing networks (``Ack.errors``) until they heal.
@@ -20,6 +20,9 @@ TLS: with an https (or wss) server URL both the channel and the status reports u
 verify the server's certificate with the process's one SSL context (``l2pop.tlsconfig``). A
 certificate that does not verify is logged and retried slowly, like a refused token; the agent
 never falls back to an unverified or plain connection.
+
+Fault injection is not in here: tests and the swarm pass an ``InboundFilter``
+(``l2pop.testbed.faults``) that may drop or repeat server messages before the agent sees them.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -40,6 +44,7 @@ from l2pop.agent.backoff import Backoff
 from l2pop.agent.reconciler import Gap, Reconciler
 from l2pop.agent.reporter import StatusReporter
 from l2pop.agent.stats import AgentStats
+from l2pop.client import channel_urls
 from l2pop.datapath.abc import Datapath
 from l2pop.tlsconfig import client_context, tls_failure
 from l2pop.wire.channel import (
@@ -80,15 +85,12 @@ STABLE_SESSION_S = 10.0
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
-def channel_urls(server_url: str) -> tuple[str, str]:
-    """(http base URL, WebSocket URL of ``/v1/agent``) from the server URL, http(s) or ws(s)."""
-    url = server_url.rstrip("/")
-    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-        if url.startswith(http):
-            return url, ws + url[len(http) :] + "/v1/agent"
-        if url.startswith(ws):
-            return http + url[len(ws) :], url + "/v1/agent"
-    return "http://" + url, "ws://" + url + "/v1/agent"
+class InboundFilter(Protocol):
+    """Stands between the socket and the agent: given each decoded server message, returns
+    the messages the agent processes in its place, in order (none: lost on the wire; the
+    message twice: repeated). The message is counted in ``AgentStats`` before the filter."""
+
+    def __call__(self, msg: ServerMessage) -> Sequence[ServerMessage]: ...
 
 
 class Agent:
@@ -103,19 +105,18 @@ class Agent:
         datapath: Datapath,
         *,
         heartbeat_interval: float = 5.0,
-        test_hooks: bool = False,
         http_client: httpx.AsyncClient | None = None,
-        sync_in_thread: bool | None = None,
         reconnect_backoff: Backoff | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        inbound_filter: InboundFilter | None = None,
     ) -> None:
         """``ssl_context`` verifies an https/wss server (default: the system trust store);
-        ``http_client``, when given, must have been made with the same context."""
+        ``http_client``, when given, must have been made with the same context.
+        ``inbound_filter``: see ``InboundFilter`` (tests only; None in production)."""
         self.host = host
         self.vtep_ip = vtep_ip
         self.datapath = datapath
         self.heartbeat_interval = heartbeat_interval
-        self.test_hooks = test_hooks
         self.http_url, self.ws_url = channel_urls(server_url)
         self._token = token
         if ssl_context is None and self.ws_url.startswith("wss://"):
@@ -126,11 +127,7 @@ class Agent:
             self.http_url, token, client=http_client, host=host, ssl_context=self._ssl
         )
         self.stats = AgentStats()
-        # The memory datapath does no I/O: a thread per sync would only add overhead when a
-        # swarm runs hundreds of agents in one process.
-        self._sync_in_thread = (
-            datapath.name != "memory" if sync_in_thread is None else (sync_in_thread)
-        )
+        self._inbound = inbound_filter
         self._reconnect = reconnect_backoff or Backoff(0.2, 5.0)
         self._ws: ClientConnection | None = None
         self._session_task: asyncio.Task[None] | None = None
@@ -139,8 +136,6 @@ class Agent:
         self._resync_pending = False
         self._refused = False
         self._last_acked: tuple[tuple[int, str], tuple[AckError, ...]] | None = None
-        self._drop_deltas = 0
-        self._duplicate_deltas = 0
         self.last_error: str | None = None
 
     # -- public -----------------------------------------------------------------------
@@ -196,16 +191,6 @@ class Agent:
                 await ws.close()
         if task is not None and not task.done():
             task.cancel()  # still connecting: do not wait for the open timeout
-
-    def drop_next_delta(self) -> None:
-        """Test hook: the next delta is discarded as if lost on the wire."""
-        self._require_hooks()
-        self._drop_deltas += 1
-
-    def duplicate_next_delta(self) -> None:
-        """Test hook: the next delta is processed twice."""
-        self._require_hooks()
-        self._duplicate_deltas += 1
 
     def status(self) -> dict[str, Any]:
         applied = self.reconciler.applied()
@@ -335,24 +320,19 @@ class Agent:
             log.warning("%s: ignoring a malformed server message: %s", self.host, exc)
             return
         self.stats.messages[msg.type] += 1
-        if isinstance(msg, Snapshot):
+        if isinstance(msg, Snapshot | Delta):
             self._note_networks(msg)
+        for one in (msg,) if self._inbound is None else self._inbound(msg):
+            await self._dispatch(ws, one)
+
+    async def _dispatch(self, ws: ClientConnection, msg: ServerMessage) -> None:
+        """Act on one message, as the inbound filter passed it."""
+        if isinstance(msg, Snapshot):
             self.reconciler.on_snapshot(msg)
             self._resync_pending = False
             self._wake.set()
         elif isinstance(msg, Delta):
-            self._note_networks(msg)
-            if self._drop_deltas:
-                self._drop_deltas -= 1
-                self.stats.dropped_by_hook += 1
-                log.info("%s: test hook: dropping delta %d", self.host, msg.revision)
-                return
-            times = 1
-            if self._duplicate_deltas:
-                self._duplicate_deltas -= 1
-                times = 2
-            for _ in range(times):
-                await self._on_delta(ws, msg)
+            await self._on_delta(ws, msg)
         elif isinstance(msg, Heartbeat):
             if not self._resync_pending:
                 reason = self.reconciler.mismatch(msg)
@@ -397,7 +377,7 @@ class Agent:
                     await asyncio.wait_for(self._wake.wait(), retry_in)
             self._wake.clear()
             try:
-                if self._sync_in_thread:
+                if self.datapath.blocking:
                     result = await asyncio.to_thread(self.reconciler.sync)
                 else:
                     result = self.reconciler.sync()
@@ -423,7 +403,3 @@ class Agent:
         log_ = self.stats.applied_log
         if applied is not None and (not log_ or log_[-1][0] != applied[0]):
             log_.append((applied[0], time.monotonic()))
-
-    def _require_hooks(self) -> None:
-        if not self.test_hooks:
-            raise RuntimeError("test hooks are off (construct the Agent with test_hooks=True)")

@@ -14,12 +14,13 @@ of simulated agents, keyed by host name. JSON in, JSON out; errors use the serve
                                                     {host, revision, digest, networks}
     GET  /agents/{host}/stats                       the agent's counters
     GET  /applied                                   every agent's (revision, monotonic) log
-    POST /agents/{host}/ports/{port_id}/unplug      simulate a VM's device going (memory only)
+    POST /agents/{host}/ports/{port_id}/unplug      simulate a VM's device going (only with
+                                                    a datapath that has ``PortPlugging``,
+                                                    e.g. memory; 409 otherwise)
     POST /agents/{host}/ports/{port_id}/plug        ... and coming back
-    POST /agents/{host}/hooks/drop-next-delta       test hooks: 404 unless enabled
-    POST /agents/{host}/hooks/duplicate-next-delta
 
 Bind it to loopback: it has no authentication, and it can take a simulated port down.
+``l2pop.testbed.faults`` extends it with fault-injection routes for the swarm.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from contextlib import suppress
 from typing import Any
 
 from l2pop.agent.channel import Agent
-from l2pop.datapath.memory import MemoryDatapath
+from l2pop.datapath.abc import port_plugging
 from l2pop.model import canonical, digest
 
 log = logging.getLogger("l2pop.agent")
@@ -54,8 +55,14 @@ _REASONS = {
 Reply = tuple[int, Any]  # status, JSON body
 
 
-def _error(status: int, code: str, message: str) -> Reply:
+def error_reply(status: int, code: str, message: str) -> Reply:
+    """An error in the server's shape."""
     return status, {"error": {"code": code, "message": message}}
+
+
+def path_parts(path: str) -> list[str]:
+    """The non-empty segments of a request path, query left out."""
+    return [p for p in path.split("?", 1)[0].split("/") if p]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -94,37 +101,35 @@ class ControlServer:
 
     async def handle(self, method: str, path: str) -> Reply:
         """The reply to one request; pure routing, testable without a socket."""
-        parts = [p for p in path.split("?", 1)[0].split("/") if p]
+        parts = path_parts(path)
         if parts == ["healthz"]:
-            return (200, {"ok": True}) if method == "GET" else _error(405, "method", "use GET")
+            return (200, {"ok": True}) if method == "GET" else error_reply(405, "method", "use GET")
         if parts == ["applied"] and method == "GET":
             # every agent's (revision, monotonic time) log at once: for benchmarks
             return 200, {h: list(a.stats.applied_log) for h, a in self.agents.items()}
         if not parts or parts[0] != "agents":
-            return _error(404, "not_found", f"no route {path}")
+            return error_reply(404, "not_found", f"no route {path}")
         if len(parts) == 1:
             if method != "GET":
-                return _error(405, "method", "use GET")
+                return error_reply(405, "method", "use GET")
             return 200, [self.agents[h].status() for h in sorted(self.agents)]
 
         agent = self.agents.get(parts[1])
         if agent is None:
-            return _error(404, "not_found", f"no agent for host {parts[1]}")
+            return error_reply(404, "not_found", f"no agent for host {parts[1]}")
         rest = parts[2:]
         if method == "GET" and rest == ["tables"]:
             return 200, await self._tables(agent)
         if method == "GET" and rest == ["stats"]:
             return 200, {"host": agent.host, **agent.stats.as_dict()}
         if method == "POST" and len(rest) == 3 and rest[0] == "ports":
-            return self._port(agent, rest[1], rest[2])
-        if method == "POST" and len(rest) == 2 and rest[0] == "hooks":
-            return self._hook(agent, rest[1])
-        if rest in (["tables"], ["stats"]) or (rest and rest[0] in ("ports", "hooks")):
-            return _error(405, "method", f"{method} is not allowed on {path}")
-        return _error(404, "not_found", f"no route {path}")
+            return await self._port(agent, rest[1], rest[2])
+        if rest in (["tables"], ["stats"]) or (rest and rest[0] == "ports"):
+            return error_reply(405, "method", f"{method} is not allowed on {path}")
+        return error_reply(404, "not_found", f"no route {path}")
 
     async def _tables(self, agent: Agent) -> dict[str, Any]:
-        # Read back from the datapath (a kernel dump for linux: off the event loop).
+        # Read back from the datapath, off the event loop (a blocking one does I/O to dump).
         held = await asyncio.to_thread(agent.datapath.dump)
         applied = agent.reconciler.applied()
         return {
@@ -135,28 +140,19 @@ class ControlServer:
         }
 
     @staticmethod
-    def _port(agent: Agent, port_id: str, action: str) -> Reply:
+    async def _port(agent: Agent, port_id: str, action: str) -> Reply:
         datapath = agent.datapath
         if action not in ("plug", "unplug"):
-            return _error(404, "not_found", f"no port action {action}")
-        if not isinstance(datapath, MemoryDatapath):
-            return _error(409, "unsupported", f"the {datapath.name} datapath has no {action}")
-        if action == "unplug":
-            datapath.unplug(port_id)
+            return error_reply(404, "not_found", f"no port action {action}")
+        plugging = port_plugging(datapath)
+        if plugging is None:
+            return error_reply(409, "unsupported", f"the {datapath.name} datapath has no {action}")
+        do = plugging.unplug if action == "unplug" else plugging.plug
+        if datapath.blocking:
+            await asyncio.to_thread(do, port_id)
         else:
-            datapath.plug(port_id)
+            do(port_id)
         return 200, {"host": agent.host, "port_id": port_id, "action": action}
-
-    @staticmethod
-    def _hook(agent: Agent, name: str) -> Reply:
-        hooks = {
-            "drop-next-delta": agent.drop_next_delta,
-            "duplicate-next-delta": agent.duplicate_next_delta,
-        }
-        if not agent.test_hooks or name not in hooks:
-            return _error(404, "not_found", f"no hook {name} (test hooks are off)")
-        hooks[name]()
-        return 200, {"host": agent.host, "hook": name}
 
     # -- HTTP/1.1 ---------------------------------------------------------------------
 
@@ -188,7 +184,9 @@ class ControlServer:
         lines = head.decode("latin-1").split("\r\n")
         request = lines[0].split(" ")
         if len(request) != 3 or not request[2].startswith("HTTP/1."):
-            await self._write(writer, *_error(400, "bad_request", "bad request line"), close=True)
+            await self._write(
+                writer, *error_reply(400, "bad_request", "bad request line"), close=True
+            )
             return False
         method, path, version = request
         headers = {}
@@ -198,7 +196,7 @@ class ControlServer:
                 headers[name.strip().lower()] = value.strip()
         length = headers.get("content-length", "0")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            await self._write(writer, *_error(413, "too_large", "body too large"), close=True)
+            await self._write(writer, *error_reply(413, "too_large", "body too large"), close=True)
             return False
         if int(length):
             await reader.readexactly(int(length))  # no route takes a body; drain it
@@ -208,7 +206,7 @@ class ControlServer:
             status, body = await self.handle(method, path)
         except Exception:
             log.exception("control: %s %s failed", method, path)
-            status, body = _error(500, "error", "internal error; see the agent log")
+            status, body = error_reply(500, "error", "internal error; see the agent log")
         await self._write(writer, status, body, close=not keep)
         return keep
 

@@ -4,6 +4,9 @@
 (unknown or unavailable datapath, bad control address, unusable CA file). Stopping never touches
 the datapath's tables: a restarted agent reconciles against what the kernel still holds (fail
 static).
+
+``make_datapath`` is the one place that names concrete datapaths: everything else in the agent
+sees only ``l2pop.datapath.abc``, so a new implementation joins by one entry in ``DATAPATHS``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
@@ -22,7 +25,6 @@ from l2pop.tlsconfig import TlsConfigError, client_context
 
 log = logging.getLogger("l2pop.agent")
 
-DATAPATHS = ("linux", "memory")
 #: how long stopping agents may take to close their sessions before they are cancelled
 STOP_GRACE_S = 5.0
 
@@ -31,22 +33,31 @@ class UsageError(Exception):
     """A problem the user must fix; printed as one line, exit code 2."""
 
 
+def _memory(vtep_ip: str) -> Datapath:
+    from l2pop.datapath.memory import MemoryDatapath
+
+    return MemoryDatapath()
+
+
+def _linux(vtep_ip: str) -> Datapath:
+    try:
+        from l2pop.datapath.linux import LinuxDatapath
+    except ImportError:
+        raise UsageError("the linux datapath is not available yet; use --datapath memory") from None
+    return LinuxDatapath(vtep_ip=vtep_ip)
+
+
+#: ``--datapath`` name -> factory(VTEP IP); imports are deferred so a host without the
+#: kernel's pieces can still run the memory one
+DATAPATHS: dict[str, Callable[[str], Datapath]] = {"linux": _linux, "memory": _memory}
+
+
 def make_datapath(name: str, vtep_ip: str) -> Datapath:
     """The datapath called ``name``; raises ``UsageError`` when it cannot be had here."""
-    if name == "memory":
-        from l2pop.datapath.memory import MemoryDatapath
-
-        return MemoryDatapath()
-    if name == "linux":
-        try:
-            from l2pop.datapath.linux import LinuxDatapath
-        except ImportError:
-            raise UsageError(
-                "the linux datapath is not available yet; use --datapath memory"
-            ) from None
-        datapath: Datapath = LinuxDatapath(vtep_ip=vtep_ip)
-        return datapath
-    raise UsageError(f"unknown datapath {name!r}; choose one of {', '.join(DATAPATHS)}")
+    factory = DATAPATHS.get(name)
+    if factory is None:
+        raise UsageError(f"unknown datapath {name!r}; choose one of {', '.join(DATAPATHS)}")
+    return factory(vtep_ip)
 
 
 def setup_logging(level: str) -> None:
@@ -60,9 +71,10 @@ def setup_logging(level: str) -> None:
 
 
 async def serve_agents(
-    agents: Mapping[str, Agent], control: str | None, *, ramp: float = 0.0
+    agents: Mapping[str, Agent], ctl: ControlServer | None, *, ramp: float = 0.0
 ) -> None:
-    """Run ``agents`` (and the control endpoint) until SIGTERM/SIGINT, then stop them.
+    """Run ``agents`` (and the control endpoint ``ctl``, not yet started) until
+    SIGTERM/SIGINT, then stop them.
 
     ``ramp`` spreads the agents' first connections over that many seconds, so a swarm does
     not open all its sessions in the same instant.
@@ -71,7 +83,6 @@ async def serve_agents(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ctl = ControlServer(agents, control) if control else None
     if ctl is not None:
         port = await ctl.start()
         # One line on stdout that tests and scripts wait for (port 0 picks a free port).
@@ -112,7 +123,6 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
     token: str,
     datapath_name: str,
     control: str | None,
-    test_hooks: bool,
     *,
     heartbeat_interval: float = 5.0,
     log_level: str | None = None,
@@ -139,11 +149,11 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
         token,
         datapath,
         heartbeat_interval=heartbeat_interval,
-        test_hooks=test_hooks,
         ssl_context=ssl_context,
     )
+    agents = {host: agent}
     try:
-        asyncio.run(serve_agents({host: agent}, control))
+        asyncio.run(serve_agents(agents, ControlServer(agents, control) if control else None))
     except OSError as exc:  # e.g. the control address is taken
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ Contracts:
 * ``applied()`` is the (revision, digest) of what the last sync left programmed, which the
   agent acknowledges: the desired state at ``revision`` for every healthy network, and for each
   failing network the header of a damaged network (VNI 0, no entries; what ``Datapath.dump``
-  reports for one) instead of its tables. The digest is additive (``model.digest``) and the
+  reports for one) instead of its tables. The digest is additive (``model.digests``) and the
   desired sum is kept per network, so this costs O(failing networks). No desired state has
   VNI 0, so while any network fails the digest differs from the server's (the host is not in
   sync), including a failed ``leave``; once it heals the digest is the desired one again.
@@ -64,7 +64,7 @@ from l2pop.model import (
     network_sum,
 )
 from l2pop.model.diff import delta_sum_change
-from l2pop.model.digest import as_hex, header_hash
+from l2pop.model.digests import as_hex, header_hash
 from l2pop.wire.channel import (
     ACK_ERROR_TEXT_MAX,
     ACK_ERRORS_MAX,
@@ -183,7 +183,7 @@ class Reconciler:
         self._retry_base, self._retry_cap = retry_base, retry_cap
         self._lock = threading.Lock()
         self.desired: dict[str, NetworkTables] = {}
-        self._sum = 0  # additive digest of desired (model.digest), kept current per delta
+        self._sum = 0  # additive digest of desired (model.digests), kept current per delta
         self._sums: dict[str, int] = {}  # the same, per network (sum over them: _sum)
         self._failing: dict[str, _Failing] = {}  # network id -> its last error, next retry
         self.ports: dict[str, LocalPort] = {}
@@ -270,11 +270,6 @@ class Reconciler:
             raise Gap(f"tables after revision {msg.revision} do not match the server's digest")
         return True
 
-    def digest(self) -> str:
-        """The digest of the desired state (same hash as ``model.digest``)."""
-        with self._lock:
-            return as_hex(self._sum)
-
     def mismatch(self, hb: Heartbeat) -> str | None:
         """Why a server heartbeat shows we diverged, or None. An older heartbeat than our
         revision says nothing (a message we already hold was sent after it)."""
@@ -297,15 +292,6 @@ class Reconciler:
         with self._lock:
             failing = sorted(self._failing.items())
         return [f.error for _, f in failing[:ACK_ERRORS_MAX]]
-
-    def failing(self) -> set[str]:
-        """Ids of the networks failing now (all of them, unbounded)."""
-        with self._lock:
-            return set(self._failing)
-
-    def full_pending(self) -> bool:
-        with self._lock:
-            return self._full
 
     def mark_full(self) -> None:
         """Force the next sync to be FULL (after an error, or on demand)."""

@@ -1,4 +1,5 @@
-"""Port status reports: ``PUT {server}/v1/ports/{id}/status`` with the host's token.
+"""Port status reports: the REST status call (``AsyncClient.report_status``) with the host's
+token.
 
 Contract: ``report(port_id, status)`` never blocks and never fails; the latest status per port
 wins (a report still waiting is replaced, not queued behind). ``run()`` sends pending reports
@@ -18,8 +19,8 @@ import ssl
 import httpx
 
 from l2pop.agent.backoff import Backoff
+from l2pop.client import ApiError, AsyncClient, ClientError, UnexpectedAnswer
 from l2pop.model import PortStatus
-from l2pop.tlsconfig import tls_failure
 
 log = logging.getLogger("l2pop.agent")
 
@@ -44,10 +45,12 @@ class StatusReporter:
         """``ssl_context`` verifies an https server (for the client made here, not ``client``)."""
         self.base_url = server_url.rstrip("/")
         self.host = host
-        self._headers = {"Authorization": f"Bearer {token}"}
-        self._own_client = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=10.0, verify=ssl_context if ssl_context is not None else True
+        self._api = AsyncClient(
+            self.base_url,
+            token,
+            timeout=10.0,
+            verify=ssl_context if ssl_context is not None else True,
+            http=client,
         )
         self._backoff = backoff or Backoff()
         self._pending: dict[str, PortStatus] = {}
@@ -95,39 +98,39 @@ class StatusReporter:
 
     async def _send(self, port_id: str, status: PortStatus) -> bool:
         """One attempt; True when finished (sent or dropped), False to retry later."""
-        url = f"{self.base_url}/v1/ports/{port_id}/status"
+        code, why = 200, ""
         try:
-            resp = await self._client.put(url, json={"status": status.value}, headers=self._headers)
-        except httpx.HTTPError as exc:
-            self.failures += 1
-            why = tls_failure(exc) or exc
-            log.info("%s: status of port %s not sent (%s); will retry", self.host, port_id, why)
-            return False
-        if resp.is_success:
-            self.sent += 1
-            return True
-        if resp.status_code >= 500 or resp.status_code in _RETRY_STATUSES:
+            await self._api.report_status(port_id, status.value)
+        except ApiError as exc:
+            code, why = exc.status, exc.message
+        except UnexpectedAnswer as exc:  # a 2xx all the same: the server took the report
+            code, why = exc.status, exc.message
+        except ClientError as exc:  # Unreachable: no answer (or no usable server URL)
             self.failures += 1
             log.info(
-                "%s: status of port %s: server answered %d; will retry",
-                self.host,
-                port_id,
-                resp.status_code,
+                "%s: status of port %s not sent (%s); will retry", self.host, port_id, exc.message
+            )
+            return False
+        if 200 <= code < 300:
+            self.sent += 1
+            return True
+        if code >= 500 or code in _RETRY_STATUSES:
+            self.failures += 1
+            log.info(
+                "%s: status of port %s: server answered %d; will retry", self.host, port_id, code
             )
             return False
         self.dropped += 1
-        why = "moved to another host or gone" if resp.status_code in (403, 404) else "refused"
+        reason = "moved to another host or gone" if code in (403, 404) else "refused"
         log.warning(
-            "%s: status %s of port %s dropped: %s (%d %s)",
+            "%s: status %s of port %s dropped: %s (%s)",
             self.host,
             status.value,
             port_id,
-            why,
-            resp.status_code,
-            resp.text[:200],
+            reason,
+            why[:200],
         )
         return True
 
     async def close(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+        await self._api.close()

@@ -22,7 +22,6 @@ class AgentStats:
     resyncs_requested: int = 0
     gaps_detected: int = 0
     duplicates_ignored: int = 0
-    dropped_by_hook: int = 0
     refused: int = 0
     syncs: int = 0
     full_syncs: int = 0
@@ -42,7 +41,6 @@ class AgentStats:
             "resyncs_requested": self.resyncs_requested,
             "gaps_detected": self.gaps_detected,
             "duplicates_ignored": self.duplicates_ignored,
-            "dropped_by_hook": self.dropped_by_hook,
             "refused": self.refused,
             "syncs": self.syncs,
             "full_syncs": self.full_syncs,

@@ -1,8 +1,11 @@
 """``l2pop agent-swarm``: many simulated hosts in one process, one real WebSocket each.
 
-Each host gets its own ``Agent`` with a ``MemoryDatapath``; they share one HTTP client for
+Each host gets its own ``Agent`` with a memory datapath; they share one HTTP client for
 status reports and one control endpoint (keyed by host name). Used by tests and the scale
 simulator to stand in for 50-1000 hosts with a few processes.
+
+``--test-hooks`` gives each agent a ``l2pop.testbed.faults.DeltaFaults`` filter and serves its
+routes on the control endpoint (the swarm is a test tool; ``l2pop agent`` has no such thing).
 
 Hosts file: JSON ``[{"host": NAME, "vtep_ip": IP, "token": T}, ...]``.
 """
@@ -20,10 +23,10 @@ from typing import Any
 import httpx
 
 from l2pop.agent.channel import Agent
-from l2pop.agent.control import parse_address
-from l2pop.agent.main import UsageError, serve_agents, setup_logging
-from l2pop.datapath.memory import MemoryDatapath
+from l2pop.agent.control import ControlServer, parse_address
+from l2pop.agent.main import UsageError, make_datapath, serve_agents, setup_logging
 from l2pop.runtime import keep_heap_frozen
+from l2pop.testbed.faults import DeltaFaults, FaultControlServer
 from l2pop.tlsconfig import TlsConfigError, client_context
 
 
@@ -60,6 +63,7 @@ async def _swarm(
     ssl_context: ssl.SSLContext,
 ) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    faults = {h["host"]: DeltaFaults(h["host"]) for h in hosts} if test_hooks else {}
     async with httpx.AsyncClient(timeout=10.0, limits=limits, verify=ssl_context) as client:
         agents = {
             h["host"]: Agent(
@@ -67,17 +71,22 @@ async def _swarm(
                 h["host"],
                 h["vtep_ip"],
                 h["token"],
-                MemoryDatapath(),
+                make_datapath("memory", h["vtep_ip"]),
                 heartbeat_interval=heartbeat_interval,
-                test_hooks=test_hooks,
                 http_client=client,
                 ssl_context=ssl_context,
+                inbound_filter=faults.get(h["host"]),
             )
             for h in hosts
         }
+        ctl: ControlServer | None = None
+        if control and test_hooks:
+            ctl = FaultControlServer(agents, control, faults)
+        elif control:
+            ctl = ControlServer(agents, control)
         freezer = asyncio.create_task(keep_heap_frozen())
         try:
-            await serve_agents(agents, control, ramp=ramp)
+            await serve_agents(agents, ctl, ramp=ramp)
         finally:
             freezer.cancel()
 

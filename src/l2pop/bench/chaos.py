@@ -11,13 +11,13 @@ time from the kill until every host is connected and in sync again.
 
 At the end the chaos stops, the system must converge (bounded) and then:
 
-(a) every acknowledged write is in the store: each client's model equals what ``GET`` says,
-    field by field (name, MAC, fixed IPs, host; unbound => DOWN, bound => ACTIVE);
+(a) every acknowledged write is in the store: each client's model equals what the API
+    reads back, field by field (name, MAC, fixed IPs, host; unbound => DOWN, bound => ACTIVE);
 (b) no refused write left anything (no object carries a refused create's name; refused
     updates were read back unchanged);
 (c) each indeterminate write resolved to its before or its after state;
-(d) every agent's tables (read back from its control endpoint) equal
-    ``GET /v1/hosts/{name}/fdb`` exactly;
+(d) every agent's tables (read back from its control endpoint) equal its desired state
+    (``Client.host_fdb``) exactly;
 (e) every host is ``connected`` and ``in_sync``.
 """
 
@@ -44,9 +44,12 @@ from l2pop.bench.chaos_clients import (
     port_of,
     status_problem,
 )
+from l2pop.bench.chaos_core import as_json
 from l2pop.bench.scale import percentile
+from l2pop.client import Client, ClientError
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
-from l2pop.testbed.process import ServerProcess, list_all
+from l2pop.testbed.process import ServerProcess
+from l2pop.wire import HostOut
 
 Progress = Callable[[str], None]
 HEARTBEAT_S = 1.0
@@ -93,14 +96,19 @@ class Bed:
         self.swarms: dict[str, AgentSwarm] = {}
         self.hosts: list[str] = []
 
+    def api(self, timeout: float = 30.0) -> Client:
+        """The operator's client of the server (no admin token: a loopback caller is)."""
+        return Client(
+            self.server.url, self.server.admin_token, timeout=timeout, verify=self.server.verify
+        )
+
     def start(self) -> None:
         self.server.start(timeout=60)
-        with self.server.client() as http:
+        with self.api() as api:
             for i in range(1, self.cfg.agents + 1):
                 name = f"h{i}"
-                r = http.post("/v1/hosts", json={"name": name, "vtep_ip": f"192.0.2.{i}"})
-                r.raise_for_status()
-                cred = HostCredentials(name, f"192.0.2.{i}", r.json()["token"])
+                made = api.create_host(name, f"192.0.2.{i}")
+                cred = HostCredentials(name, f"192.0.2.{i}", made.token)
                 swarm = AgentSwarm(
                     self.server.url,
                     [cred],
@@ -120,21 +128,20 @@ class Bed:
             self.pg.stop()
 
 
-def hosts_settled(http: httpx.Client) -> tuple[bool, list[str]]:
+def hosts_settled(api: Client) -> tuple[bool, list[str]]:
     """(every host connected and in sync, the hosts that are not)."""
-    hosts = list_all(http, "/v1/hosts")
-    bad = [h["name"] for h in hosts if not (h["connected"] and h["in_sync"])]
+    bad = [h.name for h in api.hosts() if not (h.connected and h.in_sync)]
     return not bad, bad
 
 
-def wait_settled(http: httpx.Client, since: float, timeout: float) -> float | None:
+def wait_settled(api: Client, since: float, timeout: float) -> float | None:
     """Seconds from ``since`` until every host is connected and in sync (None: timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if hosts_settled(http)[0]:
+            if hosts_settled(api)[0]:
                 return time.monotonic() - since
-        except (httpx.TransportError, httpx.HTTPStatusError):
+        except ClientError:
             pass
         time.sleep(0.1)
     return None
@@ -164,8 +171,7 @@ class Killer(threading.Thread):
         self.t0 = t0
         self.kills: list[dict[str, Any]] = []
         self.problems: list[Problem] = []
-        self.http = bed.server.client()
-        self.http.timeout = httpx.Timeout(10.0)
+        self.api = bed.api(timeout=10.0)
 
     def targets(self) -> list[str]:
         return ["server", "agent", "postgres"] if self.bed.pg is not None else ["server", "agent"]
@@ -180,7 +186,7 @@ class Killer(threading.Thread):
                 Problem("killer_failed", -1, "killer", f"{type(exc).__name__}: {exc}")
             )
         finally:
-            self.http.close()
+            self.api.close()
 
     def _restart_server(self) -> None:
         """Start the server again on its port and database; keep trying for a while (a
@@ -222,7 +228,7 @@ class Killer(threading.Thread):
             event["db_restart_s"] = round(bed.pg.restart(timeout=120), 2)
             event["server"] = self._server_after_db_restart()
         event["restart_s"] = round(time.monotonic() - t, 2)
-        converged = wait_settled(self.http, t, self.bed.cfg.converge_timeout)
+        converged = wait_settled(self.api, t, self.bed.cfg.converge_timeout)
         event["converge_s"] = None if converged is None else round(converged, 2)
         if converged is None:
             why = f"not in sync {bed.cfg.converge_timeout}s after the kill at {event['at_s']}s"
@@ -230,7 +236,7 @@ class Killer(threading.Thread):
             # go on with the soak: a fresh server, and it must converge from there
             bed.server.kill()
             self._restart_server()
-            again = wait_settled(self.http, time.monotonic(), bed.cfg.converge_timeout)
+            again = wait_settled(self.api, time.monotonic(), bed.cfg.converge_timeout)
             event["recovery_restart_converge_s"] = None if again is None else round(again, 2)
         self.kills.append(event)
         who = f"{event.get('pid')} {event.get('host', '')}".strip()
@@ -249,9 +255,10 @@ class Killer(threading.Thread):
             if server.proc is None or server.proc.poll() is not None:
                 break  # it exited by itself
             try:
-                if all(self.http.get(p).status_code == 200 for p in ("/v1/hosts", "/v1/networks")):
-                    return "survived"
-            except httpx.TransportError:
+                self.api.hosts()
+                self.api.networks()
+                return "survived"
+            except ClientError:
                 pass
             time.sleep(0.2)
         exited = server.proc is not None and server.proc.poll() is not None
@@ -263,13 +270,13 @@ class Killer(threading.Thread):
 # -- the end: converge, then verify ---------------------------------------------------------
 
 
-def agent_mismatches(http: httpx.Client, bed: Bed) -> dict[str, str]:
+def agent_mismatches(api: Client, bed: Bed) -> dict[str, str]:
     out = {}
     for host, swarm in bed.swarms.items():
         try:
-            desired = http.get(f"/v1/hosts/{host}/fdb").json()
+            desired = as_json(api.host_fdb(host))
             actual = swarm.tables(host)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (ClientError, httpx.HTTPError, ValueError) as exc:
             out[host] = f"unreadable: {exc}"
             continue
         if actual["networks"] != desired["networks"]:
@@ -279,39 +286,39 @@ def agent_mismatches(http: httpx.Client, bed: Bed) -> dict[str, str]:
     return out
 
 
-def final_convergence(http: httpx.Client, bed: Bed, timeout: float) -> dict[str, Any]:
+def final_convergence(api: Client, bed: Bed, timeout: float) -> dict[str, Any]:
     """Wait until hosts are settled, no port is BUILD and every agent equals its /fdb."""
     start = time.monotonic()
     state: dict[str, Any] = {}
     while True:
         try:
-            settled, lagging = hosts_settled(http)
-            build = [p["id"] for p in list_all(http, "/v1/ports", {"status": "BUILD"})]
-            wrong = agent_mismatches(http, bed) if settled and not build else {}
+            settled, lagging = hosts_settled(api)
+            build = [p.id for p in api.ports(status="BUILD")]
+            wrong = agent_mismatches(api, bed) if settled and not build else {}
             state = {"hosts_not_in_sync": lagging, "ports_build": build, "agents_wrong": wrong}
             if settled and not build and not wrong:
                 state["converge_s"] = round(time.monotonic() - start, 2)
                 return state
-        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+        except ClientError as exc:
             state = {"error": str(exc)}
         if time.monotonic() - start > timeout:
             state["converge_s"] = None
             if "agents_wrong" in state and not state["agents_wrong"]:
-                state["agents_wrong"] = agent_mismatches(http, bed)
+                state["agents_wrong"] = agent_mismatches(api, bed)
             return state
         time.sleep(0.2)
 
 
-def verify_store(http: httpx.Client, clients: list[ChaosClient]) -> list[Problem]:
+def verify_store(api: Client, clients: list[ChaosClient]) -> list[Problem]:
     """(a), (b) and the status rule, from one read of every network and port."""
     problems: list[Problem] = []
-    nets = {n["id"]: n for n in list_all(http, "/v1/networks")}
-    ports = {p["id"]: p for p in list_all(http, "/v1/ports")}
+    nets = {n.id: n for n in api.networks()}
+    ports = {p.id: p for p in api.ports()}
     for c in clients:
         for net in c.nets.values():
-            got = nets.get(net.id)
-            if got is None or net_of(got) != net:
-                why = "missing" if got is None else f"store has {net_of(got)}"
+            stored = nets.get(net.id)
+            if stored is None or net_of(stored) != net:
+                why = "missing" if stored is None else f"store has {net_of(stored)}"
                 problems.append(Problem("lost_write", c.index, net.id, f"network {net}: {why}",
                                         c.history.get(net.id, [])))  # fmt: skip
         for port in c.ports.values():
@@ -326,19 +333,20 @@ def verify_store(http: httpx.Client, clients: list[ChaosClient]) -> list[Problem
                 )
     owned_nets = {n for c in clients for n in c.nets}
     owned_ports = {p for c in clients for p in c.ports}
-    extras = [("network", n) for i, n in nets.items() if i not in owned_nets]
+    extras: list[tuple[str, Any]] = [("network", n) for i, n in nets.items() if i not in owned_nets]
     extras += [("port", p) for i, p in ports.items() if i not in owned_ports]
     for kind, obj in extras:
-        owner = next((c for c in clients if obj["id"] in c.deleted), None)
+        text = as_json(obj)
+        owner = next((c for c in clients if obj.id in c.deleted), None)
         if owner is not None:
-            problems.append(Problem("lost_write", owner.index, obj["id"],
-                                    f"{kind} deleted, yet still there: {obj}",
-                                    owner.history.get(obj["id"], [])))  # fmt: skip
+            problems.append(Problem("lost_write", owner.index, obj.id,
+                                    f"{kind} deleted, yet still there: {text}",
+                                    owner.history.get(obj.id, [])))  # fmt: skip
             continue
-        owner = next((c for c in clients if obj["name"] in c.refused_names), None)
+        owner = next((c for c in clients if obj.name in c.refused_names), None)
         check = "leftover" if owner is not None else "unexpected_object"
-        problems.append(Problem(check, owner.index if owner else -1, obj["id"], f"{kind} {obj}",
-                                owner.history.get(obj["name"], []) if owner else []))  # fmt: skip
+        problems.append(Problem(check, owner.index if owner else -1, obj.id, f"{kind} {text}",
+                                owner.history.get(obj.name, []) if owner else []))  # fmt: skip
     return problems
 
 
@@ -353,8 +361,8 @@ def run(cfg: ChaosConfig, workdir: Path, progress: Progress = print) -> dict[str
     result: dict[str, Any] = {"config": asdict(cfg)}
     try:
         bed.start()
-        with bed.server.client() as http:
-            initial = wait_settled(http, time.monotonic(), cfg.converge_timeout)
+        with bed.api() as api:
+            initial = wait_settled(api, time.monotonic(), cfg.converge_timeout)
         result["initial_sync_s"] = None if initial is None else round(initial, 2)
         progress(f"{cfg.engine}: server pid {bed.server.pid}, {cfg.agents} agents in sync "
                  f"after {result['initial_sync_s']} s; {cfg.clients} clients, {cfg.duration:g} s "
@@ -401,17 +409,16 @@ def conclude(
     """After the chaos: converge, verify, summarise."""
     final: dict[str, Any] = {"converge_s": None}
     store_problems: list[Problem] = []
-    hosts: list[dict[str, Any]] = [{"name": "?", "connected": False, "in_sync": False}]
+    hosts = [HostOut(name="?", vtep_ip="?", connected=False, in_sync=False)]
     nets = ports = -1
     try:
-        with bed.server.client() as http:
-            http.timeout = httpx.Timeout(30.0)
-            final = final_convergence(http, bed, bed.cfg.converge_timeout)
-            store_problems = verify_store(http, clients)
-            hosts = list_all(http, "/v1/hosts")
-            nets = len(list_all(http, "/v1/networks"))
-            ports = len(list_all(http, "/v1/ports"))
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        with bed.api(timeout=30.0) as api:
+            final = final_convergence(api, bed, bed.cfg.converge_timeout)
+            store_problems = verify_store(api, clients)
+            hosts = api.hosts()
+            nets = len(api.networks())
+            ports = len(api.ports())
+    except (ClientError, httpx.HTTPError, ValueError, KeyError) as exc:
         why = f"{type(exc).__name__}: {exc}"
         store_problems.append(Problem("verification_failed", -1, "store", why))
     result = summarise(
@@ -432,7 +439,7 @@ def summarise(
     killer: Killer,
     final: dict[str, Any],
     store_problems: list[Problem],
-    hosts: list[dict[str, Any]],
+    hosts: list[HostOut],
     chaos_s: float,
 ) -> dict[str, Any]:
     ops = [op for c in clients for op in c.ops]
@@ -444,7 +451,7 @@ def summarise(
     resolved = Counter(op.resolved or "neither" for op in indeterminate)
     problems = [p for c in clients for p in c.problems] + killer.problems + store_problems
     checks = Counter(p.check for p in problems)
-    not_in_sync = [h["name"] for h in hosts if not (h["connected"] and h["in_sync"])]
+    not_in_sync = [h.name for h in hosts if not (h.connected and h.in_sync)]
     wrong_agents = final.get("agents_wrong", {"?": "not checked"})
     converge = [k["converge_s"] for k in killer.kills if k["converge_s"] is not None]
     failed = sorted(checks)

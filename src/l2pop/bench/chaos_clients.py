@@ -23,8 +23,6 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
 from l2pop.bench.chaos_conflicts import ConflictOps
 from l2pop.bench.chaos_core import (
     ACK,
@@ -32,15 +30,18 @@ from l2pop.bench.chaos_core import (
     MAX_NETWORKS,
     MAX_PORTS,
     REFUSED,
+    Gone,
     NetState,
     Op,
     PortState,
     Problem,
+    as_json,
     net_of,
     port_of,
     status_problem,
 )
 from l2pop.model.validation import parse_fixed_ips
+from l2pop.wire import NetworkOut, PortOut
 
 __all__ = [
     "ACK",
@@ -69,7 +70,7 @@ class ChaosClient(ConflictOps):
             self.error = f"{type(exc).__name__}: {exc}"
             self._problem("client_crashed", f"client{self.index}", self.error)
         finally:
-            self.http.close()
+            self.api.close()
 
     def step(self) -> None:
         ports = list(self.ports.values())
@@ -114,65 +115,66 @@ class ChaosClient(ConflictOps):
 
     def create_network(self) -> None:
         name, vni = self._name("n"), self._vni()
-        op, r = self._send(
-            "create_network", name, "POST", "/v1/networks", {"name": name, "vni": vni}
-        )
+        op, r = self._send("create_network", name, self.api.create_network, name=name, vni=vni)
         if op.outcome == ACK and r is not None:
-            net = net_of(r.json())
+            net = net_of(r)
             self._note(net.id, f"created as {name}")
             self.history[net.id] = self.history.pop(name, []) + self.history.get(net.id, [])
             if (net.name, net.vni) != (name, vni):
-                self._problem("wrong_answer", net.id, f"asked {name}/{vni}, got {r.text[:200]}")
+                got = r.model_dump_json()[:200]
+                self._problem("wrong_answer", net.id, f"asked {name}/{vni}, got {got}")
             self.nets[net.id] = NetState(net.id, name, vni)
         elif op.outcome == REFUSED:
             self.refused_names.add(name)
             self._problem("unexpected_refusal", name, f"create_network {op.status} {op.detail}")
         else:
-            found = self._list("/v1/networks")
+            found = self._list(self.api.networks)
             if found is None:
                 self._problem("unresolved", name, "create_network: no read-back")
                 return
-            mine = [n for n in found if n["name"] == name]
+            mine = [n for n in found if n.name == name]
             if not mine:
                 op.resolved = "before"
                 self.refused_names.add(name)  # must never appear later
-            elif len(mine) == 1 and mine[0]["vni"] == vni:
+            elif len(mine) == 1 and mine[0].vni == vni:
                 op.resolved = "after"
-                self.nets[mine[0]["id"]] = NetState(mine[0]["id"], name, vni)
+                self.nets[mine[0].id] = NetState(mine[0].id, name, vni)
             else:
-                self._problem("indeterminate_neither", name, f"create_network found {mine}")
+                found_text = [as_json(n) for n in mine]
+                self._problem("indeterminate_neither", name, f"create_network found {found_text}")
 
     def rename_network(self) -> None:
         net = self.rng.choice(list(self.nets.values()))
         after = replace(net, name=self._name("n"))
         op, r = self._send(
-            "rename_network", net.id, "PATCH", f"/v1/networks/{net.id}", {"name": after.name}
+            "rename_network", net.id, self.api.update_network, net.id, name=after.name
         )
         self._settle_network(op, net, after, r)
 
     def delete_network(self) -> None:
         used = {p.network_id for p in self.ports.values()}
         net = self.rng.choice([n for n in self.nets.values() if n.id not in used])
-        op, _ = self._send("delete_network", net.id, "DELETE", f"/v1/networks/{net.id}")
+        op, _ = self._send("delete_network", net.id, self.api.delete_network, net.id)
         self._settle_network(op, net, None, None)
 
     def _settle_network(
-        self, op: Op, before: NetState, after: NetState | None, r: httpx.Response | None
+        self, op: Op, before: NetState, after: NetState | None, r: NetworkOut | None
     ) -> None:
         if op.outcome == ACK:
             if after is None:
                 del self.nets[before.id]
                 self.deleted.add(before.id)
                 return
-            if r is not None and net_of(r.json()) != after:
-                self._problem("wrong_answer", before.id, f"{op.kind}: answered {r.text[:200]}")
+            if r is not None and net_of(r) != after:
+                answered = r.model_dump_json()[:200]
+                self._problem("wrong_answer", before.id, f"{op.kind}: answered {answered}")
             self.nets[before.id] = after
             return
-        got = self._read(f"/v1/networks/{before.id}")
+        got = self._read(lambda: self.api.network(before.id))
         if got is None:
             self._problem("unresolved", before.id, f"{op.kind}: no read-back")
             return
-        seen = None if got.status_code == 404 else net_of(got.json())
+        seen = None if isinstance(got, Gone) else net_of(got)
         if op.outcome == REFUSED:
             self._problem("unexpected_refusal", before.id, f"{op.kind} {op.status} {op.detail}")
             if seen is None:
@@ -202,39 +204,50 @@ class ChaosClient(ConflictOps):
         net = self.rng.choice(list(self.nets))
         host = self.rng.choice(self.hosts) if self.rng.random() < 0.5 else None
         name, mac, ips = self._name("p"), self._mac(), self._ips()
-        body = {"network_id": net, "name": name, "mac": mac, "fixed_ips": ips, "host": host}
         want = PortState("", net, name, mac, parse_fixed_ips(ips), host)
-        op, r = self._send("create_port", name, "POST", "/v1/ports", body)
+        op, r = self._send(
+            "create_port",
+            name,
+            self.api.create_port,
+            net,
+            name=name,
+            mac=mac,
+            fixed_ips=ips,
+            host=host,
+        )
         if op.outcome == ACK and r is not None:
-            got = port_of(r.json())
+            got = port_of(r)
             self.history[got.id] = self.history.pop(name, [])
-            if replace(got, id="") != want or status_problem(r.json()):
-                self._problem("wrong_answer", got.id, f"create_port answered {r.text[:300]}")
+            if replace(got, id="") != want or status_problem(r):
+                answered = r.model_dump_json()[:300]
+                self._problem("wrong_answer", got.id, f"create_port answered {answered}")
             self.ports[got.id] = replace(want, id=got.id)
             return
         if op.outcome == REFUSED:
             self.refused_names.add(name)
             self._problem("unexpected_refusal", name, f"create_port {op.status} {op.detail}")
             return
-        found = self._list("/v1/ports", {"network_id": net})
+        found = self._list(lambda: self.api.ports(network_id=net))
         if found is None:
             self._problem("unresolved", name, "create_port: no read-back")
             return
-        mine = [p for p in found if p["name"] == name]
+        mine = [p for p in found if p.name == name]
         if not mine:
             op.resolved = "before"
             self.refused_names.add(name)
         elif len(mine) == 1 and replace(port_of(mine[0]), id="") == want:
             op.resolved = "after"
-            self.ports[mine[0]["id"]] = port_of(mine[0])
-            self.history[mine[0]["id"]] = self.history.pop(name, [])
+            self.ports[mine[0].id] = port_of(mine[0])
+            self.history[mine[0].id] = self.history.pop(name, [])
         else:
-            self._problem("indeterminate_neither", name, f"create_port found {mine}")
+            found_text = [as_json(p) for p in mine]
+            self._problem("indeterminate_neither", name, f"create_port found {found_text}")
             for p in mine:
-                self.ports[p["id"]] = port_of(p)
+                self.ports[p.id] = port_of(p)
 
-    def _patch(self, kind: str, port: PortState, body: dict[str, Any], after: PortState) -> None:
-        op, r = self._send(kind, port.id, "PATCH", f"/v1/ports/{port.id}", body)
+    def _patch(self, kind: str, port: PortState, changes: dict[str, Any], after: PortState) -> None:
+        """``update_port`` with ``changes`` (its keyword arguments)."""
+        op, r = self._send(kind, port.id, self.api.update_port, port.id, **changes)
         self._settle_port(op, port, after, r)
 
     def bind(self) -> None:
@@ -271,11 +284,11 @@ class ChaosClient(ConflictOps):
 
     def delete_port(self) -> None:
         port = self._pick()
-        op, r = self._send("delete_port", port.id, "DELETE", f"/v1/ports/{port.id}")
-        self._settle_port(op, port, None, r)
+        op, _ = self._send("delete_port", port.id, self.api.delete_port, port.id)
+        self._settle_port(op, port, None, None)
 
     def _settle_port(
-        self, op: Op, before: PortState, after: PortState | None, r: httpx.Response | None
+        self, op: Op, before: PortState, after: PortState | None, r: PortOut | None
     ) -> None:
         if op.outcome == ACK:
             if after is None:
@@ -283,21 +296,21 @@ class ChaosClient(ConflictOps):
                 self.deleted.add(before.id)
                 return
             if r is not None:
-                body = r.json()
-                if port_of(body) != after:
-                    self._problem("wrong_answer", before.id, f"{op.kind} answered {r.text[:300]}")
-                elif why := status_problem(body):
+                if port_of(r) != after:
+                    answered = r.model_dump_json()[:300]
+                    self._problem("wrong_answer", before.id, f"{op.kind} answered {answered}")
+                elif why := status_problem(r):
                     self._problem("status", before.id, f"{op.kind} answered {why}")
-                elif before.host != after.host and after.host and body["status"] != "BUILD":
-                    self._problem("status", before.id, f"{op.kind}: {body['status']}, not BUILD")
+                elif before.host != after.host and after.host and r.status != "BUILD":
+                    self._problem("status", before.id, f"{op.kind}: {r.status}, not BUILD")
             self.ports[before.id] = after
             return
-        got = self._read(f"/v1/ports/{before.id}")
+        got = self._read(lambda: self.api.port(before.id))
         if got is None:
             self._problem("unresolved", before.id, f"{op.kind}: no read-back")
             return
-        seen = None if got.status_code == 404 else port_of(got.json())
-        if seen is not None and (why := status_problem(got.json())):
+        seen = None if isinstance(got, Gone) else port_of(got)
+        if not isinstance(got, Gone) and (why := status_problem(got)):
             self._problem("status", before.id, f"after {op.kind}: {why}")
         if op.outcome == REFUSED:
             self._problem("unexpected_refusal", before.id, f"{op.kind} {op.status} {op.detail}")

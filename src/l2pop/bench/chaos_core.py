@@ -1,17 +1,27 @@
 """The state and plumbing shared by the chaos clients (``chaos_clients``): the model's
-values, outcomes, problems, and a client's requests and read-backs."""
+values, outcomes, problems, and a client's requests (``l2pop.client.Client`` calls) and
+read-backs.
+
+A call's outcome is what its answer says: the status the route answers on success (201 for
+a create, 204 for a delete, 200 otherwise) is acknowledged, an ``ApiError`` below 500 refused,
+and a 5xx or no answer at all (``Unreachable``: connection lost, timeout) indeterminate.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
+from pydantic import BaseModel
 
-from l2pop.testbed.process import list_all
+from l2pop.client import ApiError, Client, Unreachable
+from l2pop.wire import NetworkOut, PortOut
+
+T = TypeVar("T")
 
 ACK, REFUSED, INDETERMINATE = "acknowledged", "refused", "indeterminate"
 MAX_NETWORKS = 4  # per client
@@ -37,25 +47,30 @@ class PortState:
     host: str | None
 
 
-def port_of(body: dict[str, Any]) -> PortState:
+def port_of(port: PortOut) -> PortState:
     return PortState(
-        id=str(body["id"]),
-        network_id=str(body["network_id"]),
-        name=str(body["name"]),
-        mac=str(body["mac"]),
-        fixed_ips=tuple(body["fixed_ips"]),
-        host=body.get("host"),
+        id=port.id,
+        network_id=port.network_id,
+        name=port.name,
+        mac=port.mac,
+        fixed_ips=tuple(port.fixed_ips),
+        host=port.host,
     )
 
 
-def net_of(body: dict[str, Any]) -> NetState:
-    return NetState(id=str(body["id"]), name=str(body["name"]), vni=int(body["vni"]))
+def net_of(net: NetworkOut) -> NetState:
+    return NetState(id=net.id, name=net.name, vni=net.vni)
 
 
-def status_problem(body: dict[str, Any], settled: bool = False) -> str | None:
+def as_json(answer: BaseModel | None) -> Any:
+    """An answer as the server's JSON, for problem reports (None stays None)."""
+    return None if answer is None else answer.model_dump(mode="json")
+
+
+def status_problem(port: PortOut, settled: bool = False) -> str | None:
     """Why a port's status does not fit its binding (None: it fits). ``settled``: every
     agent is up and has caught up, so a bound port must be ACTIVE."""
-    status, host = body.get("status"), body.get("host")
+    status, host = port.status.value, port.host
     if host is None and status != "DOWN":
         return f"unbound but {status}"
     if host is not None and status not in ("BUILD", "ACTIVE"):
@@ -76,6 +91,28 @@ class Op:
     target: str
     detail: str = ""
     resolved: str | None = None  # for indeterminate: "before" | "after"
+
+
+class Gone:
+    """A read-back's answer when the object does not exist (404)."""
+
+    def __repr__(self) -> str:
+        return "GONE"
+
+
+GONE = Gone()
+
+
+def ok_status(call: Callable[..., Any]) -> int:
+    """The status the route of a ``Client`` method answers on success."""
+    name = getattr(call, "__name__", "")
+    return 201 if name.startswith("create_") else 204 if name.startswith("delete_") else 200
+
+
+def describe(call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``update_port('id', host='h1')``: a call as the history shows it."""
+    given = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{getattr(call, '__name__', call)}({', '.join(given)})"
 
 
 @dataclass
@@ -106,11 +143,7 @@ class ClientCore:
         self.rng = random.Random(seed)
         self.think = think
         self.stop = stop
-        self.http = httpx.Client(
-            base_url=url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0),
-        )
+        self.api = Client(url, token, timeout=REQUEST_TIMEOUT_S)
         self.nets: dict[str, NetState] = {}
         self.ports: dict[str, PortState] = {}
         self.deleted: set[str] = set()  # ids whose delete was acknowledged / resolved done
@@ -156,49 +189,49 @@ class ClientCore:
         )
 
     def _send(
-        self, kind: str, target: str, method: str, path: str, body: Any = None
-    ) -> tuple[Op, httpx.Response | None]:
+        self, kind: str, target: str, call: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> tuple[Op, T | None]:
+        """``call(*args, **kwargs)`` (a ``Client`` method), recorded as one operation; the
+        answer when acknowledged."""
         t = time.monotonic()
-        response: httpx.Response | None = None
+        answer: T | None = None
         try:
-            response = self.http.request(method, path, json=body)
-        except httpx.TransportError as exc:
-            op = Op(
-                self.index, self.counter, kind, INDETERMINATE, None, t, target, type(exc).__name__
-            )
+            answer = call(*args, **kwargs)
+        except ApiError as exc:
+            outcome = INDETERMINATE if exc.status >= 500 else REFUSED
+            op = Op(self.index, self.counter, kind, outcome, exc.status, t, target, str(exc)[:200])
+        except Unreachable as exc:
+            op = Op(self.index, self.counter, kind, INDETERMINATE, None, t, target, exc.kind)
         else:
-            code = response.status_code
-            if code < 300:
-                outcome = ACK
-            elif code >= 500:
-                outcome = INDETERMINATE
-            else:
-                outcome = REFUSED
-            detail = "" if code < 300 else response.text[:200]
-            op = Op(self.index, self.counter, kind, outcome, code, t, target, detail)
+            op = Op(self.index, self.counter, kind, ACK, ok_status(call), t, target)
         self.ops.append(op)
-        self._note(target, f"{kind} {method} {path} {body} -> {op.outcome} {op.status}")
-        return op, response
+        self._note(target, f"{kind} {describe(call, args, kwargs)} -> {op.outcome} {op.status}")
+        return op, answer
 
-    def _read(self, path: str, params: dict[str, str] | None = None) -> httpx.Response | None:
-        """GET ``path`` until the server answers something other than 5xx (None: gave up)."""
+    def _read(self, call: Callable[[], T]) -> T | Gone | None:
+        """``call()`` (one object's read) until the server answers something other than 5xx:
+        the object, or ``GONE`` for a 404; None: gave up. Another refusal is a bug: raised."""
         deadline = time.monotonic() + RESOLVE_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
-                r = self.http.get(path, params=params)
-                if r.status_code < 500:
-                    return r
-            except httpx.TransportError:
+                return call()
+            except ApiError as exc:
+                if exc.status == 404:
+                    return GONE
+                if exc.status < 500:
+                    raise
+            except Unreachable:
                 pass
             time.sleep(0.25)
         return None
 
-    def _list(self, path: str, params: dict[str, str] | None = None) -> list[Any] | None:
+    def _list(self, call: Callable[[], list[T]]) -> list[T] | None:
+        """``call()`` (a list, every page) until it succeeds; None: gave up."""
         deadline = time.monotonic() + RESOLVE_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
-                return list_all(self.http, path, params)
-            except (httpx.TransportError, httpx.HTTPStatusError):
+                return call()
+            except (ApiError, Unreachable):
                 time.sleep(0.25)
         return None
 

@@ -26,7 +26,8 @@ INTRO = (
     "write is acknowledged (2xx: must be in the store), refused (4xx: must leave nothing) "
     "or indeterminate (connection lost, timeout, 5xx: read back, must be its before or after "
     "state). At the end every client's model is compared field by field with the store, "
-    "every agent's tables (read from its control endpoint) with `GET /v1/hosts/{name}/fdb`, "
+    "every agent's tables (read from its control endpoint) with the desired state the server "
+    "answers for its host (`l2pop fdb show --host NAME`), "
     "and every host must be connected and in sync. Convergence after a kill: from the kill "
     "to the first moment every host is connected and in sync again (clients still writing)."
 )

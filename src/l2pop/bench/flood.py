@@ -41,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from l2pop.bench import activation
-from l2pop.testbed.bed import NetworkSpec, Testbed, Topology, Vm, VmSpec
+from l2pop.testbed.bed import Testbed
 from l2pop.testbed.capture import CaptureResult
+from l2pop.testbed.floodlearn import FloodAndLearn
+from l2pop.testbed.nodes import Vm
+from l2pop.testbed.topology import NetworkSpec, Topology, VmSpec
 
 Progress = Callable[[str], None]
 
@@ -173,7 +176,8 @@ def run_one(
         progress(f"{hosts} hosts, {label}: building the testbed")
         sub = workdir / f"{hosts}-{design}" if workdir is not None else None
         started = time.monotonic()
-        with Testbed(hosts, flood_and_learn=design != "l2pop", workdir=sub) as bed:
+        control = FloodAndLearn() if design != "l2pop" else None
+        with Testbed(hosts, control=control, workdir=sub) as bed:
             progress(f"{hosts} hosts, {label}: run prefix {bed.prefix}; VMs and traffic")
             counts = measure(bed, topo)
             row: dict[str, Any] = asdict(counts)

@@ -29,9 +29,9 @@ import subprocess
 import time
 from typing import Any
 
-from l2pop.datapath import _netns
 from l2pop.datapath.linux import LinuxDatapath
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, diff_state
+from l2pop.testbed import iproute as _netns
 
 LOCAL_VTEP = "192.0.2.1"
 REMOTE_VTEPS = [f"192.0.2.{i}" for i in range(10, 26)]

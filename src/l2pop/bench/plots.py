@@ -1,4 +1,7 @@
-"""PNG plots for ``docs/benchmarks.md`` (matplotlib, Agg backend; imported only to draw)."""
+"""PNG plots for ``docs/benchmarks.md`` (matplotlib, Agg backend; imported only to draw).
+
+``draw`` makes every plot the saved results allow; the ``plot_*`` functions draw one each.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from l2pop.bench.results import ENGINES
 from l2pop.bench.targets import KERNEL_RATIO_TARGET, SCALE_P99_TARGET_MS, SCALE_TARGET_RATE, TIMES
 
 
@@ -206,4 +210,23 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-# -- targets ------------------------------------------------------------------------------
+def draw(results: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Path]:
+    """Draw into ``bench_dir`` each plot whose result files are in ``results`` (by name, as
+    ``load_results`` returns them). Returns the files by plot, in drawing order: ``kernel``,
+    ``scale-latency`` and ``scale-messages`` (every engine on one plot), ``flood``."""
+    drawn: dict[str, Path] = {}
+    kernel = results.get("kernel")
+    if kernel is not None:
+        drawn["kernel"] = bench_dir / "kernel.png"
+        plot_kernel(kernel["result"], drawn["kernel"])
+    scales = {e: results[f"scale-{e}"]["result"] for e in ENGINES if f"scale-{e}" in results}
+    if scales:
+        drawn["scale-latency"] = bench_dir / "scale-latency.png"
+        plot_scale_latency(scales, drawn["scale-latency"])
+        drawn["scale-messages"] = bench_dir / "scale-messages.png"
+        plot_scale_messages(scales, drawn["scale-messages"])
+    flood = results.get("flood")
+    if flood is not None:
+        drawn["flood"] = bench_dir / "flood.png"
+        plot_flood(flood["result"], drawn["flood"])
+    return drawn

@@ -1,47 +1,32 @@
-"""``docs/benchmarks.md`` and its plots, from the result files ``l2pop bench ... --save`` keeps.
+"""``docs/benchmarks.md``, from the result files ``l2pop bench ... --save`` keeps.
 
-Result files live in ``docs/bench/``: ``kernel.json``, ``scale-sqlite.json``,
-``scale-postgresql.json`` and ``flood.json``. Each is an envelope written by
-``save_result``::
-
-    {"name": ..., "command": "l2pop bench ... --save", "started_at": ..., "elapsed_s": ...,
-     "machine": {"cpu", "cores", "memory_gib", "kernel", "python"}, "result": {...}}
-
-``render(bench_dir, page)`` writes the page (tables, the machine, the exact commands, each
-target met or not) and PNG plots (matplotlib, Agg backend) beside the result files. A
-missing result file leaves its section saying so. The page's "Gaps" section lists every
-target that is missed or not measured; the explanation between the ``gaps:begin`` and
-``gaps:end`` markers is written by hand and kept when the page is regenerated.
+Result files live in ``docs/bench/`` (``kernel.json``, ``scale-sqlite.json``,
+``scale-postgresql.json``, ``flood.json``; see ``l2pop.bench.results``). ``render(bench_dir,
+page)`` writes the page (tables, the machine, the exact commands, each target met or not)
+and its PNG plots (``l2pop.bench.plots``) beside the result files. A missing result file
+leaves its section saying so. The page's "Gaps" section lists every target that is missed
+or not measured; the explanation between the ``gaps:begin`` and ``gaps:end`` markers is
+written by hand and kept when the page is regenerated. The sections ``rest`` and ``chaos``
+write themselves (``l2pop.bench.sections``) and are kept as they are.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import platform
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from l2pop.bench import sections
-from l2pop.bench.plots import plot_flood, plot_kernel, plot_scale_latency, plot_scale_messages
-from l2pop.bench.targets import (
-    KERNEL_RATIO_TARGET,
-    KERNEL_RECONCILE_TARGET_S,
-    KERNEL_TARGET_ENTRIES,
-    SCALE_P99_TARGET_MS,
-    SCALE_RESTART_TARGET_S,
-    SCALE_TARGET_HOSTS,
-    SCALE_TARGET_RATE,
-    TIMES,
-)
+from l2pop.bench.formatting import SCALE_RATE_COLUMNS, num, scale_rate_cells, table
+from l2pop.bench.plots import draw
+from l2pop.bench.results import ENGINES, load_results, machine_info
+from l2pop.bench.targets import TIMES, Target, kernel_targets, scale_targets
 
-RESULT_FILES = ("kernel", "scale-sqlite", "scale-postgresql", "flood")
-ENGINES = ("sqlite", "postgresql")
+# ``num`` and ``table`` live in ``formatting``; the rest and chaos sections import them
+# from here, so this module exports them too
+__all__ = ["GAPS_BEGIN", "GAPS_END", "GAPS_PLACEHOLDER", "kept_gaps", "num", "render", "table"]
 
 GAPS_BEGIN = "<!-- gaps:begin: written by hand, kept when the page is regenerated -->"
 GAPS_END = "<!-- gaps:end -->"
@@ -49,227 +34,6 @@ GAPS_PLACEHOLDER = (
     "_To be written for each target above that is missed: a profile showing where the time "
     "goes, and what would close the gap._"
 )
-
-# -- machine and result files -------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    """This machine: CPU model, cores, memory, kernel, Python."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gib: float | None = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gib = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": memory_gib,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
-
-
-def envelope(
-    name: str, result: dict[str, Any], command: str, started_at: datetime, elapsed_s: float
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "command": command,
-        "started_at": started_at.astimezone(UTC).isoformat(timespec="seconds"),
-        "elapsed_s": round(elapsed_s, 1),
-        "machine": machine_info(),
-        "result": finite(result),
-    }
-
-
-def save_result(bench_dir: Path, data: dict[str, Any]) -> Path:
-    """Write an ``envelope`` to ``bench_dir/<name>.json``; returns the path."""
-    bench_dir.mkdir(parents=True, exist_ok=True)
-    path = bench_dir / f"{data['name']}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def load_results(bench_dir: Path) -> dict[str, dict[str, Any]]:
-    """The result files present in ``bench_dir``, by name."""
-    out = {}
-    for name in RESULT_FILES:
-        path = bench_dir / f"{name}.json"
-        if path.exists():
-            out[name] = json.loads(path.read_text())
-    return out
-
-
-# -- formatting ---------------------------------------------------------------------------
-
-
-def num(value: Any, digits: int = 0, unit: str = "") -> str:
-    """``12,345`` / ``1.5`` / ``-`` for missing values."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, int | float):
-        text = f"{value:,.{digits}f}"
-        return f"{text} {unit}".rstrip() if unit else text
-    return str(value)
-
-
-#: one row per churn rate of a scale result: (column, key, digits); the page and the CLI
-#: both render it
-SCALE_RATE_FIELDS = (
-    ("rate (events/s)", "rate", 0),
-    ("events", "events", 0),
-    ("p50 ms", "p50_ms", 1),
-    ("p99 ms", "p99_ms", 1),
-    ("max ms", "max_ms", 1),
-    ("msgs/event", "messages_per_event", 1),
-    ("fanout-to-all msgs/event", "fanout_to_all_messages_per_event", 0),
-    ("bytes/event", "bytes_per_event", 0),
-    ("server CPU ms/event", "server_cpu_ms_per_event", 2),
-    ("agents CPU ms/event", "agents_cpu_ms_per_event", 2),
-    ("load generator CPU ms/event", "driver_cpu_ms_per_event", 2),
-    ("server RSS MiB", "server_rss_mib", 1),
-)
-SCALE_RATE_COLUMNS = tuple(column for column, _, _ in SCALE_RATE_FIELDS)
-
-
-def scale_rate_cells(row: dict[str, Any]) -> list[str]:
-    return [num(row.get(key), digits) for _, key, digits in SCALE_RATE_FIELDS]
-
-
-def table(header: list[str], rows: Iterable[list[str]], align: str | None = None) -> str:
-    """A Markdown table; ``align`` has one of ``l``/``r`` per column (default: ``l``
-    for the first, ``r`` for the rest)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    marks = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-@dataclass
-class Target:
-    """One benchmark target and how this run measured up."""
-
-    benchmark: str
-    target: str
-    measured: str
-    met: bool | None  # None: not measured (or not at the target size)
-    note: str = ""
-
-    @property
-    def verdict(self) -> str:
-        if self.met is None:
-            return "not measured" + (f" ({self.note})" if self.note else "")
-        return "met" if self.met else "**MISSED**"
-
-
-# -- plots --------------------------------------------------------------------------------
-
-
-def kernel_targets(saved: dict[str, Any] | None) -> list[Target]:
-    if saved is None:
-        return [
-            Target(
-                "kernel",
-                f"install ≥ {KERNEL_RATIO_TARGET} {TIMES} iproute2 batch rate",
-                "-",
-                None,
-                "no kernel.json",
-            ),
-            Target(
-                "kernel", "unchanged reconcile of 10k + 10k ≤ 100 ms", "-", None, "no kernel.json"
-            ),
-        ]
-    r = saved["result"]
-    entries = r.get("entries", 0)
-    small = entries < KERNEL_TARGET_ENTRIES
-    note = f"run at {entries:,} entries, not 10k + 10k" if small else ""
-    ratio = r.get("ratio_to_iproute2_batch")
-    reconcile = r.get("reconcile_unchanged_s")
-    return [
-        Target(
-            "kernel",
-            f"install ≥ {KERNEL_RATIO_TARGET} {TIMES} iproute2 batch rate",
-            f"{num(ratio, 2)} {TIMES} ({num(r.get('install_entries_per_s'))} vs "
-            f"{num(r.get('iproute2_batch_entries_per_s'))} entries/s)",
-            None if ratio is None else ratio >= KERNEL_RATIO_TARGET,
-        ),
-        Target(
-            "kernel",
-            "unchanged reconcile of 10k + 10k ≤ 100 ms",
-            num(None if reconcile is None else reconcile * 1000, 1, "ms") + " (median of 5)",
-            None if (reconcile is None or small) else reconcile <= KERNEL_RECONCILE_TARGET_S,
-            note,
-        ),
-    ]
-
-
-def scale_targets(engine: str, saved: dict[str, Any] | None) -> list[Target]:
-    name = f"scale ({engine})"
-    p99_target = f"p99 ≤ {SCALE_P99_TARGET_MS:.0f} ms at {SCALE_TARGET_RATE:.0f} port events/s"
-    restart_target = (
-        f"all {SCALE_TARGET_HOSTS:,} agents in sync ≤ {SCALE_RESTART_TARGET_S:.0f} s after "
-        "a server restart"
-    )
-    if saved is None:
-        missing = f"no scale-{engine}.json"
-        return [
-            Target(name, p99_target, "-", None, missing),
-            Target(name, restart_target, "-", None, missing),
-        ]
-    r = saved["result"]
-    hosts = r.get("config", {}).get("hosts", 0)
-    small = hosts < SCALE_TARGET_HOSTS
-    note = f"run at {hosts:,} hosts, not {SCALE_TARGET_HOSTS:,}" if small else ""
-    row = next((x for x in r.get("rates", []) if x.get("rate") == SCALE_TARGET_RATE), None)
-    out = []
-    if row is None:
-        out.append(Target(name, p99_target, "-", None, f"no run at {SCALE_TARGET_RATE:g}/s"))
-    else:
-        p99 = row.get("p99_ms")
-        out.append(
-            Target(
-                name,
-                p99_target,
-                f"p99 {num(p99, 1, 'ms')} (p50 {num(row.get('p50_ms'), 1, 'ms')})",
-                None if small else (p99 is not None and p99 <= SCALE_P99_TARGET_MS),
-                note,
-            )
-        )
-    resync = r.get("restart_resync_s")
-    out.append(
-        Target(
-            name,
-            restart_target,
-            "-" if resync is None else f"{num(resync, 1, 's')} ({hosts:,} agents)",
-            None if (small or resync is None) else resync <= SCALE_RESTART_TARGET_S,
-            note if resync is not None else "no restart in this run",
-        )
-    )
-    return out
 
 
 # -- the page -----------------------------------------------------------------------------
@@ -595,38 +359,13 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     results = load_results(bench_dir)
     bench_dir.mkdir(parents=True, exist_ok=True)
     page.parent.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def rel(path: Path) -> str:
-        return os.path.relpath(path, page.parent)
+    drawn = draw(results, bench_dir)
+    # plots are linked relative to the page, wherever the two are
+    png = {name: os.path.relpath(path, page.parent) for name, path in drawn.items()}
 
     kernel = results.get("kernel")
-    kernel_png = None
-    if kernel is not None:
-        path = bench_dir / "kernel.png"
-        plot_kernel(kernel["result"], path)
-        written.append(path)
-        kernel_png = rel(path)
     scales = {e: results[f"scale-{e}"] for e in ENGINES if f"scale-{e}" in results}
-    latency_png = messages_png = None
-    if scales:
-        plain = {e: s["result"] for e, s in scales.items()}
-        path = bench_dir / "scale-latency.png"
-        plot_scale_latency(plain, path)
-        written.append(path)
-        latency_png = rel(path)
-        path = bench_dir / "scale-messages.png"
-        plot_scale_messages(plain, path)
-        written.append(path)
-        messages_png = rel(path)
     flood = results.get("flood")
-    flood_png = None
-    if flood is not None:
-        path = bench_dir / "flood.png"
-        plot_flood(flood["result"], path)
-        written.append(path)
-        flood_png = rel(path)
-
     targets = kernel_targets(kernel)
     for engine in ENGINES:
         targets += scale_targets(engine, scales.get(engine))
@@ -645,12 +384,11 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += ["## Targets", ""]
     rows = [[t.benchmark, t.target, t.measured, t.verdict] for t in targets]
     lines += [table(["benchmark", "target", "measured", "verdict"], rows, "llll"), ""]
-    lines += _kernel_section(kernel, kernel_png)
-    lines += _scale_section(scales, latency_png, messages_png)
-    lines += _flood_section(flood, flood_png)
+    lines += _kernel_section(kernel, png.get("kernel"))
+    lines += _scale_section(scales, png.get("scale-latency"), png.get("scale-messages"))
+    lines += _flood_section(flood, png.get("flood"))
     lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)
     lines += _commands_section(results)
     lines += _gaps_section(targets, kept_gaps(page))
     page.write_text("\n".join(lines).rstrip() + "\n")
-    written.append(page)
-    return written
+    return [*drawn.values(), page]

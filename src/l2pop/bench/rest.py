@@ -7,7 +7,13 @@ last one answered. The mix is 90 % reads (one port, one network's ports, every p
 networks, one host's FDB) and 10 % writes (rename, re-address). Beside them a probe asks
 ``/healthz`` every 100 ms, as a load balancer or kubelet would with a 1 s timeout.
 
-Figures: requests/s, latency p50/p99 per kind, errors by status, and the probe's p50/p99/max.
+Every request goes through ``l2pop.client`` (``AsyncClient`` for the load, ``Client`` for
+the seed and the probe), so a latency is what a caller of the typed client waits: the
+request, and decoding the answer into its ``l2pop.wire`` models. "Every port" is the first
+page (``FIRST_PAGE`` ports, the server's default page), one request like the other kinds.
+
+Figures: requests/s, latency p50/p99 per kind, errors by status (a transport failure by its
+kind, e.g. ``ReadTimeout``), and the probe's p50/p99/max.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +35,14 @@ import httpx
 
 from l2pop.bench.report import table
 from l2pop.bench.scale import percentile
+from l2pop.client import ApiError, AsyncClient, Client, ClientError, Unreachable
 from l2pop.testbed.process import ServerProcess
 
 ADMIN = "bench-admin"
 #: a probe answer slower than this counts as a failure (kubelet's default is 1 s)
 PROBE_TIMEOUT = 1.0
+#: "every port" reads this many: the server's default page, so one request
+FIRST_PAGE = 1000
 
 #: (kind, weight): reads 90 %, writes 10 %
 MIX = (
@@ -48,27 +57,20 @@ MIX = (
 )
 
 
-def seed(http: httpx.Client, hosts: int, networks: int, ports: int) -> dict[str, Any]:
+def seed(api: Client, hosts: int, networks: int, ports: int) -> dict[str, Any]:
     """Hosts, networks and ports through the API; returns their ids."""
     names = [f"h{i}" for i in range(hosts)]
     for i, name in enumerate(names):
-        r = http.post("/v1/hosts", json={"name": name, "vtep_ip": f"192.0.2.{i + 1}"})
-        r.raise_for_status()
-    network_ids = []
-    for i in range(networks):
-        r = http.post("/v1/networks", json={"name": f"n{i}", "vni": 5000 + i})
-        r.raise_for_status()
-        network_ids.append(r.json()["id"])
+        api.create_host(name, f"192.0.2.{i + 1}")
+    network_ids = [api.create_network(name=f"n{i}", vni=5000 + i).id for i in range(networks)]
     port_ids = []
     for i in range(ports):
-        body = {
-            "network_id": network_ids[i % networks],
-            "fixed_ips": [f"198.19.{i // 250}.{i % 250 + 1}"],
-            "host": names[i % hosts],
-        }
-        r = http.post("/v1/ports", json=body)
-        r.raise_for_status()
-        port_ids.append(r.json()["id"])
+        port = api.create_port(
+            network_ids[i % networks],
+            fixed_ips=[f"198.19.{i // 250}.{i % 250 + 1}"],
+            host=names[i % hosts],
+        )
+        port_ids.append(port.id)
     return {"hosts": names, "networks": network_ids, "ports": port_ids}
 
 
@@ -77,12 +79,12 @@ def probe(url: str, duration: float, results: multiprocessing.Queue[list[float |
     would; puts the latencies (None for a failure) on ``results``."""
     samples: list[float | None] = []
     until = time.monotonic() + duration
-    with httpx.Client(base_url=url, timeout=PROBE_TIMEOUT) as http:
+    with Client(url, timeout=PROBE_TIMEOUT) as api:
         while time.monotonic() < until:
             start = time.perf_counter()
             try:
-                ok = http.get("/healthz").status_code == 200
-            except httpx.HTTPError:
+                ok = api.healthz()
+            except ClientError:
                 ok = False
             samples.append(time.perf_counter() - start if ok else None)
             time.sleep(0.1)
@@ -105,47 +107,50 @@ class Load:
         self._weights: list[int] = list(weights)
         self._readdressed = 0
 
-    def _request(self, kind: str) -> tuple[str, str, Any]:
+    def _call(self, api: AsyncClient, kind: str) -> Awaitable[object]:
+        """The call of one ``kind`` (not awaited yet: the clock starts at the await)."""
         ids, rng = self.ids, self.rng
         port = rng.choice(ids["ports"])
         if kind == "get_port":
-            return "GET", f"/v1/ports/{port}", None
+            return api.port(port)
         if kind == "list_network_ports":
-            return "GET", f"/v1/ports?network_id={rng.choice(ids['networks'])}", None
+            return api.ports(network_id=rng.choice(ids["networks"]))
         if kind == "list_ports":
-            return "GET", "/v1/ports", None
+            return api.ports(limit=FIRST_PAGE)
         if kind == "list_hosts":
-            return "GET", "/v1/hosts", None
+            return api.hosts()
         if kind == "list_networks":
-            return "GET", "/v1/networks", None
+            return api.networks()
         if kind == "host_fdb":
-            return "GET", f"/v1/hosts/{rng.choice(ids['hosts'])}/fdb", None
+            return api.host_fdb(rng.choice(ids["hosts"]))
         if kind == "rename_port":
-            return "PATCH", f"/v1/ports/{port}", {"name": f"r{rng.randrange(10**6)}"}
+            return api.update_port(port, name=f"r{rng.randrange(10**6)}")
         self._readdressed += 1
         n = self._readdressed
         ip = f"203.0.113.{n % 250 + 1}" if n % 2 else f"2001:db8::{n:x}"
-        return "PATCH", f"/v1/ports/{port}", {"fixed_ips": [ip]}
+        return api.update_port(port, fixed_ips=[ip])
 
-    async def client(self, http: httpx.AsyncClient, until: float) -> None:
+    async def client(self, api: AsyncClient, until: float) -> None:
         while time.monotonic() < until:
             kind = self.rng.choices(self._kinds, self._weights)[0]
-            method, path, body = self._request(kind)
+            call = self._call(api, kind)
             start = time.perf_counter()
             try:
-                r = await http.request(method, path, json=body)
-                code = str(r.status_code)
-            except httpx.HTTPError as exc:
+                await call
+                code = "200"  # every kind of the mix is a GET or a PATCH
+            except ApiError as exc:
+                code = str(exc.status)
+            except Unreachable as exc:
+                code = exc.kind or type(exc).__name__
+            except ClientError as exc:
                 code = type(exc).__name__
             self.latency[kind].append(time.perf_counter() - start)
             self.status[code] += 1
 
     async def run(self, clients: int, duration: float) -> float:
         limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(
-            base_url=self.url, headers=headers, limits=limits, timeout=60.0
-        ) as http:
+        async with httpx.AsyncClient(limits=limits, timeout=60.0) as http:
+            api = AsyncClient(self.url, ADMIN, http=http)
             start = time.monotonic()
             until = start + duration
             # the probe has a process of its own: in this one it would measure the load
@@ -154,7 +159,7 @@ class Load:
             results: multiprocessing.Queue[list[float | None]] = spawn.Queue()
             prober = spawn.Process(target=probe, args=(self.url, duration, results))
             prober.start()
-            tasks = [asyncio.create_task(self.client(http, until)) for _ in range(clients)]
+            tasks = [asyncio.create_task(self.client(api, until)) for _ in range(clients)]
             await asyncio.gather(*tasks)
             elapsed = time.monotonic() - start
             samples = await asyncio.to_thread(results.get, True, duration + 30)
@@ -229,8 +234,8 @@ def run(
                     os.environ["PYTHONPATH"] = saved
         try:
             progress(f"seeding {hosts} hosts, {networks} networks, {ports} ports")
-            with server.client(ADMIN) as http:
-                ids = seed(http, hosts, networks, ports)
+            with Client(server.url, ADMIN, verify=server.verify) as api:
+                ids = seed(api, hosts, networks, ports)
             progress(f"{clients} clients for {duration:g} s")
             load = Load(server.url, ids, random.Random(seed_value))
             elapsed = asyncio.run(load.run(clients, duration))

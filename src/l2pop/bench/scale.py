@@ -2,11 +2,12 @@
 
 What it measures:
 
-(a) convergence of a port activation under steady churn: the operator's API call
-    (``POST /v1/ports`` bound to a host) -> that host's agent reports ACTIVE -> every other
-    member agent has applied the entry. Per event, the latency is the time from the API call
-    to the last member's apply, read from each agent's apply log (``time.monotonic`` is
-    system-wide, so the agents' timestamps and ours compare directly). p50/p99 per rate.
+(a) convergence of a port activation under steady churn: the operator's API call (a port
+    created bound to a host, ``AsyncClient.create_port``) -> that host's agent reports
+    ACTIVE -> every other member agent has applied the entry. Per event, the latency is the
+    time from the API call to the last member's apply, read from each agent's apply log
+    (``time.monotonic`` is system-wide, so the agents' timestamps and ours compare
+    directly). p50/p99 per rate.
 (b) messages and bytes the server sent per event (its ``/metrics``), beside what a
     fanout-to-all design would send (Neutron casts each event to every agent, each
     activation twice: 2 x hosts messages).
@@ -33,13 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from l2pop.client import AsyncClient, Client
 from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
 from l2pop.server.usecases import hash_token
 from l2pop.store import open_store
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
-from l2pop.testbed.process import ServerProcess, list_all
+from l2pop.testbed.process import ServerProcess
 
 Progress = Callable[[str], None]
 
@@ -140,9 +140,9 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def channel_counters(http: httpx.Client) -> dict[str, float]:
+def channel_counters(api: Client) -> dict[str, float]:
     out: dict[str, float] = {}
-    for line in http.get("/metrics").text.splitlines():
+    for line in api.metrics().splitlines():
         if line.startswith("l2pop_channel_") and not line.startswith("#"):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
@@ -158,23 +158,22 @@ def counter_delta(before: dict[str, float], after: dict[str, float], name: str) 
     )
 
 
-def wait_all_active(http: httpx.Client, timeout: float) -> None:
+def wait_all_active(api: Client, timeout: float) -> None:
     """Until no port is BUILD: every activation of the churn has been reported."""
     deadline = time.monotonic() + timeout
-    while http.get("/v1/ports", params={"status": "BUILD", "limit": "1"}, timeout=60).json():
+    while api.ports(status="BUILD", limit=1):
         if time.monotonic() > deadline:
             raise TimeoutError(f"ports still BUILD after {timeout}s")
         time.sleep(0.2)
 
 
-def wait_in_sync(http: httpx.Client, timeout: float) -> float:
+def wait_in_sync(api: Client, timeout: float) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        hosts = list_all(http, "/v1/hosts")
-        if all(h["connected"] and h["in_sync"] for h in hosts):
+        if all(h.connected and h.in_sync for h in api.hosts()):
             return time.monotonic() - start
         time.sleep(0.5)
-    lagging = [h["name"] for h in list_all(http, "/v1/hosts") if not h["in_sync"]]
+    lagging = [h.name for h in api.hosts() if not h.in_sync]
     raise TimeoutError(f"{len(lagging)} hosts not in sync after {timeout}s: {lagging[:5]}")
 
 
@@ -187,17 +186,14 @@ async def churn(
     """
     events: list[tuple[float, str, str, list[str]]] = []
     networks = list(plan.spans)
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as http:
+    api = AsyncClient(server.url, server.admin_token, timeout=60, verify=server.verify)
+    try:
 
         async def one(net_id: str, host: str, ip: str) -> None:
             t0 = time.monotonic()
-            r = await http.post(
-                "/v1/ports", json={"network_id": net_id, "host": host, "fixed_ips": [ip]}
-            )
-            r.raise_for_status()
+            port = await api.create_port(net_id, host=host, fixed_ips=[ip])
             others = [h for h in plan.spans[net_id] if h != host]
-            events.append((t0, r.json()["id"], host, others))
+            events.append((t0, port.id, host, others))
 
         tasks = []
         start = time.monotonic()
@@ -210,11 +206,13 @@ async def churn(
             plan.next_ip[net_id] += 1
             tasks.append(asyncio.create_task(one(net_id, host, ip_of(plan.next_ip[net_id]))))
         await asyncio.gather(*tasks)
+    finally:
+        await api.close()
     return events
 
 
 def latencies(
-    http: httpx.Client,
+    api: Client,
     swarms: list[AgentSwarm],
     events: list[tuple[float, str, str, list[str]]],
 ) -> list[float]:
@@ -226,10 +224,10 @@ def latencies(
         )
     out = []
     for t0, port_id, _host, others in events:
-        port = http.get(f"/v1/ports/{port_id}").json()
-        if port["status"] != "ACTIVE":
+        port = api.port(port_id)
+        if port.status != "ACTIVE":
             continue
-        revision = port["revision"]
+        revision = port.revision
         worst = 0.0
         for member in others:
             applied = next((t for rev, t in logs.get(member, []) if rev >= revision), None)
@@ -263,6 +261,11 @@ def open_database(cfg: ScaleConfig, workdir: Path) -> tuple[str, Any]:
     return f"sqlite:///{db}", None
 
 
+def admin_client(server: ServerProcess) -> Client:
+    """The operator's client of ``server``; a minute per call (a big store's lists)."""
+    return Client(server.url, server.admin_token, timeout=60, verify=server.verify)
+
+
 def start_swarms(
     cfg: ScaleConfig, server: ServerProcess, plan: Plan, workdir: Path
 ) -> list[AgentSwarm]:
@@ -286,20 +289,20 @@ def measure_rate(
     rng: random.Random,
 ) -> dict[str, Any]:
     """Steady churn at ``rate`` events/s: latency percentiles, cost per event."""
-    http = server.client()
-    before = channel_counters(http)
+    api = admin_client(server)
+    before = channel_counters(api)
     cpu_before, _ = proc_stats(server.pid)
     swarm_before = sum(proc_stats(s.pid)[0] for s in swarms)
     driver_before = time.process_time()
     events = asyncio.run(churn(server, plan, rate, cfg.duration, rng))
-    wait_all_active(http, 300)  # the agents' status reports may still be on their way
-    wait_in_sync(http, 300)
+    wait_all_active(api, 300)  # the agents' status reports may still be on their way
+    wait_in_sync(api, 300)
     cpu_after, rss = proc_stats(server.pid)
     swarm_cpu = sum(proc_stats(s.pid)[0] for s in swarms) - swarm_before
     driver_cpu = time.process_time() - driver_before
-    after = channel_counters(http)
-    lat = latencies(http, swarms, events)
-    http.close()
+    after = channel_counters(api)
+    lat = latencies(api, swarms, events)
+    api.close()
     n = max(len(events), 1)
     return {
         "rate": rate,
@@ -346,8 +349,8 @@ def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str
         result["server_start_s"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
         swarms = start_swarms(cfg, server, plan, workdir)
-        with server.client() as http:
-            wait_in_sync(http, 900)
+        with admin_client(server) as api:
+            wait_in_sync(api, 900)
         result["initial_sync_s"] = round(time.monotonic() - t, 2)
         result["server_rss_mib"] = round(proc_stats(server.pid)[1] / 2**20, 1)
         progress(
@@ -372,8 +375,8 @@ def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str
             server.kill()
             t = time.monotonic()
             server.restart(timeout=600)
-            with server.client() as http:
-                wait_in_sync(http, 900)
+            with admin_client(server) as api:
+                wait_in_sync(api, 900)
             result["restart_resync_s"] = round(time.monotonic() - t, 2)
             progress(
                 f"server kill -9 + restart: all agents in sync after {result['restart_resync_s']} s"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from l2pop.cli.client import DEFAULT_SERVER
+from l2pop.cli.common import DEFAULT_SERVER
 from l2pop.tlsconfig import ENV_TLS_CA
 from l2pop.tokenfile import TokenFileError, resolve_token
 
@@ -34,9 +34,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve the local control/status endpoint there (e.g. 127.0.0.1:9697; port 0 "
         "picks one and prints it)",
-    )
-    p.add_argument(
-        "--test-hooks", action="store_true", help="enable fault-injection hooks (tests only)"
     )
     p.add_argument(
         "--heartbeat-interval",
@@ -78,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--datapath",
+        # the keys of l2pop.agent.main.DATAPATHS, spelt out so building the parser does not
+        # import the agent (tests/unit/test_agent_main.py keeps the two equal)
         choices=("linux", "memory"),
         default="linux",
         help="linux programs the kernel; memory is a fake for tests (default linux)",
@@ -102,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=0.0,
         metavar="S",
         help="spread the first connections over S seconds (default 0)",
+    )
+    s.add_argument(
+        "--test-hooks", action="store_true", help="enable fault-injection hooks (tests only)"
     )
     s.set_defaults(func=_run_swarm)
 
@@ -130,7 +132,6 @@ def _run_agent(args: argparse.Namespace) -> int:
         token,
         args.datapath,
         args.control,
-        args.test_hooks,
         heartbeat_interval=args.heartbeat_interval,
         log_level=args.log_level,
         tls_ca=getattr(args, "tls_ca", None),

@@ -1,15 +1,11 @@
-"""``l2pop bench rest``: the REST API under many concurrent clients (``l2pop.bench.rest``)."""
+"""``l2pop bench rest``: the REST API under many concurrent clients; parses its arguments
+and hands them to ``l2pop.bench.runs.rest``."""
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
-import time
-from datetime import UTC, datetime
-from typing import Any
 
-from l2pop.cli.bench import Reporter, _common, _console, _finish, _positive, default_docs
+from l2pop.cli.bench import _common, _output, _positive
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,66 +38,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _rest(args: argparse.Namespace) -> int:
-    from l2pop.bench import rest, sections
+    from l2pop.bench import runs
 
-    if args.write_docs:
-        args.save = True
-    started_at, t = datetime.now(UTC), time.monotonic()
-    name = "rest-baseline" if args.baseline_src else "rest"
-    with Reporter(f"rest: {args.clients} clients, {args.duration:g} s ({args.db})") as rep:
-        if args.db == "postgresql":
-            from l2pop.testbed import postgres as pg
-
-            server = pg.ThrowawayPostgres().start()
-            try:
-                url = server.create_database("l2pop_bench_rest")
-                result = _run(rest, args, url, rep)
-            finally:
-                server.stop()
-        else:
-            result = _run(rest, args, None, rep)
-    words = ["rest", "--clients", str(args.clients), "--duration", f"{args.duration:g}"]
-    words += ["--ports", str(args.ports), "--db", args.db]
-    if args.baseline_src:
-        words += ["--baseline-src", args.baseline_src]
-    words.append("--write-docs" if args.write_docs else "--save")
-    _finish(
-        args,
-        name=name,
-        result=result,
-        command=shlex.join(["l2pop", "bench", *words]),
-        started_at=started_at,
-        elapsed_s=time.monotonic() - t,
-        show=_show,
-    )
-    if args.write_docs:
-        docs = args.docs if args.docs is not None else default_docs()
-        page = sections.replace(docs, "rest", rest.section(docs / "bench"))
-        print(f"wrote {page}", file=sys.stderr)
-    return 0
-
-
-def _run(rest: Any, args: argparse.Namespace, url: str | None, rep: Reporter) -> dict[str, Any]:
-    result: dict[str, Any] = rest.run(
+    return runs.rest(
         clients=args.clients,
         duration=args.duration,
         ports=args.ports,
-        db_url=url,
-        server_src=args.baseline_src,
-        progress=rep,
+        db=args.db,
+        baseline_src=args.baseline_src,
+        out=_output(args),
+        write_docs=args.write_docs,
     )
-    return result
-
-
-def _show(r: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    h = r["healthz"]
-    t = Table(title=f"REST: {r['requests_per_s']:g} requests/s, p99 {r['p99_ms']:g} ms")
-    for col in ("request", "count", "p50 ms", "p99 ms"):
-        t.add_column(col, justify="left" if col == "request" else "right")
-    for kind, row in r["per_kind"].items():
-        t.add_row(kind, str(row["requests"]), f"{row['p50_ms']:g}", f"{row['p99_ms']:g}")
-    t.add_row("/healthz probe", str(h["probes"]), f"{h['p50_ms']:g}", f"{h['p99_ms']:g}")
-    _console().print(t)
-    print(f"probe failures (> 1 s or error): {h['failures']}; status counts: {r['status']}")

@@ -6,6 +6,9 @@ environment is read when a command runs, see ``l2pop.tokenfile``). ``client_opti
 parent parser that lets a leaf command accept the same options after its own name too; it
 sets no defaults (``SUPPRESS``), so a value given before the subcommand stands unless
 repeated after it.
+
+The REST calls go through ``l2pop.client.Client``, imported only when a command runs (it
+pulls in pydantic and the wire models, which building the parser must not pay).
 """
 
 from __future__ import annotations
@@ -14,14 +17,31 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from l2pop.cli.client import DEFAULT_SERVER, ApiClient, CliError
 from l2pop.cli.output import OUTPUT_FORMATS, Output
 from l2pop.tlsconfig import ENV_TLS_CA, TlsConfigError, client_context
 from l2pop.tokenfile import TokenFileError, resolve_token
 
+if TYPE_CHECKING:
+    from l2pop.client import Client
+
 ENV_SERVER = "L2POP_SERVER"
 ENV_TOKEN = "L2POP_TOKEN"
+#: ``l2pop.client.DEFAULT_SERVER``, spelled again so that the parser is built without
+#: importing the client (tests/integration/test_cli.py keeps the two equal)
+DEFAULT_SERVER = "http://127.0.0.1:9696"
+
+
+class CliError(Exception):
+    """A failure of the command line itself (bad reference, bad option, unreadable token
+    file), reported as ``error: <message>`` with exit code 1 (no traceback). The client's
+    own failures are ``l2pop.client.ClientError``, which ``main`` reports the same way."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -80,7 +100,7 @@ class Context:
     """One command's arguments, its API client and its output."""
 
     args: argparse.Namespace
-    api: ApiClient
+    api: Client
     out: Output
 
     @property
@@ -91,8 +111,8 @@ class Context:
 def api_command(fn: Callable[[Context], None]) -> Handler:
     """Wrap ``fn(ctx)`` into an argparse handler returning exit code 0.
 
-    The client is built from the global options and closed afterwards; ``CliError``
-    from ``fn`` propagates to ``main``, which prints it.
+    The client is built from the global options and closed afterwards; ``CliError`` and
+    ``ClientError`` from ``fn`` propagate to ``main``, which prints them.
     """
 
     def handler(args: argparse.Namespace) -> int:
@@ -108,7 +128,9 @@ def api_command(fn: Callable[[Context], None]) -> Handler:
             verify = client_context(getattr(args, "tls_ca", None))
         except (TokenFileError, TlsConfigError) as exc:
             raise CliError(str(exc)) from None
-        with ApiClient(server, token, verify=verify) as api:
+        from l2pop.client import Client
+
+        with Client(server, token, verify=verify) as api:
             fn(Context(args, api, out))
         return 0
 

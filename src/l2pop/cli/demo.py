@@ -37,13 +37,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    from l2pop.cli.output import make_console
+    from l2pop.console import make_console
 
     console = make_console()
     if args.simulate:
-        from l2pop.testbed.demo_simulate import run_simulation
+        from l2pop.demo.simulate import run_simulation
 
         return run_simulation(console)
-    from l2pop.testbed.demo import run_demo
+    from l2pop.demo.real import run_demo
 
     return run_demo(console, workdir=args.workdir)

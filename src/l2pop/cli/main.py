@@ -5,8 +5,8 @@ sub-parsers and sets ``func`` (``Namespace -> int`` exit code) on each leaf; lis
 module in ``COMMAND_MODULES``. Heavy imports belong inside handlers, not at module level.
 
 Exit codes: the handler's code (0 on success); 1 with one line ``error: <message>`` on
-stderr for a ``CliError`` (server or connection failure, bad reference); 2 for argparse
-usage errors; 130 on Ctrl-C.
+stderr for a ``CliError`` (bad reference, bad option) or an ``l2pop.client.ClientError``
+(server or connection failure, error answer); 2 for argparse usage errors; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-from l2pop.cli.client import CliError
-from l2pop.cli.common import add_global_options
+from l2pop.cli.common import CliError, add_global_options
+
+if TYPE_CHECKING:
+    from l2pop.client import ClientError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "l2pop.cli.server",
@@ -36,6 +39,15 @@ def _version() -> str:
         return metadata.version("l2pop")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _client_error() -> type[ClientError]:
+    """``l2pop.client.ClientError``, imported only once something has failed: an ``except``
+    clause is evaluated only then, so commands that never call the server do not pay for
+    importing the client."""
+    from l2pop.client import ClientError
+
+    return ClientError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,4 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except _client_error() as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return code

@@ -12,30 +12,20 @@ Contract:
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from l2pop.console import make_console
+
 OUTPUT_FORMATS = ("table", "json")
-PIPE_WIDTH = 240
 
 _STATUS_STYLE = {"ACTIVE": "green", "BUILD": "yellow", "DOWN": "red"}
-
-
-def make_console(file: TextIO | None = None) -> Console:
-    """A console on ``file`` (stdout by default); wide when not a terminal."""
-    stream = file if file is not None else sys.stdout
-    width = None
-    if not (hasattr(stream, "isatty") and stream.isatty()) and "COLUMNS" not in os.environ:
-        width = PIPE_WIDTH
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
 def cell(value: Any) -> Text:

@@ -1,20 +1,27 @@
 """``l2pop network|port|host|fdb ...``: the REST resources from the command line.
 
-Each handler makes the REST calls docs/design.md describes and prints the answer with
-``l2pop.cli.output`` (``-o json``: exactly the server's JSON). ``NET`` arguments take a
-network id or a network name; a name is resolved through ``GET /v1/networks`` and must
-match exactly one network.
+Each handler makes its REST calls through ``l2pop.client.Client`` and prints the answer with
+``l2pop.cli.output``: the answer models dumped as JSON (``model_dump(mode="json")``, which is
+the server's JSON, since the server encodes the same ``l2pop.wire`` models), printed as is for
+``-o json`` and rendered as tables otherwise. ``NET`` arguments take a network id or a network
+name; a name is resolved through the network list (``Client.networks``) and must match
+exactly one network.
 """
 
 from __future__ import annotations
 
 import argparse
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from l2pop.cli import output
-from l2pop.cli.client import ApiClient, CliError, segment
-from l2pop.cli.common import Context, api_command, client_options
+from l2pop.cli.common import CliError, Context, api_command, client_options
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from l2pop.client import Client
 
 ARP_MODES = ("neigh_suppress", "proxy", "off")
 PORT_STATUSES = ("DOWN", "BUILD", "ACTIVE")
@@ -31,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 # -- helpers ----------------------------------------------------------------------------
 
 
-def resolve_network(api: ApiClient, ref: str) -> str:
+def resolve_network(api: Client, ref: str) -> str:
     """The id of network ``ref`` (an id or a name). Raises ``CliError`` if none or several.
 
     A UUID is taken as an id without asking the server (an unknown id then fails with
@@ -41,21 +48,31 @@ def resolve_network(api: ApiClient, ref: str) -> str:
         return str(uuid.UUID(ref))
     except ValueError:
         pass
-    matches = [n for n in api.get_all("/v1/networks") if n.get("name") == ref]
+    matches = [n for n in api.networks() if n.name == ref]
     if not matches:
         raise CliError(f"no network with id or name {ref!r}")
     if len(matches) > 1:
-        ids = ", ".join(str(n.get("id")) for n in matches)
+        ids = ", ".join(n.id for n in matches)
         raise CliError(f"network name {ref!r} is ambiguous ({ids}); give the id")
-    return str(matches[0]["id"])
+    return matches[0].id
 
 
-def network_names(api: ApiClient) -> dict[str, str]:
+def network_names(api: Client) -> dict[str, str]:
     """Network id -> name for table output; empty when the list cannot be read."""
+    from l2pop.client import ClientError
+
     try:
-        return {str(n["id"]): str(n.get("name") or n["id"]) for n in api.get_all("/v1/networks")}
-    except (CliError, KeyError, TypeError):
+        return {n.id: n.name or n.id for n in api.networks()}
+    except ClientError:
         return {}
+
+
+def as_json(answer: BaseModel | Sequence[BaseModel]) -> Any:
+    """An answer model (or a list of them) as the server's JSON: ``-o json`` prints it, the
+    tables read it."""
+    if isinstance(answer, Sequence):
+        return [item.model_dump(mode="json") for item in answer]
+    return answer.model_dump(mode="json")
 
 
 def _leaf(
@@ -72,7 +89,8 @@ def _group(
     return group
 
 
-def _show(ctx: Context, data: Any, render: Any, *extra: Any) -> None:
+def _show(ctx: Context, answer: Any, render: Any, *extra: Any) -> None:
+    data = as_json(answer)
     if ctx.out.json:
         ctx.out.emit_json(data)
     else:
@@ -113,40 +131,38 @@ def _register_networks(
 
 def _network_create(ctx: Context) -> None:
     a = ctx.args
-    body: dict[str, Any] = {"name": a.name}
-    if a.vni is not None:
-        body["vni"] = a.vni
-    if a.arp_suppression is not None:
-        body["arp_suppression"] = a.arp_suppression
-    _show(ctx, ctx.api.post("/v1/networks", body), output.network)
+    made = ctx.api.create_network(name=a.name, vni=a.vni, arp_suppression=a.arp_suppression)
+    _show(ctx, made, output.network)
 
 
 def _network_list(ctx: Context) -> None:
-    _show(ctx, ctx.api.get_all("/v1/networks"), output.networks)
+    _show(ctx, ctx.api.networks(), output.networks)
 
 
 def _network_show(ctx: Context) -> None:
     net_id = resolve_network(ctx.api, ctx.args.network)
-    _show(ctx, ctx.api.get(f"/v1/networks/{segment(net_id)}"), output.network)
+    _show(ctx, ctx.api.network(net_id), output.network)
 
 
 def _network_set(ctx: Context) -> None:
     a = ctx.args
-    body: dict[str, Any] = {}
-    if a.name is not None:
-        body["name"] = a.name
-    if a.arp_suppression is not None:
-        body["arp_suppression"] = a.arp_suppression
-    if not body:
+    changes = _given(name=a.name, arp_suppression=a.arp_suppression)
+    if not changes:
         raise CliError("nothing to change: give --name and/or --arp-suppression")
     net_id = resolve_network(ctx.api, a.network)
-    _show(ctx, ctx.api.patch(f"/v1/networks/{segment(net_id)}", body), output.network)
+    _show(ctx, ctx.api.update_network(net_id, **changes), output.network)
 
 
 def _network_delete(ctx: Context) -> None:
     net_id = resolve_network(ctx.api, ctx.args.network)
-    ctx.api.delete(f"/v1/networks/{segment(net_id)}")
+    ctx.api.delete_network(net_id)
     ctx.out.message(f"Deleted network {net_id}.")
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line (not None): the fields a ``set`` changes; the
+    client leaves the others out of its PATCH."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 # -- ports ------------------------------------------------------------------------------
@@ -196,32 +212,17 @@ def _register_ports(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(func=api_command(_port_delete))
 
 
-def _port_path(port_id: str) -> str:
-    return f"/v1/ports/{segment(port_id)}"
-
-
 def _port_create(ctx: Context) -> None:
     a = ctx.args
-    body: dict[str, Any] = {
-        "network_id": resolve_network(ctx.api, a.network),
-        "fixed_ips": a.ips or [],
-    }
-    for key in ("mac", "name", "host"):
-        if getattr(a, key) is not None:
-            body[key] = getattr(a, key)
-    _show(ctx, ctx.api.post("/v1/ports", body), output.port)
+    network_id = resolve_network(ctx.api, a.network)
+    made = ctx.api.create_port(network_id, fixed_ips=a.ips, mac=a.mac, name=a.name, host=a.host)
+    _show(ctx, made, output.port)
 
 
 def _port_list(ctx: Context) -> None:
     a = ctx.args
-    params: dict[str, str] = {}
-    if a.network:
-        params["network_id"] = resolve_network(ctx.api, a.network)
-    if a.host:
-        params["host"] = a.host
-    if a.status:
-        params["status"] = a.status
-    items = ctx.api.get_all("/v1/ports", params)
+    network_id = resolve_network(ctx.api, a.network) if a.network else None
+    items = as_json(ctx.api.ports(network_id=network_id, host=a.host or None, status=a.status))
     if ctx.out.json:
         ctx.out.emit_json(items)
     else:
@@ -229,33 +230,28 @@ def _port_list(ctx: Context) -> None:
 
 
 def _port_show(ctx: Context) -> None:
-    _show(ctx, ctx.api.get(_port_path(ctx.args.port)), output.port)
+    _show(ctx, ctx.api.port(ctx.args.port), output.port)
 
 
 def _port_bind(ctx: Context) -> None:
-    _show(ctx, ctx.api.patch(_port_path(ctx.args.port), {"host": ctx.args.host}), output.port)
+    _show(ctx, ctx.api.update_port(ctx.args.port, host=ctx.args.host), output.port)
 
 
 def _port_unbind(ctx: Context) -> None:
-    _show(ctx, ctx.api.patch(_port_path(ctx.args.port), {"host": None}), output.port)
+    _show(ctx, ctx.api.update_port(ctx.args.port, host=None), output.port)
 
 
 def _port_set(ctx: Context) -> None:
     a = ctx.args
-    body: dict[str, Any] = {}
-    if a.ips or a.no_ip:
-        body["fixed_ips"] = a.ips or []
-    if a.mac is not None:
-        body["mac"] = a.mac
-    if a.name is not None:
-        body["name"] = a.name
-    if not body:
+    fixed_ips = (a.ips or []) if a.ips or a.no_ip else None
+    changes = _given(fixed_ips=fixed_ips, mac=a.mac, name=a.name)
+    if not changes:
         raise CliError("nothing to change: give --ip/--no-ip, --mac and/or --name")
-    _show(ctx, ctx.api.patch(_port_path(a.port), body), output.port)
+    _show(ctx, ctx.api.update_port(a.port, **changes), output.port)
 
 
 def _port_delete(ctx: Context) -> None:
-    ctx.api.delete(_port_path(ctx.args.port))
+    ctx.api.delete_port(ctx.args.port)
     ctx.out.message(f"Deleted port {ctx.args.port}.")
 
 
@@ -283,22 +279,22 @@ def _register_hosts(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _host_create(ctx: Context) -> None:
-    body = {"name": ctx.args.name, "vtep_ip": ctx.args.vtep_ip}
-    _show(ctx, ctx.api.post("/v1/hosts", body), output.host_created, ctx.server)
+    made = ctx.api.create_host(ctx.args.name, ctx.args.vtep_ip)
+    _show(ctx, made, output.host_created, ctx.server)
 
 
 def _host_list(ctx: Context) -> None:
-    items = ctx.api.get_all("/v1/hosts")
+    items = ctx.api.hosts()
     _show(ctx, items, output.hosts, ctx.api.revision)
 
 
 def _host_show(ctx: Context) -> None:
-    item = ctx.api.get(f"/v1/hosts/{segment(ctx.args.name)}")
+    item = ctx.api.host(ctx.args.name)
     _show(ctx, item, output.host, ctx.api.revision)
 
 
 def _host_delete(ctx: Context) -> None:
-    ctx.api.delete(f"/v1/hosts/{segment(ctx.args.name)}")
+    ctx.api.delete_host(ctx.args.name)
     ctx.out.message(f"Deleted host {ctx.args.name}.")
 
 
@@ -313,7 +309,7 @@ def _register_fdb(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _fdb_show(ctx: Context) -> None:
-    state = ctx.api.get(f"/v1/hosts/{segment(ctx.args.host)}/fdb")
+    state = as_json(ctx.api.host_fdb(ctx.args.host))
     if ctx.out.json:
         ctx.out.emit_json(state)
     else:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from l2pop.cli.client import CliError
+from l2pop.cli.common import CliError
 from l2pop.tokenfile import TokenFileError, resolve_token
 
 DEFAULT_DB = "sqlite:///l2pop.db"

@@ -43,9 +43,9 @@ def _clean(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("error: l2pop testbed clean needs root (ip netns)", file=sys.stderr)
         return 2
-    from l2pop.testbed import netns
+    from l2pop.testbed import leftovers
 
-    found = netns.find_leftovers(force=args.force)
+    found = leftovers.find_leftovers(force=args.force)
     for name in found.skipped:
         print(f"skipped (its run is alive; --force removes it): namespace {name}")
     if found.empty():
@@ -61,5 +61,5 @@ def _clean(args: argparse.Namespace) -> int:
     for record in found.records:
         print(f"{verb} run record {record.path}")
     if not args.dry_run:
-        netns.clean(found)
+        leftovers.clean(found)
     return 0

@@ -1,1 +1,2 @@
-"""Kernel programming behind one interface: ``abc.Datapath``; ``memory`` (fake), ``linux``."""
+"""Kernel programming behind one interface, ``abc.Datapath`` (with the optional
+``abc.PortPlugging``); implementations: ``memory`` (the reference fake) and ``linux``."""

@@ -1,6 +1,11 @@
 """The Datapath interface: what an agent needs from the thing that forwards packets.
 
-Semantics (every implementation; the memory fake is the reference):
+Everything that differs between implementations is stated here, as attributes and optional
+protocols, so the agent never asks which datapath it has (docs/design.md, "Parts and
+layering"); ``tests/e2e/test_datapath_contract.py`` runs every implementation through the
+same suite. The memory fake is the reference.
+
+Tables:
 
 * ``dump()`` reads back what is actually programmed, for every network this datapath owns
   (linux: only devices with its prefixes; the network id is kept on the device). It never
@@ -16,20 +21,40 @@ Semantics (every implementation; the memory fake is the reference):
   Entries not named in a delta are never touched: nothing blinks.
 * Reconciling is the agent's job (``diff_state(dump(), desired)`` then ``apply``), so a
   datapath has no notion of desired state.
-* Local ports: ``plugged()`` lists the port ids whose device exists on this host (linux:
-  ``tap`` + the first 11 characters of the port id); ``wire(port)`` attaches a present device
-  to its network's bridge. ``on_ports_changed`` is called (from any thread) when devices
-  appear or go, so the agent can report ACTIVE/DOWN without polling.
-* Errors: ``apply`` and ``wire`` raise ``DatapathError`` when the datapath refuses part of a
-  change, naming the entries (``"fdb MAC"``, ``"neigh IP"``, ``"device vxlan-V"``...) in
-  ``failures``; other exceptions (``OSError``) mean the datapath itself is in trouble. The
-  agent calls ``apply`` one network at a time, so an error is always one network's.
+
+Local ports (a VM's device on this host; linux: ``tap`` + the first 11 characters of the
+port id):
+
+* ``plugged(port_ids)`` is the subset whose device is present now.
+* ``wire(port_id, network_id)`` attaches a present device to the network's bridge and sets
+  it up. Idempotent; wiring a port already on another network's bridge moves it. A port whose
+  device is absent is left alone, without error and whatever the network (the listener
+  reports the device when it comes). Otherwise a network that is not programmed here (absent
+  or damaged in ``dump``) raises ``DatapathError`` naming ``"port ID"``.
+* A wired port stays wired through every ``apply`` on its network (entries, mode switch,
+  rebuild of damaged devices) except ``leave``, which unwires it; its device stays plugged.
+* Plugging, wiring and unplugging never change what ``dump`` shows: ports are not entries.
+* ``set_port_listener(listener)``: ``listener`` is called, from any thread, after a local
+  port's device appears, changes or goes, so the agent reports ACTIVE/DOWN without polling.
+  It may be called when nothing the agent cares about changed; it says nothing about what
+  changed (the agent asks ``plugged``).
+* ``PortPlugging`` (optional, found with ``port_plugging``): a datapath that can make a port's
+  device itself (a simulation) exposes ``plug``/``unplug``; the agent's control endpoint
+  offers them only then. A real host's devices belong to its hypervisor, so linux has none.
+
+Errors: ``apply`` and ``wire`` raise ``DatapathError`` when the datapath refuses part of a
+change, naming the entries (``"fdb MAC"``, ``"neigh IP"``, ``"device vxlan-V"``, ``"port
+ID"``) in ``failures``; other exceptions (``OSError``) mean the datapath itself is in trouble.
+The agent calls ``apply`` one network at a time, so an error is always one network's.
+
+Threads: every method may be called from any thread (the agent's worker runs a blocking
+datapath's calls in a thread, its control endpoint reads ``dump`` in another).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from l2pop.model import NetworkDelta, NetworkTables
 
@@ -42,25 +67,61 @@ class DatapathError(Exception):
         self.failures = list(failures)
 
 
+@runtime_checkable
 class Datapath(Protocol):
+    """What the agent programs (semantics: the module notes)."""
+
+    #: the implementation's name, as ``l2pop agent --datapath`` spells it; for messages only
     name: str
+    #: whether calls wait on I/O (a kernel, a switch daemon). The agent then runs its sync in
+    #: a worker thread so the event loop (channel, heartbeats) never stalls; a datapath that
+    #: only touches memory says False, since a thread per sync would only cost when a swarm
+    #: runs hundreds of agents in one process.
+    blocking: bool
 
     def dump(self) -> dict[str, NetworkTables]:
-        """network id -> the tables actually programmed."""
+        """network id -> the tables actually programmed (damaged: VNI 0, no entries)."""
         ...
 
-    def apply(self, deltas: Sequence[NetworkDelta]) -> None: ...
+    def apply(self, deltas: Sequence[NetworkDelta]) -> None:
+        """Program ``deltas`` in order; raises ``DatapathError`` after programming what it
+        could."""
+        ...
 
     def plugged(self, port_ids: Iterable[str]) -> set[str]:
         """The subset of ``port_ids`` whose local device is present."""
         ...
 
     def wire(self, port_id: str, network_id: str) -> None:
-        """Attach the port's device to the network's bridge (idempotent)."""
+        """Attach the port's device, when present, to the network's bridge and set it up
+        (idempotent); ``DatapathError`` when the network is not programmed here."""
         ...
 
     def set_port_listener(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` whenever local port devices appear or go."""
+        """Call ``listener`` (any thread) whenever local port devices appear, change or go."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release sockets and threads (idempotent); what is programmed stays (fail static)."""
+        ...
+
+
+@runtime_checkable
+class PortPlugging(Protocol):
+    """A datapath that can make and remove a port's device itself: a simulated VM.
+
+    ``plug`` makes the device present (the VM starts): ``plugged`` includes the port from then
+    on, unwired until ``wire``. ``unplug`` removes it (the VM stops): ``plugged`` leaves it out
+    and its wiring is gone; a later ``plug`` brings it back unwired. Both are idempotent, take
+    any port id (no network: a device exists before anyone wires it), call the port listener
+    and leave ``dump`` unchanged.
+    """
+
+    def plug(self, port_id: str) -> None: ...
+
+    def unplug(self, port_id: str) -> None: ...
+
+
+def port_plugging(datapath: Datapath) -> PortPlugging | None:
+    """The datapath's port plugging, or None when it has none (the one capability check)."""
+    return datapath if isinstance(datapath, PortPlugging) else None

@@ -49,7 +49,10 @@ Design notes
 * Local ports: ``tap`` + port id[:11] (Neutron's naming). A thread on a second netlink
   socket subscribed to RTMGRP_LINK calls the listener when such a device appears, changes
   or goes; no polling. It also marks the device cache stale when one of our devices
-  changes, so the fast path never programs a device that is gone.
+  changes, so the fast path never programs a device that is gone. A rebuild (damage, a
+  switch to or from ``proxy``) moves the taps of the old bridge to the new one; ``leave``
+  leaves them unwired. The hypervisor makes and removes taps, so there is no
+  ``abc.PortPlugging`` here.
 
 Thread safety: one lock serialises every use of the request socket.
 """
@@ -89,6 +92,7 @@ class LinuxDatapath:
     """``abc.Datapath`` on a real kernel, in the namespace it was created in."""
 
     name = "linux"
+    blocking = True  # every call is a netlink round trip
 
     def __init__(
         self,
@@ -183,7 +187,8 @@ class LinuxDatapath:
 
     def wire(self, port_id: str, network_id: str) -> None:
         """Enslave the port's tap to the network's bridge and set it up (idempotent). A tap
-        that is gone is left alone (the listener reports it); an unknown network raises."""
+        that is gone is left alone (the listener reports it); a network that is not
+        programmed (or damaged) raises."""
         with self._lock:
             tap = self._dev.link_by_name(self.tap_name(port_id))
             if tap is None:
@@ -192,7 +197,8 @@ class LinuxDatapath:
             if net is None:
                 net = self._scan()[0].get(network_id)
             if net is None:
-                raise DatapathError(f"network {network_id} is not programmed on this host")
+                message = f"network {network_id} is not programmed on this host"
+                raise DatapathError(message, [(f"port {port_id}", errno.ENOENT, message)])
             if tap.master == net.bridge and tap.up:
                 return
             self._dev.enslave(tap.index, net.bridge)
@@ -297,6 +303,10 @@ class LinuxDatapath:
             link = self._dev.link_by_name(name)  # ours by name, whoever left it there
             if link is not None:
                 doomed[link.index] = link
+        # Ports wired to the old bridge fall off it with the delete: put them on the new one
+        # (abc: wiring survives every apply but ``leave``), or their VMs stay cut off until
+        # the agent's next FULL sync rewires everything.
+        taps = self._taps_on({d.index for d in doomed.values() if d.kind == "bridge"})
         self._dev.delete(list(doomed.values()))
         if devices:
             log.info("rebuilding network %s (vni %d, %s)", nid, vni, mode.value)
@@ -305,7 +315,24 @@ class LinuxDatapath:
             nid, vni, mode, flood_add=frozenset(flood), fdb_add=fdb, neigh_add=neigh
         )
         self._program(net, keep)
+        for tap in taps:
+            try:
+                self._dev.enslave(tap.index, net.bridge)
+            except nl.NetlinkError as exc:
+                if exc.errno != errno.ENODEV:  # gone meanwhile: the listener reports it
+                    raise
         return net
+
+    def _taps_on(self, bridges: set[int]) -> list[nl.Link]:
+        """Our tap devices enslaved to one of ``bridges`` (ifindexes)."""
+        if not bridges:
+            return []
+        prefix = self._dev.tap_prefix
+        return [
+            link
+            for link in self._dev.links()
+            if link.master in bridges and link.name.startswith(prefix)
+        ]
 
     def _leave(self, nid: str) -> None:
         _, owned = self._scan()

@@ -1,4 +1,5 @@
-"""The pure domain of l2pop: types, validation, lifecycle, desired state and diff.
+"""The pure domain of l2pop: types, validation, lifecycle, membership, desired state, diff,
+digests and fan-out.
 
 Standard library only and no I/O, so every rule here is testable in isolation and shared
 verbatim by the server, the agent and the simulator.
@@ -7,18 +8,19 @@ verbatim by the server, the agent and the simulator.
 from l2pop.model.desired import (
     HostState,
     NetworkTables,
-    RemoteEntry,
     canonical,
     canonical_network,
     desired_state,
     digest,
-    network_members,
+    host_state,
     network_sum,
     network_view,
     tables_for,
 )
 from l2pop.model.diff import NetworkDelta, apply_delta, apply_deltas, diff_network, diff_state
+from l2pop.model.digests import member_sums
 from l2pop.model.errors import Conflict, DomainError, Forbidden, InvalidField, NotFound
+from l2pop.model.membership import Membership, RemoteEntry, membership
 from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression, Host, Network, Port, PortStatus
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "Host",
     "HostState",
     "InvalidField",
+    "Membership",
     "Network",
     "NetworkDelta",
     "NetworkTables",
@@ -46,7 +49,9 @@ __all__ = [
     "diff_network",
     "diff_state",
     "digest",
-    "network_members",
+    "host_state",
+    "member_sums",
+    "membership",
     "network_sum",
     "network_view",
     "tables_for",

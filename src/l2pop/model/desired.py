@@ -1,12 +1,10 @@
 """The desired state: what each host's kernel must hold. One pure function of the store.
 
-docs/design.md, "Desired state". With ACTIVE(N) the ACTIVE ports of network N
-whose host has a VTEP IP:
+docs/design.md, "Desired state". Who is a member and which ports others see is the
+membership rule (``model.membership``); on top of it, for a member H of network N:
 
-* H is a member of N when a port of N is bound to H and is BUILD or ACTIVE;
-  only members hold any of N's state.
-* ``flood(H, N)``: the VTEPs of every *other* host with a port in ACTIVE(N);
-* ``fdb(H, N)``: MAC -> VTEP of every port in ACTIVE(N) bound to another host;
+* ``flood(H, N)``: the VTEPs of every *other* host with an ACTIVE port in N;
+* ``fdb(H, N)``: MAC -> VTEP of every ACTIVE port of N bound to another host;
 * ``neigh(H, N)``: IP -> MAC for every fixed IP of those ports.
 
 Everything else (the channel's deltas, the agents' tables, the simulator's checks) must agree
@@ -19,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from l2pop.model.digest import (
+from l2pop.model.digests import (
     MASK,
     as_hex,
     fdb_hash,
@@ -27,8 +25,8 @@ from l2pop.model.digest import (
     header_hash,
     neigh_hash,
 )
-from l2pop.model.lifecycle import is_member_status
-from l2pop.model.types import ArpSuppression, Host, Network, Port, PortStatus
+from l2pop.model.membership import RemoteEntry, membership
+from l2pop.model.types import ArpSuppression, Host, Network, Port
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,42 +48,13 @@ class NetworkTables:
 HostState = Mapping[str, NetworkTables]
 
 
-@dataclass(frozen=True, slots=True)
-class RemoteEntry:
-    """A port as the other members of its network see it."""
-
-    host: str
-    vtep: str
-    mac: str
-    fixed_ips: tuple[str, ...]
-
-
-def network_members(
-    ports: Iterable[Port], vteps: Mapping[str, str]
-) -> tuple[set[str], list[RemoteEntry]]:
-    """(member hosts, ACTIVE ports as remote entries) of one network's ``ports``.
-
-    ``vteps`` maps host name -> VTEP IP of every registered host; a bound port whose host
-    is not registered counts for nothing.
-    """
-    members: set[str] = set()
-    remote: list[RemoteEntry] = []
-    for port in ports:
-        if port.host is None or port.host not in vteps:
-            continue
-        if is_member_status(port.status):
-            members.add(port.host)
-        if port.status is PortStatus.ACTIVE:
-            remote.append(RemoteEntry(port.host, vteps[port.host], port.mac, port.fixed_ips))
-    return members, remote
-
-
 def network_view(
     network: Network, ports: Iterable[Port], vteps: Mapping[str, str]
 ) -> dict[str, NetworkTables]:
     """The tables of ``network`` for each of its member hosts (``ports``: its ports)."""
-    members, remote = network_members(ports, vteps)
-    return {host: tables_for(host, network, remote) for host in members}
+    found = membership(ports, vteps)
+    remote = found.remote.values()
+    return {host: tables_for(host, network, remote) for host in found.members}
 
 
 def tables_for(host: str, network: Network, remote: Iterable[RemoteEntry]) -> NetworkTables:
@@ -120,6 +89,28 @@ def desired_state(
     return state
 
 
+def host_state(
+    host: str, networks: Iterable[Network], ports: Iterable[Port], vteps: Mapping[str, str]
+) -> dict[str, NetworkTables]:
+    """``desired_state(...)[host]`` over ``networks`` only: network id -> the tables ``host``
+    must hold, for each of ``networks`` it is a member of.
+
+    :param host: the host (absent from ``vteps``: it holds nothing)
+    :param networks: the networks to look at (typically those with a port bound to ``host``)
+    :param ports: every port of those networks (ports of other networks are ignored)
+    :param vteps: host name -> VTEP IP of every registered host
+    """
+    by_network: dict[str, list[Port]] = defaultdict(list)
+    for port in ports:
+        by_network[port.network_id].append(port)
+    out: dict[str, NetworkTables] = {}
+    for network in networks:
+        found = membership(by_network.get(network.id, ()), vteps)
+        if host in found.members:
+            out[network.id] = tables_for(host, network, found.remote.values())
+    return out
+
+
 def canonical_network(t: NetworkTables) -> dict[str, object]:
     """One network's tables in sorted, JSON-ready form (what ``/fdb`` serves)."""
     return {
@@ -138,7 +129,7 @@ def canonical(state: HostState) -> list[dict[str, object]]:
 
 
 def network_sum(t: NetworkTables) -> int:
-    """The additive hash of one network's tables (see ``model.digest``)."""
+    """The additive hash of one network's tables (see ``model.digests``)."""
     nid = t.network_id
     total = header_hash(nid, t.vni, t.arp_suppression)
     total += sum(flood_hash(nid, vtep) for vtep in t.flood)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from l2pop.model.desired import HostState, NetworkTables, network_sum
-from l2pop.model.digest import fdb_hash, flood_hash, header_hash, neigh_hash
+from l2pop.model.digests import fdb_hash, flood_hash, header_hash, neigh_hash
 from l2pop.model.types import ArpSuppression
 
 

@@ -11,45 +11,44 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from l2pop.model.desired import RemoteEntry, tables_for
+from l2pop.model.desired import tables_for
 from l2pop.model.diff import NetworkDelta, diff_network
-from l2pop.model.lifecycle import is_member_status
-from l2pop.model.types import Network, Port, PortStatus
+from l2pop.model.membership import Membership, RemoteEntry, membership
+from l2pop.model.types import Network, Port
 
 
 @dataclass(frozen=True, slots=True)
 class NetworkState:
-    """One network as the fan-out needs it: members, and the ACTIVE ports others see."""
+    """One network as the fan-out needs it: the network and its ``membership``."""
 
     network: Network | None  # None: the network does not exist (any more)
-    members: frozenset[str]
-    remote: Mapping[str, RemoteEntry]  # port id -> entry
+    membership: Membership
+
+    @property
+    def members(self) -> frozenset[str]:
+        return self.membership.members
+
+    @property
+    def remote(self) -> Mapping[str, RemoteEntry]:
+        """port id -> entry of the ACTIVE ports others see."""
+        return self.membership.remote
 
     @property
     def active_vteps(self) -> dict[str, str]:
         """host -> VTEP of the hosts with at least one ACTIVE port here."""
-        return {e.host: e.vtep for e in self.remote.values()}
+        return self.membership.active_vteps()
 
 
-EMPTY = NetworkState(None, frozenset(), {})
+EMPTY = NetworkState(None, Membership())
 
 
 def network_state(
     network: Network | None, ports: Iterable[Port], vteps: Mapping[str, str]
 ) -> NetworkState:
+    """``network`` with the ``membership`` of its ``ports`` (``EMPTY`` when it is gone)."""
     if network is None:
         return EMPTY
-    members: set[str] = set()
-    remote: dict[str, RemoteEntry] = {}
-    for port in ports:
-        if port.host is None or port.host not in vteps:
-            continue
-        if is_member_status(port.status):
-            members.add(port.host)
-        if port.status is PortStatus.ACTIVE:
-            vtep = vteps[port.host]
-            remote[port.id] = RemoteEntry(port.host, vtep, port.mac, port.fixed_ips)
-    return NetworkState(network, frozenset(members), remote)
+    return NetworkState(network, membership(ports, vteps))
 
 
 def host_deltas(old: NetworkState, new: NetworkState) -> dict[str, NetworkDelta]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -16,16 +16,33 @@ from l2pop.server.auth import TokenCache
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
 from l2pop.server.errors import install_error_handlers
-from l2pop.server.feed import CommitFeed, NotifyingStore
-from l2pop.server.hub import Hub
+from l2pop.server.feed import InProcessFeed
+from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, RequestGuard
 from l2pop.server.metrics import install_metrics
-from l2pop.server.routes import router
+from l2pop.server.routes import API_PREFIX, router
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import Store
 
 #: worker threads for the API's sync routes (see lifespan)
 API_THREADS = 6
+
+
+class ForgetTokens:
+    """The token cache as a ``HubSubscriber``: a changed set of hosts empties it, so a
+    deleted host's token stops working as soon as the hub has seen the deletion."""
+
+    def __init__(self, tokens: TokenCache) -> None:
+        self.tokens = tokens
+
+    def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
+        pass
+
+    def hosts_changed(self, gone: frozenset[str]) -> None:
+        self.tokens.clear()
+
+    def reloaded(self, revision: int) -> None:
+        pass
 
 
 def create_app(
@@ -38,12 +55,10 @@ def create_app(
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
 ) -> FastAPI:
     """The server application. ``admin_token`` None means: loopback callers are operators."""
-    with store.read() as tx:
-        feed = CommitFeed(tx.revision())
-    hub = Hub(store)
     sessions = SessionRegistry()
     tokens = TokenCache(store)
-    hub.host_listeners.append(tokens.clear)
+    hub = Hub(store, subscribers=(sessions, ForgetTokens(tokens)))
+    feed = InProcessFeed(store, hub.notify)
     channel = Channel(
         store,
         hub,
@@ -53,7 +68,6 @@ def create_app(
         heartbeat_interval=heartbeat_interval,
         hello_timeout=client_timeout,
     )
-    feed.subscribe(hub.notify)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -84,7 +98,7 @@ def create_app(
         description="L2 Population controller for Linux VXLAN overlays",
         lifespan=lifespan,
     )
-    app.state.store = NotifyingStore(store, feed)
+    app.state.store = store
     app.state.feed = feed
     app.state.admin_token = admin_token
     app.state.sessions = sessions
@@ -100,9 +114,9 @@ def create_app(
         max_body=max_body,
         body_timeout=client_timeout,
     )
-    install_metrics(app, app.state.store, sessions, channel.stats, lambda: feed.revision)
+    install_metrics(app, store, sessions, channel.stats, lambda: feed.revision)
     app.include_router(router)
-    app.include_router(channel_router)
+    app.include_router(channel_router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, object]:

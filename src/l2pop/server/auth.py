@@ -1,9 +1,9 @@
 """Bearer-token authentication.
 
 Two kinds of caller: the operator (admin token, from ``--admin-token`` or
-``L2POP_ADMIN_TOKEN``) and an agent (its host's token, issued once by ``POST /v1/hosts`` and
-stored hashed). A server started without an admin token listens on loopback only and treats
-every local caller as the operator; agent calls always need their host token.
+``L2POP_ADMIN_TOKEN``) and an agent (its host's token, issued once in the answer that creates
+the host, and stored hashed). A server started without an admin token listens on loopback
+only and treats every local caller as the operator; agent calls always need their host token.
 """
 
 from __future__ import annotations

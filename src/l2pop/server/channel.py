@@ -1,14 +1,14 @@
-"""The server side of the agent channel: ``/v1/agent`` (WebSocket, JSON text frames).
+"""The server side of the agent channel: ``/agent`` under the API prefix (WebSocket, JSON).
 
 A session: the agent authenticates with its host token in the upgrade request and says
 ``hello`` (host, VTEP). The server answers with a snapshot of the host's state, then ordered
 deltas, each stamped with a revision and chained by ``prev_revision``; heartbeats carry the
 digest the host must have. The agent acks revision + digest of what it applied.
 
-Memory per session is bounded (docs/design.md, "Agent channel"): a session's outbox holds at most
-``queue_limit`` messages. When a slow agent lets it fill, the queued deltas are dropped and
-replaced by one snapshot, built when the socket is writable again: the backlog coalesces
-into the current state instead of growing. One session per host: a new one replaces the old.
+This module is the WebSocket side: authentication, hello, reading agent frames, acks,
+heartbeats and telemetry. What a session sends, and its bounded outbox, are
+``server/sessions.py``; the route hands its ``WebSocket`` to the session as its ``Sender``.
+One session per host: a new one replaces the old.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -26,24 +26,18 @@ from pydantic import ValidationError
 
 from l2pop.model import Host
 from l2pop.server.auth import TokenCache, find_host, parse_bearer
-from l2pop.server.hub import HostUpdate, Hub
-from l2pop.server.sessions import SessionRegistry
+from l2pop.server.hub import Hub
+from l2pop.server.sessions import ChannelStats, Session, SessionRegistry
 from l2pop.store import HostReport, Store
 from l2pop.wire.channel import (
     PROTOCOL_VERSION,
     Ack,
     AckError,
     CloseCode,
-    Delta,
     ErrorCode,
     ErrorMsg,
-    Heartbeat,
     Hello,
-    Message,
-    NetworkDeltaMsg,
-    NetworkTablesMsg,
     Resync,
-    Snapshot,
     agent_message,
 )
 
@@ -68,92 +62,12 @@ class ProtocolViolation(Exception):
         self.code, self.reason = code, reason
 
 
-class Session:
-    """One live agent connection and its bounded outbox."""
-
-    def __init__(
-        self, host: Host, ws: WebSocket, hub: Hub, queue_limit: int, stats: Counter[str]
-    ) -> None:
-        self.host = host.name
-        self.stats = stats
-        self.ws = ws
-        self.hub = hub
-        self.queue_limit = queue_limit
-        self.outbox: deque[Message] = deque()
-        self.needs_snapshot = True
-        self.prev_revision = 0  # revision of the last message queued on this session
-        self.wake = asyncio.Event()
-        self.wake.set()
-        self.closed = False
-        self.acked_revision: int | None = None
-        self.acked_digest: str | None = None
-        self.errors: list[AckError] = []  # networks the agent failed on, as of its last ack
-        self.last_heard = time.monotonic()
-
-    def push(self, message: Message) -> None:
-        if self.needs_snapshot or self.closed:
-            return  # the snapshot on its way will hold this change
-        if len(self.outbox) >= self.queue_limit:
-            self.outbox.clear()
-            self.needs_snapshot = True
-            self.stats["coalesced"] += 1
-            log.warning("agent %s is slow: backlog replaced by a snapshot", self.host)
-        else:
-            self.outbox.append(message)
-        self.wake.set()
-
-    def push_update(self, revision: int, update: HostUpdate) -> None:
-        if self.needs_snapshot:
-            return
-        delta = Delta.model_construct(
-            type="delta",
-            revision=revision,
-            prev_revision=self.prev_revision,
-            digest=self.hub.digest_of(self.host),
-            networks=[NetworkDeltaMsg.of(d) for d in update.deltas],
-            ports=sorted(update.ports.values(), key=lambda p: p.id),
-            ports_removed=sorted(update.ports_removed),
-        )
-        self.prev_revision = revision
-        self.push(delta)
-
-    def push_heartbeat(self) -> None:
-        digest = self.hub.digest_of(self.host)
-        self.push(
-            Heartbeat.model_construct(type="heartbeat", revision=self.prev_revision, digest=digest)
-        )
-
-    def snapshot(self) -> Snapshot:
-        hub = self.hub
-        self.prev_revision = hub.revision
-        return Snapshot.model_construct(
-            type="snapshot",
-            revision=hub.revision,
-            digest=hub.digest_of(self.host),
-            networks=[NetworkTablesMsg.of(t) for t in hub.tables_of(self.host).values()],
-            ports=hub.local_ports_of(self.host),
-        )
-
-    async def send_loop(self) -> None:
-        while not self.closed:
-            await self.wake.wait()
-            self.wake.clear()
-            while not self.closed and (self.needs_snapshot or self.outbox):
-                if self.needs_snapshot:
-                    self.needs_snapshot = False
-                    self.outbox.clear()
-                    message: Message = self.snapshot()
-                else:
-                    message = self.outbox.popleft()
-                text = message.model_dump_json()
-                await self.ws.send_text(text)
-                kind = getattr(message, "type", "other")
-                self.stats[f"sent_{kind}"] += 1
-                self.stats[f"bytes_{kind}"] += len(text)
-
-
 class Channel:
-    """All sessions of one server: fan-out of hub updates, heartbeats, bookkeeping."""
+    """All sessions of one server: serving the socket, heartbeats, acks and telemetry.
+
+    Hub updates reach sessions through ``registry`` (the hub's subscriber), not through
+    this class.
+    """
 
     def __init__(
         self,
@@ -173,43 +87,21 @@ class Channel:
         self.tokens = tokens
         self.queue_limit = queue_limit
         self.heartbeat_interval = heartbeat_interval
-        self.sessions: dict[str, Session] = {}
-        self.stats: Counter[str] = Counter()  # sent_<type>, bytes_<type>, coalesced, ...
-        self._background: set[asyncio.Task[None]] = set()
+        self.stats = ChannelStats()
         self._reports: dict[str, HostReport] = {}  # host -> last ack not yet saved
         self._opening: Counter[str] = Counter()  # host -> sessions being served
-        hub.listeners.append(self.publish)
-        hub.host_listeners.append(self.hosts_gone)
-
-    # -- fan-out ----------------------------------------------------------------------------
-
-    def publish(self, revision: int, updates: dict[str, HostUpdate]) -> None:
-        for host, update in updates.items():
-            session = self.sessions.get(host)
-            if session is not None:
-                session.push_update(revision, update)
-
-    def hosts_gone(self, hosts: set[str]) -> None:
-        for host in hosts:
-            session = self.sessions.get(host)
-            if session is not None:
-                task = asyncio.create_task(
-                    self._close(session, CloseCode.HOST_GONE, "host deleted")
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
 
     async def heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             await self.flush_reports()
             deadline = time.monotonic() - 3 * self.heartbeat_interval
-            for session in list(self.sessions.values()):
+            for session in self.registry.live():
                 if session.last_heard < deadline:
                     log.warning("agent %s silent for 3 heartbeats: closing", session.host)
-                    await self._close(session, 1001, "heartbeat timeout")
+                    await session.close(1001, "heartbeat timeout")
                 else:
-                    session.push_heartbeat()
+                    session.push_heartbeat(self.hub.digest_of(session.host))
 
     # -- per-connection -----------------------------------------------------------------
 
@@ -219,7 +111,7 @@ class Channel:
         if host is None:
             return
         if self._opening[host.name] >= MAX_SESSIONS_PER_HOST:
-            self.stats["refused_sessions"] += 1
+            self.stats.refused_sessions += 1
             await self._refuse(
                 ws, ErrorCode.TOO_MANY_SESSIONS, f"host {host.name} has enough sessions"
             )
@@ -234,30 +126,28 @@ class Channel:
                 del self._opening[host.name]
 
     async def _serve(self, ws: WebSocket, host: Host) -> None:
-        session = Session(host, ws, self.hub, self.queue_limit, self.stats)
-        old = self.sessions.get(host.name)
+        # the WebSocket is the session's Sender: it has send_text and close
+        session = Session(host.name, ws, self.hub, self.queue_limit, self.stats)
+        old = self.registry.make_live(session)
         if old is not None:
-            await self._close(old, CloseCode.REPLACED, "replaced by a new session")
-        self.sessions[host.name] = session
+            await old.close(CloseCode.REPLACED, "replaced by a new session")
         self.registry.opened(host.name)
         log.info("agent %s connected (vtep %s)", host.name, host.vtep_ip)
         sender = asyncio.create_task(session.send_loop())
         try:
-            await self._receive_loop(session)
+            await self._receive_loop(ws, session)
         except ProtocolViolation as exc:
-            self.stats["protocol_violations"] += 1
+            self.stats.protocol_violations += 1
             log.warning("agent %s: %s; closing its session", host.name, exc.reason)
-            await self._close(session, exc.code, exc.reason)
+            await session.close(exc.code, exc.reason)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            session.closed = True
-            session.wake.set()
+            session.stop()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
-            if self.sessions.get(host.name) is session:
-                del self.sessions[host.name]
+            self.registry.discard(session)
             await self.flush_reports()  # the store keeps its last word for host_status
             self.registry.closed(host.name)
             log.info("agent %s disconnected", host.name)
@@ -309,19 +199,10 @@ class Channel:
             await ws.send_text(ErrorMsg(code=code, message=message).model_dump_json())
             await ws.close(CloseCode.REFUSED, message[:120])
 
-    async def _close(self, session: Session, code: int, reason: str) -> None:
-        session.closed = True
-        session.wake.set()
-        with contextlib.suppress(Exception):
-            await session.ws.send_text(
-                ErrorMsg(code=ErrorCode.CLOSED, message=reason).model_dump_json()
-            )
-            await session.ws.close(code, reason)
-
-    async def _receive_loop(self, session: Session) -> None:
+    async def _receive_loop(self, ws: WebSocket, session: Session) -> None:
         while not session.closed:
-            text = await receive_text(session.ws)
-            session.last_heard = time.monotonic()
+            text = await receive_text(ws)
+            session.heard()
             try:
                 message = agent_message.validate_json(text)
             except ValidationError as exc:
@@ -330,17 +211,14 @@ class Channel:
                 ) from None
             if isinstance(message, Ack):
                 check_ack(session, message)
-                await self._on_ack(session, message)
+                self._on_ack(session, message)
             elif isinstance(message, Resync):
-                self.stats["resyncs"] += 1
+                self.stats.resyncs += 1
                 log.info("agent %s asks for a resync: %s", session.host, message.reason)
-                session.needs_snapshot = True
-                session.outbox.clear()
-                session.wake.set()
+                session.request_snapshot()
 
-    async def _on_ack(self, session: Session, ack: Ack) -> None:
-        session.acked_revision, session.acked_digest = ack.revision, ack.digest
-        session.errors = list(ack.errors)  # bounded by Ack's validation
+    def _on_ack(self, session: Session, ack: Ack) -> None:
+        session.record_ack(ack)
         self._reports[session.host] = HostReport(
             session.host, datetime.now(UTC), ack.revision, ack.digest
         )
@@ -379,19 +257,19 @@ class Channel:
         the hub's revision even if no message concerned it since.
         """
         expected = self.hub.digest_of(host.name)
-        session = self.sessions.get(host.name)
+        session = self.registry.get(host.name)
         if session is None:
             return False, host.applied_revision, host.applied_digest == expected
         in_sync = session.acked_digest == expected
         applied = session.acked_revision
-        if in_sync and not session.outbox and not session.needs_snapshot:
+        if in_sync and session.idle:
             applied = max(applied or 0, self.hub.revision)
         return True, applied, in_sync
 
     def host_errors(self, name: str) -> list[AckError]:
         """The networks host ``name``'s agent reported failing in its last ack; empty when
         it reported none or is not connected."""
-        session = self.sessions.get(name)
+        session = self.registry.get(name)
         return list(session.errors) if session is not None else []
 
 
@@ -425,7 +303,7 @@ def _first(exc: ValidationError) -> str:
     return f"{where}: {err.get('msg', 'invalid')}"[:200]
 
 
-@router.websocket("/v1/agent")
+@router.websocket("/agent")  # mounted under the API prefix (server/app.py)
 async def agent_channel(ws: WebSocket) -> None:
     channel: Channel = ws.app.state.channel
     await channel.serve(ws)

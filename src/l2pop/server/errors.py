@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from l2pop.model import Conflict, DomainError, Forbidden, InvalidField, NotFound
 from l2pop.store import StoreUnavailable
+from l2pop.wire import ErrorBody
+from l2pop.wire.api import CODE_OF_STATUS, ErrorDetail
 
 log = logging.getLogger("l2pop.server")
 
@@ -31,18 +33,6 @@ STATUS_OF: dict[type[DomainError], int] = {
     Forbidden: 403,
 }
 
-HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "timeout",
-    409: "conflict",
-    413: "too_large",
-    422: "invalid",
-    503: "unavailable",
-}
 
 #: how long a client should wait before retrying after a 503
 RETRY_AFTER_SECONDS = 1
@@ -65,10 +55,13 @@ def printable(text: str, limit: int = 4 * _MAX_ECHO) -> str:
 def error_response(
     status: int, code: str, message: str, field: str | None = None, headers: Any = None
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": printable(message)}
-    if field is not None:
-        body["field"] = printable(field, _MAX_ECHO)
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    detail = ErrorDetail(
+        code=code,  # type: ignore[arg-type]  # one of ERROR_CODES, checked by a unit test
+        message=printable(message),
+        field=None if field is None else printable(field, _MAX_ECHO),
+    )
+    body = ErrorBody(error=detail).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -112,7 +105,8 @@ _path_methods: dict[int, list[tuple[re.Pattern[str], frozenset[str]]]] = {}
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
-    """``/v1/ports/{port_id}`` -> a regex matching any one segment in place of the name."""
+    """A path template (``.../ports/{port_id}``) -> a regex matching any one segment in place
+    of the name."""
     parts = template.split("/")
     return re.compile("/".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
 
@@ -161,7 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and isinstance(cause, ValueError | RecursionError):
             # FastAPI's "There was an error parsing the body": JSON it could not decode
             return invalid_body(cause)
-        code = HTTP_CODES.get(exc.status_code, "error")
+        code = CODE_OF_STATUS.get(exc.status_code, "error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")

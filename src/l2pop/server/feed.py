@@ -1,81 +1,58 @@
-"""Commit notifications: who needs to know that the revision moved.
+"""Commit notification: how this server learns that the store's revision moved.
 
-``NotifyingStore`` wraps the store so that every committed ``write()`` block reports its
-revision to a ``CommitFeed``. The REST layer reads the latest revision from it (the
-``L2pop-Revision`` header) and the agent channel wakes up on it to read the change log.
+``CommitFeed`` is the one seam for it. The REST layer reads the latest revision from the
+feed (the ``L2pop-Revision`` header, ``/healthz``) and the hub is woken by it to read the
+change log; neither knows where the news comes from.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from typing import Protocol
 
-from l2pop.store import HostReport, ReadTx, Store, WriteTx
+from l2pop.store import CommitListener, Store
 
 
-class CommitFeed:
-    """The latest committed revision, and callbacks run (in the writer's thread) on each."""
+class CommitFeed(Protocol):
+    """The latest committed revision this server knows of; each new one wakes a listener.
 
-    def __init__(self, revision: int = 0) -> None:
+    This is the seam where a later change replaces in-process notification: today
+    ``InProcessFeed`` hears only the commits of this process's own ``Store``. Server replicas
+    on one PostgreSQL need each other's commits too; a PostgreSQL feed will implement this
+    protocol with LISTEN/NOTIFY (each write transaction sends ``NOTIFY`` with its revision,
+    delivered only on commit; one connection per process listens and calls the listener),
+    and nothing above the protocol changes.
+    """
+
+    @property
+    def revision(self) -> int:
+        """The highest committed revision this feed has heard of (never goes back)."""
+        ...
+
+
+class InProcessFeed:
+    """``CommitFeed`` from the store's own commit hook (``Store.subscribe``): it sees every
+    write committed through ``store`` in this process, and nothing else.
+
+    ``on_commit(revision)`` runs in the writer's thread right after each commit, so it must
+    only hand the news on (the hub's ``notify`` wakes the event loop).
+    """
+
+    def __init__(self, store: Store, on_commit: CommitListener) -> None:
         self._lock = threading.Lock()
-        self.revision = revision
-        self._listeners: list[Callable[[int], None]] = []
-
-    def subscribe(self, listener: Callable[[int], None]) -> None:
-        self._listeners.append(listener)
-
-    def committed(self, revision: int) -> None:
+        self._on_commit = on_commit
+        self._revision = 0
+        store.subscribe(self._committed)  # before reading: no commit falls in between
+        with store.read() as tx:
+            current = tx.revision()
         with self._lock:
-            self.revision = max(self.revision, revision)
-        for listener in list(self._listeners):
-            listener(revision)
+            self._revision = max(self._revision, current)
 
+    @property
+    def revision(self) -> int:
+        return self._revision
 
-class NotifyingStore:
-    """A ``Store`` that tells ``feed`` about each committed write."""
-
-    def __init__(self, inner: Store, feed: CommitFeed) -> None:
-        self.inner = inner
-        self.feed = feed
-        self.url = inner.url
-
-    def read(self) -> AbstractContextManager[ReadTx]:
-        return self.inner.read()
-
-    @contextmanager
-    def _write(self) -> Iterator[WriteTx]:
-        with self.inner.write() as tx:
-            before = tx.revision()
-            yield tx
-            after = tx.revision()
-        if after != before:
-            self.feed.committed(after)
-
-    def write(self) -> AbstractContextManager[WriteTx]:
-        return self._write()
-
-    def record_host_report(
-        self,
-        name: str,
-        *,
-        last_seen: datetime,
-        applied_revision: int | None = None,
-        applied_digest: str | None = None,
-    ) -> None:
-        self.inner.record_host_report(
-            name,
-            last_seen=last_seen,
-            applied_revision=applied_revision,
-            applied_digest=applied_digest,
-        )
-
-    def record_host_reports(self, reports: Sequence[HostReport]) -> None:
-        self.inner.record_host_reports(reports)
-
-    def prune_changes(self, before_revision: int) -> int:
-        return self.inner.prune_changes(before_revision)
-
-    def close(self) -> None:
-        self.inner.close()
+    def _committed(self, revision: int) -> None:
+        with self._lock:
+            self._revision = max(self._revision, revision)
+        self._on_commit(revision)

@@ -11,20 +11,27 @@ the number of ports, not with ports x members.
 One batch, one pass (``read_batch`` then ``apply_batch``): read the changes since the hub's
 revision together with the current rows of what they touched (networks, changed ports,
 hosts), in one read transaction (a consistent snapshot). For each touched network take its
-state before and after (members, ACTIVE ports as remote entries) and derive each member's
-delta from the ports that changed (``model.fanout.host_deltas``, held by property tests to
-diffing whole tables). Only hosts that are or were members of a touched network get a
-message: interest-based fan-out, never broadcast (docs/design.md, "Agent channel"). Applying
-current rows, rather than patching from event payloads, makes a batch of changes idempotent
-and order-proof: whatever happened in between, the delta moves the host from what it was
-sent to what it must hold.
+state before and after (``model.membership``: members, ACTIVE ports as remote entries) and
+derive each member's delta from the ports that changed (``model.fanout.host_deltas``, held by
+property tests to diffing whole tables). Only hosts that are or were members of a touched
+network get a message: interest-based fan-out, never broadcast (docs/design.md, "Agent
+channel"). Applying current rows, rather than patching from event payloads, makes a batch of
+changes idempotent and order-proof: whatever happened in between, the delta moves the host
+from what it was sent to what it must hold.
 
-Per-host digests are additive (ADR 6): a host's sum for a network is the network's total
-minus the host's own entries, and its digest is the sum over its networks, so an event costs
-O(ports of the touched network) for all its members together.
+Per-host digests are additive (ADR 6, ``model.member_sums``): a host's sum for a network is
+the network's total minus the host's own entries, and its digest is the sum over its
+networks, so an event costs O(ports of the touched network) for all its members together.
+Each ``HostUpdate`` carries the digest the host must have after it.
 
-The hub runs on the server's event loop; ``notify`` may be called from any thread (the REST
-handlers run in a thread pool) and only wakes the loop.
+Events go out one way: the hub is built with its subscribers (``HubSubscriber``) and calls
+them on the event loop after each batch. When the change log no longer reaches back to the
+hub's revision (``ChangeLogTruncated``: pruned by another server on the same database, or by
+hand) the hub reloads the whole store and tells its subscribers, which answer every session
+with a snapshot, as a resync does.
+
+The hub runs on the server's event loop; ``notify`` may be called from any thread (the store
+calls it in the writer's thread after commit) and only wakes the loop.
 """
 
 from __future__ import annotations
@@ -32,22 +39,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from l2pop.model import (
-    Network,
-    NetworkDelta,
-    NetworkTables,
-    Port,
-    PortStatus,
-    network_members,
-    tables_for,
-)
-from l2pop.model.digest import MASK, as_hex, flood_hash, header_hash, port_hash
+from l2pop.model import Host, Network, NetworkDelta, NetworkTables, Port, member_sums, tables_for
+from l2pop.model.digests import as_hex, remote_entry_hash
 from l2pop.model.fanout import NetworkState, host_deltas, network_state
-from l2pop.model.lifecycle import is_member_status
-from l2pop.store import Store
+from l2pop.model.membership import RemoteEntry
+from l2pop.store import ChangeLogTruncated, Store
 from l2pop.wire.channel import LocalPort
 
 log = logging.getLogger("l2pop.hub")
@@ -56,16 +56,57 @@ log = logging.getLogger("l2pop.hub")
 CHANGE_LOG_KEEP = 10_000
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostUpdate:
-    """What one host must hear about one batch of changes."""
+    """What one host must hear about one batch of changes, and the digest its tables must
+    have once it applied them."""
 
+    digest: str
     deltas: list[NetworkDelta] = field(default_factory=list)
     ports: dict[str, LocalPort] = field(default_factory=dict)
     ports_removed: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
         return not (self.deltas or self.ports or self.ports_removed)
+
+
+@dataclass
+class _Pending:
+    """A ``HostUpdate`` being gathered during one batch (its digest comes at the end)."""
+
+    deltas: list[NetworkDelta] = field(default_factory=list)
+    ports: dict[str, LocalPort] = field(default_factory=dict)
+    ports_removed: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """Everything one host must hold now: what a channel snapshot is built from."""
+
+    revision: int
+    digest: str
+    tables: dict[str, NetworkTables]  # network id -> tables, sorted by network id
+    ports: list[LocalPort]  # the host's own ports
+
+
+class HubSubscriber(Protocol):
+    """What hears the hub. Every method is called on the event loop, in order, and must not
+    block: it queues work and returns."""
+
+    def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
+        """After each batch: what each host must hear to reach ``revision``. Only hosts that
+        have something to hear are in ``updates``."""
+        ...
+
+    def hosts_changed(self, gone: frozenset[str]) -> None:
+        """The set of hosts changed (created, deleted, or unknown after a reload); ``gone``
+        names the hosts that were deleted."""
+        ...
+
+    def reloaded(self, revision: int) -> None:
+        """The hub replaced its whole state with the store's at ``revision`` (its change log
+        was truncated): no delta chain holds any more, every host needs a snapshot."""
+        ...
 
 
 @dataclass
@@ -77,6 +118,16 @@ class Batch:
     ports: list[Port]  # current rows of the ports that changed
     deleted_ports: dict[str, str]  # port id -> network id, for ports that are gone
     vteps: dict[str, str] | None  # every host's VTEP, when hosts changed
+
+
+@dataclass
+class Rows:
+    """The whole store at ``revision`` (one read transaction): what the hub loads."""
+
+    revision: int
+    networks: list[Network]
+    ports: list[Port]
+    hosts: list[Host]
 
 
 def local_port(network: Network, port: Port) -> LocalPort:
@@ -93,55 +144,80 @@ def local_port(network: Network, port: Port) -> LocalPort:
 class Hub:
     """In-memory desired state that follows the store, and per-host fan-out of its changes.
 
-    ``listener(revision, updates)`` is called on the event loop after each batch with the
-    per-host updates; ``host_listeners(gone)`` whenever the set of hosts changed, with the
-    names of the hosts that were deleted.
+    ``subscribers`` hear every batch, host change and reload (``HubSubscriber``); they are
+    fixed at construction.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, subscribers: Sequence[HubSubscriber] = ()) -> None:
         self.store = store
+        self._subscribers = tuple(subscribers)
         self.revision = 0
         self.networks: dict[str, Network] = {}
         self.ports: dict[str, dict[str, Port]] = defaultdict(dict)  # network id -> port id -> port
         self.vteps: dict[str, str] = {}
         self.member_of: dict[str, set[str]] = defaultdict(set)  # host -> network ids
         self.local: dict[str, set[tuple[str, str]]] = defaultdict(set)  # host -> {(net, port)}
-        # additive digests (model.digest): host -> network -> sum, and host -> total
+        # additive digests (model.digests): host -> network -> sum, and host -> total
         self.net_sums: dict[str, dict[str, int]] = defaultdict(dict)
         self.host_sums: dict[str, int] = defaultdict(int)
-        self._port_hashes: dict[str, tuple[tuple[object, ...], int]] = {}
-        self.listeners: list[Callable[[int, dict[str, HostUpdate]], None]] = []
-        self.host_listeners: list[Callable[[set[str]], None]] = []
+        # port id -> ((network id, entry), hash): a port's hash is computed once per change
+        self._entry_hashes: dict[str, tuple[tuple[str, RemoteEntry], int]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
+        self.reloads = 0
         self._pruned_to = 0
 
     # -- loading and following the store ------------------------------------------------
+
+    def read_all(self) -> Rows:
+        """Every network, port and host, in one read transaction (blocking)."""
+        with self.store.read() as tx:
+            return Rows(tx.revision(), tx.list_networks(), tx.list_ports(), tx.list_hosts())
 
     def load(self) -> None:
         """Read the whole store (blocking; call from a thread before serving agents).
 
         Every change after the loaded revision is then read from the change log.
         """
-        with self.store.read() as tx:
-            revision = tx.revision()
-            networks = tx.list_networks()
-            ports = tx.list_ports()
-            hosts = tx.list_hosts()
-        self.revision = revision
-        self.vteps = {h.name: h.vtep_ip for h in hosts}
-        self.networks = {n.id: n for n in networks}
-        for port in ports:
+        self._reset(self.read_all())
+
+    def reload(self, rows: Rows) -> None:
+        """Replace the whole state with ``rows`` and tell the subscribers (on the loop).
+
+        For a change log that no longer reaches back to the hub's revision: which hosts
+        changed is unknown, so subscribers hear ``hosts_changed`` (with the hosts that are
+        gone) and then ``reloaded``.
+        """
+        before = set(self.vteps)
+        self._reset(rows)
+        self.reloads += 1
+        gone = frozenset(before - set(self.vteps))
+        for subscriber in self._subscribers:
+            subscriber.hosts_changed(gone)
+        for subscriber in self._subscribers:
+            subscriber.reloaded(self.revision)
+
+    def _reset(self, rows: Rows) -> None:
+        self.revision = rows.revision
+        self.vteps = {h.name: h.vtep_ip for h in rows.hosts}
+        self.networks = {n.id: n for n in rows.networks}
+        self.ports = defaultdict(dict)
+        self.member_of = defaultdict(set)
+        self.local = defaultdict(set)
+        self.net_sums = defaultdict(dict)
+        self.host_sums = defaultdict(int)
+        self._entry_hashes = {}
+        for port in rows.ports:
             self.ports[port.network_id][port.id] = port
-        for network in networks:
-            self._index(network.id, set())
+        for network in rows.networks:
+            self._index(network.id, frozenset(), self._state(network.id))
         log.info(
             "hub loaded revision %d: %d networks, %d ports, %d hosts",
-            revision,
-            len(networks),
-            len(ports),
-            len(hosts),
+            rows.revision,
+            len(rows.networks),
+            len(rows.ports),
+            len(rows.hosts),
         )
 
     def notify(self, revision: int) -> None:
@@ -157,15 +233,27 @@ class Hub:
             await self._wake.wait()
             self._wake.clear()
             try:
-                batch = await asyncio.to_thread(self.read_batch)
+                await self.catch_up()
             except Exception:
-                log.exception("hub: reading the change log failed; retrying")
+                log.exception("hub: reading the store failed; retrying")
                 await asyncio.sleep(0.5)
                 self._wake.set()
-                continue
-            if batch is not None:
-                self.apply_batch(batch)
-                await self._prune()
+
+    async def catch_up(self) -> None:
+        """One step of ``follow``: read what changed since the hub's revision and fan it out.
+
+        A truncated change log is not retried (it would stay truncated): the hub reloads the
+        whole store instead (``reload``). Store errors propagate.
+        """
+        try:
+            batch = await asyncio.to_thread(self.read_batch)
+        except ChangeLogTruncated as exc:
+            log.warning("hub: %s; reloading the whole store", exc)
+            self.reload(await asyncio.to_thread(self.read_all))
+            return
+        if batch is not None:
+            self.apply_batch(batch)
+            await self._prune()
 
     async def _prune(self) -> None:
         """Keep the change log short: the hub is its only reader and reloads on restart."""
@@ -182,6 +270,7 @@ class Hub:
         """Changes since our revision plus the current rows of what changed (one snapshot).
 
         Only the changed ports are read, not whole networks: the hub already holds the rest.
+        Raises ``ChangeLogTruncated`` when the log no longer reaches back to our revision.
         """
         with self.store.read() as tx:
             changes = tx.changes_since(self.revision)
@@ -199,7 +288,7 @@ class Hub:
 
     def apply_batch(self, batch: Batch) -> dict[str, HostUpdate]:
         """Move the hub to ``batch.revision``; returns (and publishes) per-host updates."""
-        updates: dict[str, HostUpdate] = defaultdict(HostUpdate)
+        pending: dict[str, _Pending] = defaultdict(_Pending)
         old_vteps = self.vteps
         new_vteps = batch.vteps if batch.vteps is not None else old_vteps
         touched = set(batch.networks)
@@ -228,10 +317,10 @@ class Hub:
         for nid in sorted(touched):
             new_state = self._state(nid)
             for host, delta in host_deltas(old_states[nid], new_state).items():
-                updates[host].deltas.append(delta)
-            self._index(nid, set(old_states[nid].members))
-            self._local_changes(nid, old_ports[nid], updates)
-        gone = set(old_vteps) - set(new_vteps)
+                pending[host].deltas.append(delta)
+            self._index(nid, old_states[nid].members, new_state)
+            self._local_changes(nid, old_ports[nid], pending)
+        gone = frozenset(set(old_vteps) - set(new_vteps))
         for host in gone:
             self.net_sums.pop(host, None)
             self.host_sums.pop(host, None)
@@ -239,13 +328,17 @@ class Hub:
             self.local.pop(host, None)
         self.revision = batch.revision
         self.batches += 1
-        result = {h: u for h, u in updates.items() if not u.is_empty()}
-        for listener in self.listeners:
-            listener(batch.revision, result)
+        updates = {
+            host: HostUpdate(self.digest_of(host), p.deltas, p.ports, p.ports_removed)
+            for host, p in pending.items()
+            if p.deltas or p.ports or p.ports_removed
+        }
+        for subscriber in self._subscribers:
+            subscriber.host_updates(batch.revision, updates)
         if batch.vteps is not None:
-            for host_listener in self.host_listeners:
-                host_listener(gone)
-        return result
+            for subscriber in self._subscribers:
+                subscriber.hosts_changed(gone)
+        return updates
 
     # -- derived state --------------------------------------------------------------------
 
@@ -253,44 +346,24 @@ class Hub:
         ports = self.ports.get(network_id, {}).values()
         return network_state(self.networks.get(network_id), ports, self.vteps)
 
-    def _sums(self, network_id: str) -> dict[str, int]:
-        """Each member host's digest sum of ``network_id``: the network's total minus the
-        host's own entries (ADR 6), O(ports) for all members together."""
-        network = self.networks.get(network_id)
-        if network is None:
-            return {}
-        members: set[str] = set()
-        own: dict[str, int] = defaultdict(int)
-        active_vteps: dict[str, str] = {}
-        total = 0
-        for port in self.ports.get(network_id, {}).values():
-            if port.host is None or port.host not in self.vteps:
-                continue
-            if is_member_status(port.status):
-                members.add(port.host)
-            if port.status is PortStatus.ACTIVE:
-                vtep = self.vteps[port.host]
-                value = self._port_hash(port, vtep)
-                own[port.host] += value
-                total += value
-                active_vteps[port.host] = vtep
-        flood = {h: flood_hash(network_id, v) for h, v in active_vteps.items()}
-        base = header_hash(network_id, network.vni, network.arp_suppression)
-        base += total + sum(flood.values())
-        return {h: (base - own.get(h, 0) - flood.get(h, 0)) & MASK for h in members}
-
-    def _port_hash(self, port: Port, vtep: str) -> int:
-        key = (port.network_id, port.mac, vtep, port.fixed_ips)
-        cached = self._port_hashes.get(port.id)
+    def _entry_hash(self, network_id: str, port_id: str, entry: RemoteEntry) -> int:
+        key = (network_id, entry)
+        cached = self._entry_hashes.get(port_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        value = port_hash(port.network_id, port.mac, vtep, port.fixed_ips)
-        self._port_hashes[port.id] = (key, value)
+        value = remote_entry_hash(network_id, entry)
+        self._entry_hashes[port_id] = (key, value)
         return value
 
-    def _index(self, network_id: str, old_members: set[str]) -> None:
+    def _index(self, network_id: str, old_members: frozenset[str], state: NetworkState) -> None:
         """Refresh membership, digests and local-port index of one network."""
-        sums = self._sums(network_id)
+        sums: dict[str, int] = {}
+        if state.network is not None:
+
+            def entry_hash(port_id: str, entry: RemoteEntry) -> int:
+                return self._entry_hash(network_id, port_id, entry)
+
+            sums = member_sums(state.network, state.membership, entry_hash)
         for host in old_members - sums.keys():
             self.member_of[host].discard(network_id)
             self.host_sums[host] -= self.net_sums[host].pop(network_id, 0)
@@ -303,7 +376,7 @@ class Hub:
                 self.local[port.host].add((network_id, port.id))
 
     def _local_changes(
-        self, network_id: str, before: dict[str, Port], updates: dict[str, HostUpdate]
+        self, network_id: str, before: dict[str, Port], pending: dict[str, _Pending]
     ) -> None:
         after = self.ports.get(network_id, {})
         network = self.networks.get(network_id)
@@ -312,12 +385,12 @@ class Hub:
             if old == new:
                 continue
             if new is None:
-                self._port_hashes.pop(port_id, None)
+                self._entry_hashes.pop(port_id, None)
             if old is not None and old.host is not None and (new is None or new.host != old.host):
-                updates[old.host].ports_removed.add(port_id)
+                pending[old.host].ports_removed.add(port_id)
                 self.local[old.host].discard((network_id, port_id))
             if new is not None and new.host is not None and network is not None:
-                updates[new.host].ports[port_id] = local_port(network, new)
+                pending[new.host].ports[port_id] = local_port(network, new)
 
     # -- what a host must hold --------------------------------------------------------------
 
@@ -329,8 +402,7 @@ class Hub:
         out: dict[str, NetworkTables] = {}
         for nid in sorted(self.member_of.get(host, ())):
             network = self.networks[nid]
-            _, remote = network_members(self.ports[nid].values(), self.vteps)
-            out[nid] = tables_for(host, network, remote)
+            out[nid] = tables_for(host, network, self._state(nid).remote.values())
         return out
 
     def local_ports_of(self, host: str) -> list[LocalPort]:
@@ -341,6 +413,12 @@ class Hub:
             if port is not None and network is not None and port.host == host:
                 out.append(local_port(network, port))
         return out
+
+    def snapshot_of(self, host: str) -> HostSnapshot:
+        """Everything ``host`` must hold at the hub's revision, with its digest."""
+        return HostSnapshot(
+            self.revision, self.digest_of(host), self.tables_of(host), self.local_ports_of(host)
+        )
 
     def hosts(self) -> Iterable[str]:
         return self.vteps.keys()

@@ -26,10 +26,11 @@ import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.responses import JSONResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from l2pop.server.auth import TokenCache, check_token
+from l2pop.server.errors import error_response
+from l2pop.server.routes import API_PREFIX
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -149,8 +150,7 @@ async def refuse(
     headers = {"connection": "close"}
     if status == 401:
         headers["www-authenticate"] = "Bearer"
-    body = {"error": {"code": code, "message": message}}
-    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
+    await error_response(status, code, message, headers=headers)(scope, receive, send)
 
 
 class BodyRefused(Exception):
@@ -193,7 +193,7 @@ class RequestGuard:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)  # the channel authenticates its upgrade
             return
-        if scope["path"].startswith("/v1/") and not await self._authenticated(scope):
+        if scope["path"].startswith(API_PREFIX + "/") and not await self._authenticated(scope):
             message = "missing or invalid token"
             await refuse(scope, receive, send, status=401, code="unauthorized", message=message)
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -13,7 +13,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from l2pop.server.desired import count_ports_by_status
-from l2pop.server.sessions import SessionRegistry
+from l2pop.server.routes import API_PREFIX
+from l2pop.server.sessions import ChannelStats, SessionRegistry
 from l2pop.store import Store
 
 REVISION_HEADER = b"l2pop-revision"
@@ -47,7 +48,7 @@ class StoreCollector(Collector):
 class ChannelCollector(Collector):
     """Agent-channel counters: messages and bytes sent by type, coalesced backlogs."""
 
-    def __init__(self, stats: Mapping[str, int]) -> None:
+    def __init__(self, stats: ChannelStats) -> None:
         self.stats = stats
 
     def collect(self) -> Iterator[CounterMetricFamily]:
@@ -57,20 +58,19 @@ class ChannelCollector(Collector):
         sent_bytes = CounterMetricFamily(
             "l2pop_channel_bytes_sent", "Channel bytes sent to agents", labels=["type"]
         )
-        for key, value in sorted(self.stats.items()):
-            if key.startswith("sent_"):
-                messages.add_metric([key.removeprefix("sent_")], value)
-            elif key.startswith("bytes_"):
-                sent_bytes.add_metric([key.removeprefix("bytes_")], value)
+        for kind, count in sorted(self.stats.messages_sent.items()):
+            messages.add_metric([kind], count)
+        for kind, size in sorted(self.stats.bytes_sent.items()):
+            sent_bytes.add_metric([kind], size)
         yield messages
         yield sent_bytes
         yield CounterMetricFamily(
             "l2pop_channel_coalesced",
             "Slow-agent backlogs replaced by a snapshot",
-            self.stats.get("coalesced", 0),
+            self.stats.coalesced,
         )
         yield CounterMetricFamily(
-            "l2pop_channel_resyncs", "Resyncs requested by agents", self.stats.get("resyncs", 0)
+            "l2pop_channel_resyncs", "Resyncs requested by agents", self.stats.resyncs
         )
 
 
@@ -97,7 +97,7 @@ class ObserveMiddleware:
             return
         start = time.perf_counter()
         status = 500
-        v1 = scope["path"].startswith("/v1/")
+        v1 = scope["path"].startswith(API_PREFIX + "/")
 
         async def send_observed(message: Message) -> None:
             nonlocal status
@@ -121,7 +121,7 @@ def install_metrics(
     app: FastAPI,
     store: Store,
     sessions: SessionRegistry,
-    channel_stats: Mapping[str, int],
+    channel_stats: ChannelStats,
     revision: Callable[[], int],
 ) -> None:
     registry = CollectorRegistry()

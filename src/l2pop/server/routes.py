@@ -187,7 +187,9 @@ def json_response(body: bytes, headers: dict[str, str] | None = None) -> Respons
 ITEMS: TypeAdapter[list[Any]] = TypeAdapter(list[Any])
 
 
-router = APIRouter(prefix="/v1")
+#: the path every REST route lives under (the middlewares in ``limits`` and ``metrics`` test it)
+API_PREFIX = "/v1"
+router = APIRouter(prefix=API_PREFIX)
 Admin = Annotated[Caller, Depends(admin)]
 Agent = Annotated[Host, Depends(agent)]
 AdminOrHost = Annotated[Caller, Depends(admin_or_host)]

@@ -1,33 +1,294 @@
-"""Which agents hold a live channel session right now (in memory: it is per server process)."""
+"""Agent sessions of this server process (in memory: they are per process).
+
+A ``Session`` is one live agent connection and its bounded outbox (docs/design.md, "Agent
+channel"): at most ``queue_limit`` messages wait; when a slow agent lets the outbox fill,
+the queued deltas are dropped and replaced by one snapshot, built when the socket is
+writable again, so the backlog coalesces into the current state instead of growing. A
+session writes through a ``Sender`` (the WebSocket route passes its socket) and builds
+snapshots from a ``SnapshotSource`` (the hub); it never reaches back into either for a
+digest: updates and heartbeats bring theirs.
+
+``SessionRegistry`` knows the live session of each host and is the hub's subscriber for
+them (``HubSubscriber``): it queues each host's update on its session, closes the sessions
+of deleted hosts and asks every session for a snapshot after a hub reload.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from l2pop.server.hub import HostSnapshot, HostUpdate
+from l2pop.wire.channel import (
+    Ack,
+    AckError,
+    CloseCode,
+    Delta,
+    ErrorCode,
+    ErrorMsg,
+    Heartbeat,
+    Message,
+    NetworkDeltaMsg,
+    NetworkTablesMsg,
+    Snapshot,
+)
+
+log = logging.getLogger("l2pop.channel")
+
+
+class Sender(Protocol):
+    """The half of a socket a session writes to (Starlette's ``WebSocket`` is one)."""
+
+    async def send_text(self, data: str, /) -> None: ...
+
+    async def close(self, code: int, reason: str, /) -> None: ...
+
+
+class SnapshotSource(Protocol):
+    """Where a session's snapshots come from (the hub)."""
+
+    def snapshot_of(self, host: str) -> HostSnapshot: ...
+
+
+@dataclass
+class ChannelStats:
+    """Counters of the agent channel (exported by ``server/metrics.py``)."""
+
+    messages_sent: Counter[str] = field(default_factory=Counter)  # message type -> count
+    bytes_sent: Counter[str] = field(default_factory=Counter)  # message type -> bytes
+    coalesced: int = 0  # slow-agent backlogs replaced by a snapshot
+    resyncs: int = 0  # snapshots asked for by agents
+    refused_sessions: int = 0  # sessions over MAX_SESSIONS_PER_HOST
+    protocol_violations: int = 0  # sessions closed for breaking the protocol
+
+    def sent(self, kind: str, size: int) -> None:
+        self.messages_sent[kind] += 1
+        self.bytes_sent[kind] += size
+
+
+class Session:
+    """One live agent connection and its bounded outbox.
+
+    Runs on the event loop: ``send_loop`` writes the outbox to ``sender``; everything else
+    only queues and returns.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        sender: Sender,
+        snapshots: SnapshotSource,
+        queue_limit: int,
+        stats: ChannelStats,
+    ) -> None:
+        self.host = host
+        self._sender = sender
+        self._snapshots = snapshots
+        self._queue_limit = queue_limit
+        self._stats = stats
+        self._outbox: deque[Message] = deque()
+        self._needs_snapshot = True  # every session starts with one
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._closed = False
+        #: revision of the last message queued on this session (what a delta chains from)
+        self.prev_revision = 0
+        self.acked_revision: int | None = None
+        self.acked_digest: str | None = None
+        self.errors: list[AckError] = []  # networks the agent failed on, as of its last ack
+        self.last_heard = time.monotonic()
+
+    # -- state, read by the channel -----------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting in the outbox."""
+        return len(self._outbox)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: no message queued and no snapshot owed."""
+        return not self._outbox and not self._needs_snapshot
+
+    # -- what the agent said ----------------------------------------------------------------
+
+    def heard(self) -> None:
+        """The agent sent something (any frame): it is alive."""
+        self.last_heard = time.monotonic()
+
+    def record_ack(self, ack: Ack) -> None:
+        """Keep the agent's last word on what it applied (bounded by ``Ack``'s validation)."""
+        self.acked_revision, self.acked_digest = ack.revision, ack.digest
+        self.errors = list(ack.errors)
+
+    # -- what the agent must hear -----------------------------------------------------------
+
+    def request_snapshot(self) -> None:
+        """Drop whatever is queued: the next message is a snapshot of the current state."""
+        self._needs_snapshot = True
+        self._outbox.clear()
+        self._wake.set()
+
+    def push_update(self, revision: int, update: HostUpdate) -> None:
+        """Queue the delta that brings the host to ``revision`` (its digest: ``update``'s)."""
+        if self._needs_snapshot:
+            return  # the snapshot on its way will hold this change
+        delta = Delta.model_construct(
+            type="delta",
+            revision=revision,
+            prev_revision=self.prev_revision,
+            digest=update.digest,
+            networks=[NetworkDeltaMsg.of(d) for d in update.deltas],
+            ports=sorted(update.ports.values(), key=lambda p: p.id),
+            ports_removed=sorted(update.ports_removed),
+        )
+        self.prev_revision = revision
+        self._push(delta)
+
+    def push_heartbeat(self, digest: str) -> None:
+        """Queue a heartbeat: ``digest`` is what the host must hold now."""
+        self._push(
+            Heartbeat.model_construct(type="heartbeat", revision=self.prev_revision, digest=digest)
+        )
+
+    def _push(self, message: Message) -> None:
+        if self._needs_snapshot or self._closed:
+            return  # the snapshot on its way will hold this change
+        if len(self._outbox) >= self._queue_limit:
+            self._outbox.clear()
+            self._needs_snapshot = True
+            self._stats.coalesced += 1
+            log.warning("agent %s is slow: backlog replaced by a snapshot", self.host)
+        else:
+            self._outbox.append(message)
+        self._wake.set()
+
+    def _snapshot(self) -> Snapshot:
+        current = self._snapshots.snapshot_of(self.host)
+        self.prev_revision = current.revision
+        return Snapshot.model_construct(
+            type="snapshot",
+            revision=current.revision,
+            digest=current.digest,
+            networks=[NetworkTablesMsg.of(t) for t in current.tables.values()],
+            ports=current.ports,
+        )
+
+    async def send_loop(self) -> None:
+        """Write the outbox until the session stops; a snapshot owed goes first."""
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._closed and (self._needs_snapshot or self._outbox):
+                if self._needs_snapshot:
+                    self._needs_snapshot = False
+                    self._outbox.clear()
+                    message: Message = self._snapshot()
+                else:
+                    message = self._outbox.popleft()
+                text = message.model_dump_json()
+                await self._sender.send_text(text)
+                self._stats.sent(getattr(message, "type", "other"), len(text))
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Send nothing more (the socket is gone or going); ``send_loop`` returns."""
+        self._closed = True
+        self._wake.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Stop, tell the agent why (an ``error`` message) and close the socket with
+        ``code``. A socket that is already gone is not an error."""
+        self.stop()
+        with contextlib.suppress(Exception):
+            await self._sender.send_text(
+                ErrorMsg(code=ErrorCode.CLOSED, message=reason).model_dump_json()
+            )
+            await self._sender.close(code, reason)
 
 
 class SessionRegistry:
-    """host name -> live session count; ``connected`` is true while one is open."""
+    """The live session of each host, and how many are open (``connected`` in the API).
+
+    One session per host is live: a new one replaces the old. The counts are kept apart
+    from the live map because a replaced session stays open until its agent is gone.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: dict[str, int] = {}
+        self._open: dict[str, int] = {}
+        self._live: dict[str, Session] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- the live map ---------------------------------------------------------------------
+
+    def get(self, host: str) -> Session | None:
+        return self._live.get(host)
+
+    def live(self) -> list[Session]:
+        return list(self._live.values())
+
+    def make_live(self, session: Session) -> Session | None:
+        """``session`` becomes its host's live session; returns the one it replaces."""
+        old = self._live.get(session.host)
+        self._live[session.host] = session
+        return old
+
+    def discard(self, session: Session) -> None:
+        """``session`` ended: it is no longer live (unless already replaced)."""
+        if self._live.get(session.host) is session:
+            del self._live[session.host]
+
+    # -- open counts ------------------------------------------------------------------------
 
     def opened(self, host: str) -> None:
         with self._lock:
-            self._live[host] = self._live.get(host, 0) + 1
+            self._open[host] = self._open.get(host, 0) + 1
 
     def closed(self, host: str) -> None:
         with self._lock:
-            left = self._live.get(host, 0) - 1
+            left = self._open.get(host, 0) - 1
             if left > 0:
-                self._live[host] = left
+                self._open[host] = left
             else:
-                self._live.pop(host, None)
+                self._open.pop(host, None)
 
     def connected(self, host: str) -> bool:
         with self._lock:
-            return host in self._live
+            return host in self._open
 
     def count(self) -> int:
         with self._lock:
-            return len(self._live)
+            return len(self._open)
+
+    # -- HubSubscriber ----------------------------------------------------------------------
+
+    def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
+        for host, update in updates.items():
+            session = self._live.get(host)
+            if session is not None:
+                session.push_update(revision, update)
+
+    def hosts_changed(self, gone: frozenset[str]) -> None:
+        for host in gone:
+            session = self._live.get(host)
+            if session is not None:
+                task = asyncio.create_task(session.close(CloseCode.HOST_GONE, "host deleted"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    def reloaded(self, revision: int) -> None:
+        for session in self._live.values():
+            session.request_snapshot()

@@ -3,6 +3,7 @@
 from l2pop.store.abc import (
     Change,
     ChangeLogTruncated,
+    CommitListener,
     HostReport,
     ReadTx,
     Store,
@@ -13,6 +14,7 @@ from l2pop.store.abc import (
 __all__ = [
     "Change",
     "ChangeLogTruncated",
+    "CommitListener",
     "HostReport",
     "ReadTx",
     "Store",

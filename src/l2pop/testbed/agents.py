@@ -1,7 +1,8 @@
 """Agents as real processes: ``l2pop agent-swarm`` hosts one or many memory-datapath agents,
 each with its own WebSocket to the server, and a local control endpoint to read them back.
 
-Used by the integration tests (kill -9, restart) and the scale benchmark.
+Used by the integration tests (kill -9, restart), the scale benchmark and the simulated demo
+(``hosts.SwarmHosts``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class AgentSwarm:
         self.heartbeat_interval = heartbeat_interval
         self.port = free_port()
         self.control_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.control_url, timeout=10.0)
 
@@ -65,7 +67,7 @@ class AgentSwarm:
         return cmd
 
     def start(self, timeout: float = 20.0) -> AgentSwarm:
-        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -82,6 +84,10 @@ class AgentSwarm:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
         """``kill -9`` by the pid we started."""

@@ -1,4 +1,4 @@
-"""Start and stop real l2pop processes (server, agents) for tests, demo and benchmarks.
+"""Start and stop a real ``l2pop server`` process for tests, demos and benchmarks.
 
 Processes are stopped by the pid we started, never by name, and always reaped.
 """
@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from l2pop.client import Client
 from l2pop.tlsconfig import client_context
 
 
@@ -116,31 +116,18 @@ class ServerProcess:
             self.kill()
 
     def client(self, token: str | None = None) -> httpx.Client:
+        """A raw ``httpx.Client`` on the server (for tests that send deliberate requests)."""
         token = token if token is not None else self.admin_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, verify=self.verify)
+
+    def api(self, token: str | None = None) -> Client:
+        """The typed REST client on the server, with ``token`` (default: the admin's)."""
+        token = token if token is not None else self.admin_token
+        return Client(self.url, token, verify=self.verify)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def list_all(http: httpx.Client, path: str, params: dict[str, str] | None = None) -> list[Any]:
-    """Every item of a list endpoint, following ``Link: <...>; rel="next"`` pages.
-    Raises on any failure (transport or HTTP)."""
-    items: list[Any] = []
-    url: str | None = path
-    query: dict[str, str] | None = params
-    pages = 0
-    while url is not None:
-        r = http.get(url, params=query)
-        r.raise_for_status()
-        items.extend(r.json())
-        nxt = r.links.get("next", {}).get("url")
-        url, query = (str(nxt), None) if nxt else (None, None)
-        pages += 1
-        if pages > 10_000:
-            raise RuntimeError(f"{path}: more than 10000 pages; a Link loop?")
-    return items

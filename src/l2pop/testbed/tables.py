@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from l2pop.testbed.netns import bridge, ip, ip_batch
+from l2pop.testbed.iproute import bridge, ip, ip_batch
 
 ZERO_MAC = "00:00:00:00:00:00"
 #: the hand-made devices of ``add_foreign`` (outside every project prefix)

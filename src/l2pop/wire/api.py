@@ -114,7 +114,7 @@ NetworkId = Annotated[str, BeforeValidator(_network_id), WithJsonSchema(UUID_SCH
 PortId = Annotated[str, BeforeValidator(_port_id), WithJsonSchema(UUID_SCHEMA)]
 #: ``{name}`` of a host in a path
 HostName = Annotated[str, BeforeValidator(_host_name), WithJsonSchema(HOST_NAME_SCHEMA)]
-#: the ``host`` filter of ``GET /v1/ports``
+#: the ``host`` filter of the ports list
 HostFilter = Annotated[str, BeforeValidator(_host_filter), WithJsonSchema(HOST_NAME_SCHEMA)]
 
 
@@ -321,7 +321,7 @@ class HostOut(Response):
 
 
 class HostCreated(HostOut):
-    """Answer to ``POST /v1/hosts``: the agent token appears here once and never again."""
+    """Answer to creating a host: the agent token appears here once and never again."""
 
     token: str
 
@@ -385,6 +385,22 @@ ErrorCode = Literal[
     "unavailable",
     "error",
 ]
+
+
+#: the code an error answer carries for its HTTP status when nothing more specific applies
+CODE_OF_STATUS: dict[int, ErrorCode] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    500: "error",
+    503: "unavailable",
+}
 
 
 class ErrorDetail(Response):

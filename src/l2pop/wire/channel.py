@@ -1,4 +1,5 @@
-"""Messages of the agent channel (``/v1/agent``, JSON text frames over a WebSocket).
+"""Messages of the agent channel (``l2pop.client.CHANNEL_PATH``, JSON text frames over a
+WebSocket).
 
     agent -> server   hello    who I am (host, vtep_ip); the token rides in the upgrade
                       ack      I have applied everything up to ``revision``; my tables hash to
@@ -14,7 +15,7 @@
                       error    why the session is refused; the server closes it
 
 Every server message carries ``digest``, the hash the agent's tables must have once the
-message is applied (``l2pop.model.digest``).
+message is applied (``l2pop.model.digests``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, PortStatus
-from l2pop.model.digest import DIGEST_PATTERN
+from l2pop.model.digests import DIGEST_PATTERN
 
 PROTOCOL_VERSION = 1
 

@@ -1,0 +1,261 @@
+"""Each ``l2pop bench`` command once its arguments are parsed: run the benchmark with its
+progress on stderr, record the command that reproduces it, then publish the result (saved,
+JSON or a table on stdout) and, with ``--write-docs``, its section of ``docs/benchmarks.md``.
+
+Every function returns the command's exit status. The benchmarks themselves are imported
+only by the command that runs them: each pulls in a different, heavy set of modules.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from l2pop.bench.progress import Reporter
+from l2pop.bench.results import Output, publish
+from l2pop.bench.show import show_chaos, show_flood, show_kernel, show_rest, show_scale
+
+if TYPE_CHECKING:
+    from l2pop.bench.chaos import ChaosConfig
+    from l2pop.bench.scale import ScaleConfig
+
+
+def _command(words: list[str]) -> str:
+    """The shell command a saved result records, ``l2pop bench ...``."""
+    return shlex.join(["l2pop", "bench", *words])
+
+
+@contextmanager
+def _workdir(given: Path | None, prefix: str) -> Iterator[Path]:
+    """``given``, or a temporary directory removed afterwards."""
+    if given is not None:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+class _Clock:
+    """When a run started (saved with its result) and how long it has taken."""
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC)
+        self._t = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._t
+
+
+def _publish(
+    out: Output,
+    *,
+    name: str,
+    result: dict[str, Any],
+    words: list[str],
+    clock: _Clock,
+    show: Callable[[dict[str, Any]], None],
+) -> None:
+    """``publish`` with the command rebuilt from ``words`` and the run's own clock."""
+    publish(
+        out,
+        name=name,
+        result=result,
+        command=_command(words),
+        started_at=clock.started_at,
+        elapsed_s=clock.elapsed_s,
+        show=show,
+    )
+
+
+def kernel(entries: int, out: Output) -> int:
+    """``l2pop bench kernel``: the datapath against iproute2 on ``entries`` entries."""
+    from l2pop.bench import kernel as bench
+
+    clock = _Clock()
+    with Reporter(f"kernel: {entries:,} FDB + {entries:,} neighbour entries") as rep:
+        rep("datapath install, no-change reconcile, removal; iproute2 batch; one process per entry")
+        result = bench.run(entries)
+        rep(
+            f"install {result['install_entries_per_s']:,} entries/s = "
+            f"{result['ratio_to_iproute2_batch']} x iproute2 batch"
+        )
+    words = ["kernel", "--entries", str(entries), "--save"]
+    _publish(out, name="kernel", result=result, words=words, clock=clock, show=show_kernel)
+    return 0
+
+
+def _scale_words(cfg: ScaleConfig) -> list[str]:
+    options = {
+        "--hosts": cfg.hosts,
+        "--networks": cfg.networks,
+        "--ports": cfg.ports,
+        "--min-span": cfg.min_span,
+        "--max-span": cfg.max_span,
+        "--swarms": cfg.swarms,
+        "--engine": cfg.engine,
+        "--rates": ",".join(f"{x:g}" for x in cfg.rates),
+        "--duration": f"{cfg.duration:g}",
+    }
+    words = ["scale", *(w for k, v in options.items() for w in (k, str(v)))]
+    if not cfg.restart:
+        words.append("--no-restart")
+    return [*words, "--save"]
+
+
+def scale(cfg: ScaleConfig, workdir: Path | None, out: Output) -> int:
+    """``l2pop bench scale``: a real server and many simulated agents under churn."""
+    from l2pop.bench import scale as bench
+
+    words = _scale_words(cfg)
+    clock = _Clock()
+    title = f"scale ({cfg.engine}): {cfg.hosts:,} agents, {cfg.ports:,} ports"
+    with _workdir(workdir, "l2pop-bench-scale-") as where, Reporter(title) as rep:
+        result = bench.run(cfg, where, rep)
+    _publish(
+        out, name=f"scale-{cfg.engine}", result=result, words=words, clock=clock, show=show_scale
+    )
+    return 0
+
+
+def flood(hosts: list[int], vms_per_network: int, networks: int, out: Output) -> int:
+    """``l2pop bench flood``: l2pop against flood-and-learn for each host count."""
+    from l2pop.bench import flood as bench
+
+    try:
+        for h in hosts:
+            bench.Workload(networks, vms_per_network).topology(h)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    words = ["flood", "--hosts", ",".join(map(str, hosts))]
+    words += ["--vms-per-network", str(vms_per_network), "--networks", str(networks), "--save"]
+    clock = _Clock()
+    title = f"flood: {','.join(map(str, hosts))} hosts, l2pop and flood-and-learn"
+    with Reporter(title, total=2 * len(hosts)) as rep:
+        result = bench.run(hosts, vms_per_network, rep, networks=networks, advance=rep.advance)
+    _publish(out, name="flood", result=result, words=words, clock=clock, show=show_flood)
+    return 0
+
+
+def _chaos_words(cfg: ChaosConfig, write_docs: bool) -> list[str]:
+    words = ["chaos", "--duration", f"{cfg.duration:g}", "--db", cfg.engine]
+    words += ["--agents", str(cfg.agents), "--clients", str(cfg.clients), "--seed", str(cfg.seed)]
+    words += ["--kill-interval", f"{cfg.kill_min:g},{cfg.kill_max:g}"]
+    return [*words, "--write-docs" if write_docs else "--save"]
+
+
+def chaos(cfg: ChaosConfig, workdir: Path | None, out: Output, write_docs: bool) -> int:
+    """``l2pop bench chaos``: the soak under kill -9; exits 1 when a check fails.
+    ``write_docs`` saves the result and rewrites the chaos section of the page."""
+    from l2pop.bench import chaos as bench
+    from l2pop.bench import chaos_docs
+
+    if write_docs:
+        out = replace(out, save=True)
+    words = _chaos_words(cfg, write_docs)
+    clock = _Clock()
+    title = f"chaos ({cfg.engine}): {cfg.agents} agents, {cfg.clients} clients, {cfg.duration:g} s"
+    with _workdir(workdir, "l2pop-bench-chaos-") as where, Reporter(title) as rep:
+        result = bench.run(cfg, where, rep)
+    _publish(
+        out, name=f"chaos-{cfg.engine}", result=result, words=words, clock=clock, show=show_chaos
+    )
+    if write_docs:
+        print(f"wrote {chaos_docs.write(out.docs_dir)}", file=sys.stderr)
+    return 0 if result["ok"] else 1
+
+
+def _rest_result(
+    *,
+    clients: int,
+    duration: float,
+    ports: int,
+    db: str,
+    baseline_src: str | None,
+    progress: Reporter,
+) -> dict[str, Any]:
+    """One REST run on the store engine ``db`` (postgresql: a throwaway server)."""
+    from l2pop.bench import rest as bench
+
+    def run(url: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = bench.run(
+            clients=clients,
+            duration=duration,
+            ports=ports,
+            db_url=url,
+            server_src=baseline_src,
+            progress=progress,
+        )
+        return result
+
+    if db != "postgresql":
+        return run(None)
+    from l2pop.testbed import postgres as pg
+
+    server = pg.ThrowawayPostgres().start()
+    try:
+        return run(server.create_database("l2pop_bench_rest"))
+    finally:
+        server.stop()
+
+
+def rest(
+    *,
+    clients: int,
+    duration: float,
+    ports: int,
+    db: str,
+    baseline_src: str | None,
+    out: Output,
+    write_docs: bool,
+) -> int:
+    """``l2pop bench rest``: the REST API under ``clients`` concurrent clients, saved as
+    ``rest-baseline`` when the server runs from another build's ``src/``. ``write_docs``
+    saves the result and rewrites the REST section of the page."""
+    from l2pop.bench import rest as bench
+    from l2pop.bench import sections
+
+    if write_docs:
+        out = replace(out, save=True)
+    clock = _Clock()
+    name = "rest-baseline" if baseline_src else "rest"
+    with Reporter(f"rest: {clients} clients, {duration:g} s ({db})") as rep:
+        result = _rest_result(
+            clients=clients,
+            duration=duration,
+            ports=ports,
+            db=db,
+            baseline_src=baseline_src,
+            progress=rep,
+        )
+    words = ["rest", "--clients", str(clients), "--duration", f"{duration:g}"]
+    words += ["--ports", str(ports), "--db", db]
+    if baseline_src:
+        words += ["--baseline-src", baseline_src]
+    words.append("--write-docs" if write_docs else "--save")
+    _publish(out, name=name, result=result, words=words, clock=clock, show=show_rest)
+    if write_docs:
+        docs = out.docs_dir
+        page = sections.replace(docs, "rest", bench.section(docs / "bench"))
+        print(f"wrote {page}", file=sys.stderr)
+    return 0
+
+
+def report(docs: Path | None) -> int:
+    """``l2pop bench report``: regenerate the page and its plots; lists the files written."""
+    from l2pop.bench.report import render
+    from l2pop.bench.results import default_docs
+
+    where = docs if docs is not None else default_docs()
+    for path in render(where / "bench", where / "benchmarks.md"):
+        print(f"wrote {path}")
+    return 0

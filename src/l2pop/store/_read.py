@@ -1,0 +1,228 @@
+"""Queries of the SQL store: ``SqlReadTx`` (the ``ReadTx`` of ``store/abc.py``) and the
+mapping between rows and model values, shared with ``_write.py``.
+
+Reads are one snapshot: SQLite WAL readers see the database as of their first read;
+PostgreSQL reads run REPEATABLE READ, READ ONLY (``sql.py`` opens the transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, select
+
+from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
+from l2pop.model.validation import ip_sort_key
+from l2pop.store.abc import Change, ChangeLogTruncated, iter_chunks
+from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports
+
+#: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
+CHUNK = 1000
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sorted_ips(ips: Iterable[str]) -> tuple[str, ...]:
+    distinct = set(ips)
+    if len(distinct) < 2:  # most ports: nothing to sort, so no address to parse
+        return tuple(distinct)
+    return tuple(sorted(distinct, key=ip_sort_key))
+
+
+def row_values(table: Table, obj: object, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The column values of ``obj`` for ``table``; enums are stored by value."""
+    values = {}
+    for column in table.columns:
+        if column.name not in skip and hasattr(obj, column.name):
+            value = getattr(obj, column.name)
+            values[column.name] = value.value if isinstance(value, Enum) else value
+    return values
+
+
+def network_of(row: Any) -> Network:
+    return Network(
+        id=row.id,
+        name=row.name,
+        vni=row.vni,
+        arp_suppression=ArpSuppression(row.arp_suppression),
+        created_at=row.created_at,
+        revision=row.revision,
+    )
+
+
+def host_of(row: Any) -> Host:
+    return Host(
+        name=row.name,
+        vtep_ip=row.vtep_ip,
+        created_at=row.created_at,
+        last_seen=row.last_seen,
+        applied_revision=row.applied_revision,
+        applied_digest=row.applied_digest,
+    )
+
+
+def port_filters(network_id: str | None, host: str | None, status: PortStatus | None) -> list[Any]:
+    """The WHERE terms of the list filters that are given."""
+    conds: list[Any] = []
+    if network_id is not None:
+        conds.append(ports.c.network_id == network_id)
+    if host is not None:
+        conds.append(ports.c.host == host)
+    if status is not None:
+        conds.append(ports.c.status == PortStatus(status).value)
+    return conds
+
+
+class SqlReadTx:
+    """``ReadTx`` over one connection inside one transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._c = conn
+
+    def revision(self) -> int:
+        return int(self._c.execute(select(meta.c.revision)).scalar_one())
+
+    def get_network(self, network_id: str) -> Network | None:
+        row = self._c.execute(select(networks).where(networks.c.id == network_id)).first()
+        return network_of(row) if row else None
+
+    def list_networks(self) -> list[Network]:
+        rows = self._c.execute(select(networks).order_by(networks.c.vni))
+        return [network_of(r) for r in rows]
+
+    def get_port(self, port_id: str) -> Port | None:
+        found = self._ports([ports.c.id == port_id])
+        return found[0] if found else None
+
+    def list_ports(
+        self,
+        *,
+        network_id: str | None = None,
+        host: str | None = None,
+        status: PortStatus | None = None,
+        network_ids: Iterable[str] | None = None,
+        port_ids: Iterable[str] | None = None,
+    ) -> list[Port]:
+        conds = port_filters(network_id, host, status)
+        if network_ids is not None and port_ids is not None:
+            conds.append(ports.c.network_id.in_(sorted(set(network_ids))))
+        if port_ids is not None:
+            column, keys = ports.c.id, port_ids
+        elif network_ids is not None:
+            column, keys = ports.c.network_id, network_ids
+        else:
+            return self._ports(conds)
+        out: list[Port] = []
+        for chunk in iter_chunks(sorted(set(keys)), CHUNK):
+            out += self._ports([*conds, column.in_(chunk)])
+        out.sort(key=lambda p: (p.network_id, p.id))
+        return out
+
+    def _ports(self, conds: list[Any], *, sql_order: bool = False) -> list[Port]:
+        """Ports matching ``conds`` with their fixed IPs, in one query (a LEFT JOIN on
+        port_ips: a port has at most a handful of IPs), ordered by (network_id, id), or
+        with ``sql_order`` by id as the database orders it."""
+        stmt = (
+            select(ports, port_ips.c.ip)
+            .select_from(ports.outerjoin(port_ips, port_ips.c.port_id == ports.c.id))
+            .where(*conds)
+        )
+        if sql_order:
+            stmt = stmt.order_by(ports.c.id)
+        rows: dict[str, Any] = {}
+        ips: dict[str, list[str]] = {}
+        for row in self._c.execute(stmt):
+            if row.id not in rows:
+                rows[row.id] = row
+                ips[row.id] = []
+            if row.ip is not None:
+                ips[row.id].append(row.ip)
+        found = [
+            Port(
+                id=r.id,
+                network_id=r.network_id,
+                name=r.name,
+                mac=r.mac,
+                fixed_ips=sorted_ips(ips[r.id]),
+                host=r.host,
+                status=PortStatus(r.status),
+                revision=r.revision,
+                created_at=r.created_at,
+            )
+            for r in rows.values()
+        ]
+        if not sql_order:
+            # sorted here, not in SQL: database collations need not order text as Python does
+            found.sort(key=lambda p: (p.network_id, p.id))
+        return found
+
+    def page_ports(
+        self,
+        *,
+        limit: int,
+        after: str | None = None,
+        network_id: str | None = None,
+        host: str | None = None,
+        status: PortStatus | None = None,
+    ) -> list[Port]:
+        conds = port_filters(network_id, host, status)
+        if after is not None:
+            conds.append(ports.c.id > after)
+        # the page's ids in a subquery: a LIMIT over the IP join would cut a port's addresses
+        page = select(ports.c.id).where(*conds).order_by(ports.c.id).limit(limit)
+        return self._ports([ports.c.id.in_(page.scalar_subquery())], sql_order=True)
+
+    def page_networks(self, *, limit: int, after_vni: int | None = None) -> list[Network]:
+        stmt = select(networks).order_by(networks.c.vni).limit(limit)
+        if after_vni is not None:
+            stmt = stmt.where(networks.c.vni > after_vni)
+        return [network_of(r) for r in self._c.execute(stmt)]
+
+    def page_hosts(self, *, limit: int, after: str | None = None) -> list[Host]:
+        stmt = select(hosts).order_by(hosts.c.name).limit(limit)
+        if after is not None:
+            stmt = stmt.where(hosts.c.name > after)
+        return [host_of(r) for r in self._c.execute(stmt)]
+
+    def count_ports(self, network_id: str) -> int:
+        stmt = select(func.count()).select_from(ports).where(ports.c.network_id == network_id)
+        return int(self._c.execute(stmt).scalar_one())
+
+    def get_host(self, name: str) -> Host | None:
+        row = self._c.execute(select(hosts).where(hosts.c.name == name)).first()
+        return host_of(row) if row else None
+
+    def get_host_by_token_hash(self, token_hash: str) -> Host | None:
+        row = self._c.execute(select(hosts).where(hosts.c.token_hash == token_hash)).first()
+        return host_of(row) if row else None
+
+    def list_hosts(self) -> list[Host]:
+        return sorted((host_of(r) for r in self._c.execute(select(hosts))), key=lambda h: h.name)
+
+    def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
+        """Change rows after ``revision`` in (revision, seq) order.
+
+        ``limit`` never splits a revision: the last revision returned is complete, so a
+        reader can always resume from the revision of the last row it got.
+        """
+        pruned_before = int(self._c.execute(select(meta.c.pruned_before)).scalar_one())
+        if revision + 1 < pruned_before:
+            raise ChangeLogTruncated(
+                f"changes after revision {revision} were pruned; "
+                f"the log starts at revision {pruned_before}"
+            )
+        order = (changes.c.revision, changes.c.seq)
+        stmt = select(changes).where(changes.c.revision > revision).order_by(*order)
+        rows = list(self._c.execute(stmt if limit is None else stmt.limit(limit)))
+        if limit is not None and rows and len(rows) == limit:
+            last = rows[-1]
+            rest = select(changes).where(
+                changes.c.revision == last.revision, changes.c.seq > last.seq
+            )
+            rows += self._c.execute(rest.order_by(changes.c.seq))
+        return [Change(r.revision, r.kind, r.key, r.op, r.network_id) for r in rows]

@@ -1,0 +1,103 @@
+"""The flood-and-learn baseline: Linux VXLAN without L2 population, no server, no agent.
+
+Per network, every host gets a bridge ``brfl-V`` and a *learning* VXLAN device ``vxfl-V``
+whose flood list holds every other host's VTEP (a static full mesh: head-end replication);
+a VM's tap is enslaved to the bridge as it is plugged. MACs are learned from the traffic
+and ARP/ND is broadcast to every host, members or not: what l2pop removes, measured on the
+same topology by the demo and the flood benchmark.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from l2pop.testbed import iproute
+from l2pop.testbed.controlplane import ControlPlane
+from l2pop.testbed.hosts import HostKind
+from l2pop.testbed.nodes import Host, Network, Run, Vm
+from l2pop.testbed.tables import KernelNetwork, kernel_tables
+from l2pop.testbed.underlay import Underlay
+
+BRIDGE_PREFIX, VXLAN_PREFIX = "brfl-", "vxfl-"
+#: the VNI of the first network made without one: 1001, then 1002...
+FIRST_VNI = 1001
+VXLAN_PORT = 4789
+
+
+def random_mac() -> str:
+    """A locally administered MAC in the range OpenStack uses for ports (fa:16:3e)."""
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+class FloodAndLearn(ControlPlane):
+    """Learning VXLAN devices with a static full-mesh flood list (see the module docstring)."""
+
+    label = "flood-and-learn"
+
+    def __init__(self) -> None:
+        self.hosts: list[Host] = []
+        self._networks = 0
+
+    def start(
+        self, run: Run, hosts: Sequence[Host], kind: HostKind, underlay: Underlay | None
+    ) -> None:
+        if underlay is None or not kind.namespaced:
+            raise ValueError("flood-and-learn needs host namespaces on an underlay")
+        self.hosts = list(hosts)
+
+    def add_network(self, name: str, vni: int | None, arp_suppression: str) -> Network:
+        """``arp_suppression`` is ignored: a learning device answers nothing locally."""
+        self._networks += 1
+        if vni is None:
+            vni = FIRST_VNI + self._networks - 1
+        for host in self.hosts:
+            self._devices(host, vni)
+        return Network(f"flood-{vni}", name, vni, "learning")
+
+    def _devices(self, host: Host, vni: int) -> None:
+        br, vx = f"{BRIDGE_PREFIX}{vni}", f"{VXLAN_PREFIX}{vni}"
+        iproute.ip_batch(
+            host.netns,
+            [
+                f"link add {br} type bridge",
+                f"link add {vx} type vxlan id {vni} local {host.vtep_ip} "
+                f"dstport {VXLAN_PORT} learning",
+                f"link set {vx} master {br}",
+                f"link set {vx} up",
+                f"link set {br} up",
+            ],
+        )
+        flood = [
+            f"fdb append 00:00:00:00:00:00 dev {vx} dst {other.vtep_ip}"
+            for other in self.hosts
+            if other is not host
+        ]
+        iproute.bridge_batch(host.netns, flood)
+
+    def add_port(
+        self, name: str, network: Network, host: str, ips: list[str], mac: str | None
+    ) -> tuple[str, str]:
+        return secrets.token_hex(16), mac or random_mac()
+
+    def plugged(self, vm: Vm, host: Host) -> None:
+        iproute.ip(host.netns, "link", "set", vm.tap, "master",
+                   f"{BRIDGE_PREFIX}{vm.network.vni}", "up")  # fmt: skip
+
+    def move_port(self, vm: Vm, host: str) -> None:
+        """Nothing to tell anyone: the other hosts learn the MAC's new VTEP from traffic."""
+
+    def readdress_port(self, vm: Vm, ips: list[str]) -> None:
+        """Nothing to tell anyone: ARP finds the new addresses."""
+
+    def remove_port(self, vm: Vm) -> None:
+        """Nothing to tell anyone."""
+
+    def wait_active(self, vm: Vm, timeout: float) -> None:
+        """Nothing to wait for: a plugged tap forwards at once, nobody reports a status."""
+
+    def wait_converged(self, timeout: float) -> None:
+        """Nothing to wait for: the devices are complete when made."""
+
+    def tables(self, host: Host, kind: HostKind) -> dict[int, KernelNetwork]:
+        return kernel_tables(host.netns, BRIDGE_PREFIX, VXLAN_PREFIX)
