@@ -187,9 +187,15 @@ class Client:
     # -- networks
 
     def create_network(
-        self, *, name: str = "", vni: int | None = None, arp_suppression: str | None = None
+        self,
+        *,
+        name: str = "",
+        vni: int | None = None,
+        arp_suppression: str | None = None,
+        encap: str | None = None,
     ) -> NetworkOut:
-        body = _present(name=name, vni=vni, arp_suppression=arp_suppression)
+        """``encap``: ``vxlan`` (the server's default when None) or ``gre``; fixed for life."""
+        body = _present(name=name, vni=vni, arp_suppression=arp_suppression, encap=encap)
         return self._call(NetworkOut, "POST", _networks(), json=body)
 
     def networks(self, *, page_size: int | None = None) -> list[NetworkOut]:

@@ -20,10 +20,12 @@ from datapath_harness import IMPLEMENTATIONS, Rig, mac, vm_ip
 from l2pop.datapath.abc import Datapath, DatapathError
 from l2pop.model import (
     ArpSuppression,
+    Encap,
     HostState,
     NetworkDelta,
     NetworkTables,
     apply_deltas,
+    diff_network,
     diff_state,
 )
 
@@ -260,3 +262,22 @@ def test_wiring_survives_every_apply_but_leave(rig: Rig) -> None:
     assert wiring() == (None, "net-b")  # a network made again has no ports yet
     dp.wire(P, "net-a")
     assert wiring() == ("net-a", "net-b")
+
+
+def test_encaps_carried_are_dumped_as_applied_and_others_refused(rig: Rig) -> None:
+    """``Datapath.encaps``: every datapath carries VXLAN; a network of an encap it carries is
+    dumped with that encap, one it does not is refused naming ``encap E`` and not created."""
+    dp = rig.datapath
+    assert Encap.VXLAN in dp.encaps
+    for vni, encap in enumerate(Encap, start=300):
+        t = NetworkTables(f"net-{encap.value}", vni, NS, frozenset({V2}), {mac(1): V2}, {}, encap)
+        delta = diff_network(None, t)
+        assert delta is not None
+        if encap in dp.encaps:
+            dp.apply([delta])
+            assert dp.dump()[t.network_id] == t
+        else:
+            with pytest.raises(DatapathError) as err:
+                dp.apply([delta])
+            assert err.value.failures[0][0] == f"encap {encap.value}"
+            assert t.network_id not in dp.dump()

@@ -49,7 +49,10 @@ class Cluster:
             names.append(name)
         return names
 
-    def start_agents(self, hosts: Iterable[str], name: str | None = None) -> AgentSwarm:
+    def start_agents(
+        self, hosts: Iterable[str], name: str | None = None, encaps: Iterable[str] | None = None
+    ) -> AgentSwarm:
+        """One swarm process for ``hosts``; ``encaps``: what its datapaths carry (all)."""
         hosts = list(hosts)
         swarm = AgentSwarm(
             self.server.url,
@@ -57,6 +60,7 @@ class Cluster:
             self.tmp_path,
             name=name or f"swarm{len(self.swarms)}",
             heartbeat_interval=HEARTBEAT,
+            encaps=encaps,
         )
         swarm.start()
         self.swarms.append(swarm)

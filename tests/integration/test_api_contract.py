@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from conftest import ADMIN, Api
-from l2pop.model import ArpSuppression
+from l2pop.model import ArpSuppression, Encap
 from l2pop.model import validation as v
 from l2pop.wire.api import ERROR_CODES
 
@@ -196,4 +196,5 @@ def test_the_openapi_document_states_the_real_contract(api: Api) -> None:
     assert _field(doc, "NetworkCreate", "arp_suppression")["enum"] == [
         m.value for m in ArpSuppression
     ]
+    assert _field(doc, "NetworkCreate", "encap")["enum"] == [m.value for m in Encap]
     assert _field(doc, "PortStatusReport", "status")["enum"] == ["ACTIVE", "DOWN"]

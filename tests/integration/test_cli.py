@@ -315,3 +315,30 @@ def test_usage_error_exit_2(server: ServerProcess) -> None:
 
 def test_invalid_server_url() -> None:
     one_line_error(cli("ftp://example.invalid", "network", "list"))
+
+
+def test_network_encap(server: ServerProcess) -> None:
+    gre = ok_json(server, "network", "create", "--name", "e-gre", "--encap", "gre")
+    assert gre["encap"] == "gre"
+    assert ok_json(server, "network", "create", "--name", "e-plain")["encap"] == "vxlan"
+    result = cli(server, "network", "create", "--name", "e-bad", "--encap", "geneve")
+    assert result.returncode == 2 and "--encap" in result.stderr
+
+    out = ok(cli(server, "network", "list"))
+    assert "encap" in out  # the column's header
+    (row,) = [line for line in out.splitlines() if "e-gre" in line]
+    assert "gre" in row.replace("e-gre", "")
+    out = ok(cli(server, "network", "show", "e-gre"))
+    assert re.search(r"encap\s+.*gre", out), out
+
+    # fdb show names each network's encap; host list/show the announced datapath and encaps
+    host = ok_json(server, "host", "create", "e-h1", "--vtep-ip", "192.0.2.31")
+    assert host["datapath"] is None and host["encaps"] is None
+    ok_json(server, "port", "create", "--network", "e-gre", "--host", "e-h1")
+    fdb = ok_json(server, "fdb", "show", "--host", "e-h1")
+    assert [n["encap"] for n in fdb["networks"]] == ["gre"]
+    assert "encap gre" in ok(cli(server, "fdb", "show", "--host", "e-h1"))
+    out = ok(cli(server, "host", "show", "e-h1"))
+    assert re.search(r"datapath\s", out) and re.search(r"encaps\s", out), out
+    out = ok(cli(server, "host", "list", env={"COLUMNS": "200"}))
+    assert "datapath" in out and "encaps" in out, out

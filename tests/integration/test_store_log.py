@@ -4,13 +4,14 @@ helpers of ``test_store``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from test_store import T0, add_host, add_network, add_port, network
 
-from l2pop.model import Conflict
-from l2pop.store import ChangeLogTruncated, Store
+from l2pop.model import Conflict, Encap
+from l2pop.store import ChangeLogTruncated, HostReport, Store
 from l2pop.store.abc import Change
 
 
@@ -92,3 +93,39 @@ def test_record_host_report_outside_revision(store: Store) -> None:
     assert h.last_seen == seen + timedelta(minutes=1) and h.last_seen.tzinfo is not None
     assert h.last_seen.utcoffset() == timedelta(0)
     assert (h.applied_revision, h.applied_digest) == (1, "d" * 64)
+
+
+def test_encap_and_what_an_agent_announced_are_stored(store: Store) -> None:
+    """A network's encap round-trips (default vxlan); a host's datapath and encaps are null
+    until a hello's report sets them, acks leave them, and a later hello replaces them."""
+    with store.write() as tx:
+        gre = tx.insert_network(replace(network(1), encap=Encap.GRE))
+        plain = tx.insert_network(network(2))
+    with store.read() as tx:
+        assert [(n.id, n.encap) for n in tx.list_networks()] == [
+            (gre.id, Encap.GRE),
+            (plain.id, Encap.VXLAN),
+        ]
+    add_host(store, "h1", "192.0.2.1")
+    add_host(store, "h2", "192.0.2.2")
+    with store.read() as tx:
+        h1 = tx.get_host("h1")
+        revision = tx.revision()
+    assert h1 is not None and (h1.datapath, h1.encaps) == (None, None)
+
+    both = frozenset(Encap)
+    store.record_host_reports(
+        [
+            HostReport("h1", T0, datapath="memory", encaps=both),
+            HostReport("h2", T0, encaps=frozenset({Encap.VXLAN})),  # an older agent's hello
+        ]
+    )
+    store.record_host_reports([HostReport("h1", T0, applied_revision=1, applied_digest="0" * 32)])
+    with store.read() as tx:
+        got = {h.name: (h.datapath, h.encaps) for h in tx.list_hosts()}
+        assert tx.revision() == revision  # telemetry moves no revision
+    assert got == {"h1": ("memory", both), "h2": (None, frozenset({Encap.VXLAN}))}
+    store.record_host_reports([HostReport("h1", T0, datapath="linux", encaps=frozenset())])
+    with store.read() as tx:
+        h1 = tx.get_host("h1")
+    assert h1 is not None and (h1.datapath, h1.encaps) == ("linux", frozenset())

@@ -14,7 +14,7 @@ from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
 from l2pop.datapath.abc import Datapath, port_plugging
 from l2pop.datapath.memory import MemoryDatapath
-from l2pop.model import ArpSuppression, NetworkTables, canonical, digest
+from l2pop.model import ArpSuppression, Encap, NetworkTables, canonical, digest
 from l2pop.testbed.faults import DeltaFaults, FaultControlServer
 from l2pop.wire.channel import Delta, LocalPort, NetworkTablesMsg, Snapshot
 
@@ -33,6 +33,7 @@ class NoPlugging:
 
     name = "noplug"
     blocking = False
+    encaps = frozenset({Encap.VXLAN})
 
     def __init__(self) -> None:
         self._memory = MemoryDatapath()

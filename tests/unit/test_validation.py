@@ -168,6 +168,7 @@ HUGE = "1" * 15_000_000
         (v.parse_host_name, "name"),
         (v.parse_uuid, "network_id"),
         (v.parse_arp_suppression, "arp_suppression"),
+        (v.parse_encap, "encap"),
     ],
 )
 def test_a_15_mb_string_is_refused_before_it_is_parsed(parse: Any, field: str) -> None:

@@ -9,7 +9,8 @@ rate-limited backoff and is FULL (mark and sweep). A network the datapath fails 
 on its own backoff inside the reconciler (``Reconciler.sync``): the worker also wakes when such
 a retry is due, and acks carry the failing networks (``Ack.errors``) until they heal.
 
-Session life: connect with the host token, send ``hello``, then snapshot and deltas arrive. A
+Session life: connect with the host token, send ``hello`` (with the datapath's name and the
+encapsulations it carries, ``Datapath.encaps``), then snapshot and deltas arrive. A
 gap or a digest mismatch (delta or server heartbeat) sends ``resync`` once and ignores deltas
 until the snapshot comes. The agent acks after each sync that changed what it applied, and
 every ``heartbeat_interval`` as its heartbeat. WebSocket pings detect a dead link. On any end
@@ -232,7 +233,13 @@ class Agent:
                 self._resync_pending = False
                 self._last_acked = None
                 self.reconciler.new_session()
-                await ws.send(Hello(host=self.host, vtep_ip=self.vtep_ip).model_dump_json())
+                hello = Hello(
+                    host=self.host,
+                    vtep_ip=self.vtep_ip,
+                    datapath=self.datapath.name,
+                    encaps=sorted(self.datapath.encaps),
+                )
+                await ws.send(hello.model_dump_json())
                 log.info("%s: connected to %s", self.host, self.ws_url)
                 beat = asyncio.create_task(self._heartbeat(ws))
                 try:

@@ -25,6 +25,11 @@ Contracts:
   network: ``RETRY_BASE_S`` (0.5 s) doubling with each failure in a row up to ``RETRY_CAP_S``
   (30 s), no jitter (the kernel is local: nothing to spread); a success forgets the count.
   ``SyncResult.retry_in`` tells the worker when to come back without any new message.
+* A network whose ``encap`` the datapath does not carry (``Datapath.encaps``) is never handed
+  to it: it is failing from its first sync, with the entry ``"encap E"``, and is retried on the
+  same backoff (cheap: nothing reaches the datapath; at most one attempt per 30 s once capped),
+  so it shows in the acks' errors and keeps the host out of sync until it is unbound from this
+  host or the agent runs a datapath that carries it (docs/adr/0017-network-encap.md).
 * ``applied()`` is the (revision, digest) of what the last sync left programmed, which the
   agent acknowledges: the desired state at ``revision`` for every healthy network, and for each
   failing network the header of a damaged network (VNI 0, no entries; what ``Datapath.dump``
@@ -52,7 +57,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from l2pop.datapath.abc import Datapath, DatapathError
+from l2pop.datapath.abc import Datapath, DatapathError, refuse_encap
 from l2pop.model import (
     ArpSuppression,
     NetworkDelta,
@@ -335,6 +340,7 @@ class Reconciler:
             applied = 0
             for nid, deltas in work.items():
                 try:
+                    self._refuse_uncarried(desired.get(nid), deltas)
                     if deltas:
                         self.datapath.apply(deltas)
                 except Exception as exc:  # one network's trouble: isolate it, go on
@@ -359,6 +365,18 @@ class Reconciler:
                 len(failing),
             )
         return SyncResult(full, applied, reports, failing, retry_in)
+
+    def _refuse_uncarried(self, tables: NetworkTables | None, deltas: list[NetworkDelta]) -> None:
+        """Raise ``DatapathError`` (entry ``"encap E"``) before the datapath is called when the
+        network, as desired or as a delta brings it, has an encap the datapath cannot carry:
+        such a network is left alone and failing, like one the datapath refused."""
+        if tables is not None:
+            header = NetworkDelta(
+                tables.network_id, tables.vni, tables.arp_suppression, encap=tables.encap
+            )
+            refuse_encap(self.datapath, header)
+        for delta in deltas:
+            refuse_encap(self.datapath, delta)
 
     def _work(
         self,

@@ -7,6 +7,9 @@ simulator to stand in for 50-1000 hosts with a few processes.
 ``--test-hooks`` gives each agent a ``l2pop.testbed.faults.DeltaFaults`` filter and serves its
 routes on the control endpoint (the swarm is a test tool; ``l2pop agent`` has no such thing).
 
+``--encaps vxlan`` makes every memory datapath carry only those encapsulations (default: all),
+so a swarm can stand in for VXLAN-only hosts such as linux ones.
+
 Hosts file: JSON ``[{"host": NAME, "vtep_ip": IP, "token": T}, ...]``.
 """
 
@@ -24,10 +27,21 @@ import httpx
 
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
-from l2pop.agent.main import UsageError, make_datapath, serve_agents, setup_logging
+from l2pop.agent.main import UsageError, serve_agents, setup_logging
+from l2pop.datapath.memory import ALL_ENCAPS, MemoryDatapath
+from l2pop.model import Encap, InvalidField
+from l2pop.model.validation import parse_encap
 from l2pop.runtime import keep_heap_frozen
 from l2pop.testbed.faults import DeltaFaults, FaultControlServer
 from l2pop.tlsconfig import TlsConfigError, client_context
+
+
+def parse_encaps(text: str) -> frozenset[Encap]:
+    """``"vxlan,gre"`` -> the encaps; raises ``UsageError`` naming a value that is none."""
+    try:
+        return frozenset(parse_encap(t.strip(), "--encaps") for t in text.split(",") if t.strip())
+    except InvalidField as exc:
+        raise UsageError(exc.message) from None
 
 
 def load_hosts(path: str) -> list[dict[str, str]]:
@@ -61,6 +75,7 @@ async def _swarm(
     heartbeat_interval: float,
     ramp: float,
     ssl_context: ssl.SSLContext,
+    encaps: frozenset[Encap] = ALL_ENCAPS,
 ) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     faults = {h["host"]: DeltaFaults(h["host"]) for h in hosts} if test_hooks else {}
@@ -71,7 +86,7 @@ async def _swarm(
                 h["host"],
                 h["vtep_ip"],
                 h["token"],
-                make_datapath("memory", h["vtep_ip"]),
+                MemoryDatapath(encaps=encaps),
                 heartbeat_interval=heartbeat_interval,
                 http_client=client,
                 ssl_context=ssl_context,
@@ -101,14 +116,18 @@ def run_swarm(
     ramp: float = 0.0,
     log_level: str | None = None,
     tls_ca: str | None = None,
+    encaps: str | None = None,
 ) -> int:
-    """Run every host of ``hosts_file`` until SIGTERM/SIGINT; returns the exit code."""
+    """Run every host of ``hosts_file`` until SIGTERM/SIGINT; returns the exit code.
+
+    ``encaps``: what every memory datapath carries, comma-separated (None: all)."""
     setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "WARNING")
     try:
         if control:
             parse_address(control)
         hosts = load_hosts(hosts_file)
         ssl_context = client_context(tls_ca)
+        carried = ALL_ENCAPS if encaps is None else parse_encaps(encaps)
     except (UsageError, ValueError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -122,6 +141,7 @@ def run_swarm(
                 heartbeat_interval=heartbeat_interval,
                 ramp=ramp,
                 ssl_context=ssl_context,
+                encaps=carried,
             )
         )
     except OSError as exc:

@@ -105,6 +105,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument(
         "--test-hooks", action="store_true", help="enable fault-injection hooks (tests only)"
     )
+    s.add_argument(
+        "--encaps",
+        default=None,
+        metavar="E[,E]",
+        help="encapsulations the memory datapaths carry, e.g. 'vxlan' to stand in for "
+        "linux hosts (default: vxlan,gre)",
+    )
     s.set_defaults(func=_run_swarm)
 
 
@@ -150,4 +157,5 @@ def _run_swarm(args: argparse.Namespace) -> int:
         ramp=args.ramp,
         log_level=args.log_level,
         tls_ca=getattr(args, "tls_ca", None),
+        encaps=args.encaps,
     )

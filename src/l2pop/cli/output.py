@@ -124,7 +124,7 @@ class Output:
 
 # -- resources --------------------------------------------------------------------------
 
-NETWORK_COLUMNS = ("id", "name", "vni", "arp_suppression", "revision")
+NETWORK_COLUMNS = ("id", "name", "vni", "encap", "arp_suppression", "revision")
 
 
 def networks(out: Output, items: list[Mapping[str, Any]]) -> None:
@@ -132,7 +132,7 @@ def networks(out: Output, items: list[Mapping[str, Any]]) -> None:
 
 
 def network(out: Output, item: Mapping[str, Any]) -> None:
-    keys = ("id", "name", "vni", "arp_suppression", "created_at", "revision")
+    keys = ("id", "name", "vni", "encap", "arp_suppression", "created_at", "revision")
     out.details((k, item.get(k)) for k in keys)
 
 
@@ -170,7 +170,15 @@ HOST_COLUMNS = (
     "lag",
     "in_sync",
     "errors",
+    "datapath",
+    "encaps",
 )
+
+
+def encaps_cell(item: Mapping[str, Any]) -> str | None:
+    """The encaps the host's agent announced, comma-separated (None: never connected)."""
+    encaps = item.get("encaps")
+    return None if encaps is None else ",".join(map(str, encaps))
 
 
 def error_count(item: Mapping[str, Any]) -> Text:
@@ -201,6 +209,8 @@ def hosts(out: Output, items: list[Mapping[str, Any]], server_revision: int | No
             lag(h.get("applied_revision"), server_revision),
             h.get("in_sync"),
             error_count(h),
+            h.get("datapath"),
+            encaps_cell(h),
         ]
         for h in items
     )
@@ -221,6 +231,8 @@ def host(out: Output, item: Mapping[str, Any], server_revision: int | None) -> N
             ("lag", lag(item.get("applied_revision"), server_revision)),
             ("in_sync", item.get("in_sync")),
             ("errors", error_lines(item)),
+            ("datapath", item.get("datapath")),
+            ("encaps", encaps_cell(item)),
             ("created_at", item.get("created_at")),
         ]
     )
@@ -272,6 +284,8 @@ def fdb(out: Output, state: Mapping[str, Any], names: Mapping[str, str]) -> None
         if net_id in names:
             title.append(f" ({net_id})", style="dim")
         title.append(f"  vni {net.get('vni')}", style="")
+        if net.get("encap"):
+            title.append(f"  encap {net.get('encap')}")
         if net.get("arp_suppression"):
             title.append(f"  arp_suppression {net.get('arp_suppression')}")
         out.console.print(title)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from l2pop.client import Client
 
 ARP_MODES = ("neigh_suppress", "proxy", "off")
+ENCAPS = ("vxlan", "gre")
 PORT_STATUSES = ("DOWN", "BUILD", "ACTIVE")
 
 
@@ -109,6 +110,12 @@ def _register_networks(
     p.add_argument("--name", default="", help="network name")
     p.add_argument("--vni", type=int, help="VXLAN network identifier, 1..16777215")
     p.add_argument("--arp-suppression", choices=ARP_MODES, help="default neigh_suppress")
+    p.add_argument(
+        "--encap",
+        choices=ENCAPS,
+        help="how it crosses the underlay, fixed for its life; the VNI is the GRE key "
+        "(default vxlan)",
+    )
     p.set_defaults(func=api_command(_network_create))
 
     p = _leaf(group, "list", "list networks")
@@ -131,7 +138,9 @@ def _register_networks(
 
 def _network_create(ctx: Context) -> None:
     a = ctx.args
-    made = ctx.api.create_network(name=a.name, vni=a.vni, arp_suppression=a.arp_suppression)
+    made = ctx.api.create_network(
+        name=a.name, vni=a.vni, arp_suppression=a.arp_suppression, encap=a.encap
+    )
     _show(ctx, made, output.network)
 
 

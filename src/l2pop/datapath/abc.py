@@ -19,6 +19,11 @@ Tables:
   removed only while it still points at the VTEP named in the delta, a neighbour entry only
   while it still resolves to the MAC named. Adding an entry that exists is not an error.
   Entries not named in a delta are never touched: nothing blinks.
+* Encapsulations: ``encaps`` is what the datapath can carry (linux: VXLAN only; memory:
+  VXLAN and GRE unless made with fewer). The agent announces it in its hello and never hands
+  the datapath a network whose ``encap`` is not in it (it reports such a network as failing
+  instead); ``apply`` refuses one with ``DatapathError`` naming ``"encap E"`` all the same.
+  ``dump`` reports each network's encap as programmed.
 * Reconciling is the agent's job (``diff_state(dump(), desired)`` then ``apply``), so a
   datapath has no notion of desired state.
 
@@ -53,10 +58,11 @@ datapath's calls in a thread, its control endpoint reads ``dump`` in another).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from l2pop.model import NetworkDelta, NetworkTables
+from l2pop.model import Encap, NetworkDelta, NetworkTables
 
 
 class DatapathError(Exception):
@@ -78,6 +84,9 @@ class Datapath(Protocol):
     #: only touches memory says False, since a thread per sync would only cost when a swarm
     #: runs hundreds of agents in one process.
     blocking: bool
+    #: the encapsulations this datapath can carry (announced in the agent's hello; the agent
+    #: reads it instead of asking which datapath it has). Fixed for the datapath's life.
+    encaps: frozenset[Encap]
 
     def dump(self) -> dict[str, NetworkTables]:
         """network id -> the tables actually programmed (damaged: VNI 0, no entries)."""
@@ -120,6 +129,17 @@ class PortPlugging(Protocol):
     def plug(self, port_id: str) -> None: ...
 
     def unplug(self, port_id: str) -> None: ...
+
+
+def refuse_encap(datapath: Datapath, delta: NetworkDelta) -> None:
+    """Raise ``DatapathError`` naming ``"encap E"`` when ``datapath`` cannot carry ``delta``'s
+    network (a ``leave`` is always carried out: there is nothing to carry)."""
+    if not delta.leave and delta.encap not in datapath.encaps:
+        carried = ", ".join(sorted(e.value for e in datapath.encaps)) or "nothing"
+        message = f"the {datapath.name} datapath carries {carried}, not {delta.encap.value}"
+        raise DatapathError(
+            message, [(f"encap {delta.encap.value}", errno.EPROTONOSUPPORT, message)]
+        )
 
 
 def port_plugging(datapath: Datapath) -> PortPlugging | None:

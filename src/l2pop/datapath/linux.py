@@ -70,8 +70,8 @@ from collections.abc import Callable, Iterable, Sequence
 from l2pop.datapath import _netlink as nl
 from l2pop.datapath import _netns
 from l2pop.datapath._devices import NS, OFF, PROXY, Devices, Net
-from l2pop.datapath.abc import DatapathError
-from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables
+from l2pop.datapath.abc import DatapathError, refuse_encap
+from l2pop.model import ArpSuppression, Encap, NetworkDelta, NetworkTables
 
 log = logging.getLogger("l2pop.datapath.linux")
 
@@ -93,6 +93,7 @@ class LinuxDatapath:
 
     name = "linux"
     blocking = True  # every call is a netlink round trip
+    encaps = frozenset({Encap.VXLAN})  # VXLAN devices only (GRE: the Open vSwitch datapath)
 
     def __init__(
         self,
@@ -172,6 +173,7 @@ class LinuxDatapath:
         with self._lock:
             try:
                 for delta in deltas:
+                    refuse_encap(self, delta)
                     if delta.leave:
                         self._leave(delta.network_id)
                     else:

@@ -12,8 +12,11 @@ import errno
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
-from l2pop.datapath.abc import DatapathError
-from l2pop.model import NetworkDelta, NetworkTables, apply_delta
+from l2pop.datapath.abc import DatapathError, refuse_encap
+from l2pop.model import Encap, NetworkDelta, NetworkTables, apply_delta
+
+#: what the memory datapath carries unless told otherwise: everything there is
+ALL_ENCAPS = frozenset(Encap)
 
 
 class MemoryDatapath:
@@ -23,9 +26,11 @@ class MemoryDatapath:
     name = "memory"
     blocking = False
 
-    def __init__(self, *, autoplug: bool = True) -> None:
+    def __init__(self, *, autoplug: bool = True, encaps: frozenset[Encap] = ALL_ENCAPS) -> None:
         """``autoplug=False``: a port's device exists only between ``plug`` and ``unplug``, as
-        on a real host (the contract suite runs it so)."""
+        on a real host (the contract suite runs it so). ``encaps``: what it carries (fewer
+        stand for a datapath such as linux, which carries VXLAN only)."""
+        self.encaps = frozenset(encaps)
         self._lock = threading.Lock()
         self._autoplug = autoplug
         self.tables: dict[str, NetworkTables] = {}
@@ -41,6 +46,7 @@ class MemoryDatapath:
     def apply(self, deltas: Sequence[NetworkDelta]) -> None:
         with self._lock:
             for delta in deltas:
+                refuse_encap(self, delta)
                 tables = apply_delta(self.tables.get(delta.network_id), delta)
                 if tables is None:
                     self.tables.pop(delta.network_id, None)

@@ -21,7 +21,16 @@ from l2pop.model.diff import NetworkDelta, apply_delta, apply_deltas, diff_netwo
 from l2pop.model.digests import member_sums
 from l2pop.model.errors import Conflict, DomainError, Forbidden, InvalidField, NotFound
 from l2pop.model.membership import Membership, RemoteEntry, membership
-from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression, Host, Network, Port, PortStatus
+from l2pop.model.types import (
+    VNI_MAX,
+    VNI_MIN,
+    ArpSuppression,
+    Encap,
+    Host,
+    Network,
+    Port,
+    PortStatus,
+)
 
 __all__ = [
     "VNI_MAX",
@@ -29,6 +38,7 @@ __all__ = [
     "ArpSuppression",
     "Conflict",
     "DomainError",
+    "Encap",
     "Forbidden",
     "Host",
     "HostState",

@@ -26,12 +26,16 @@ from l2pop.model.digests import (
     neigh_hash,
 )
 from l2pop.model.membership import RemoteEntry, membership
-from l2pop.model.types import ArpSuppression, Host, Network, Port
+from l2pop.model.types import ArpSuppression, Encap, Host, Network, Port
 
 
 @dataclass(frozen=True, slots=True)
 class NetworkTables:
-    """One network's tables as one host must hold them. Treat the mappings as read-only."""
+    """One network's tables as one host must hold them. Treat the mappings as read-only.
+
+    ``encap`` is how the datapath must carry the network (the VNI is the VXLAN VNI or the
+    GRE key); a datapath that cannot carry it must not be handed the network.
+    """
 
     network_id: str
     vni: int
@@ -39,6 +43,7 @@ class NetworkTables:
     flood: frozenset[str] = frozenset()
     fdb: Mapping[str, str] = field(default_factory=dict)  # mac -> vtep
     neigh: Mapping[str, str] = field(default_factory=dict)  # ip -> mac
+    encap: Encap = Encap.VXLAN
 
     def entry_count(self) -> int:
         return len(self.flood) + len(self.fdb) + len(self.neigh)
@@ -70,7 +75,13 @@ def tables_for(host: str, network: Network, remote: Iterable[RemoteEntry]) -> Ne
         for ip in entry.fixed_ips:
             neigh[ip] = entry.mac
     return NetworkTables(
-        network.id, network.vni, network.arp_suppression, frozenset(flood), fdb, neigh
+        network.id,
+        network.vni,
+        network.arp_suppression,
+        frozenset(flood),
+        fdb,
+        neigh,
+        network.encap,
     )
 
 
@@ -117,6 +128,7 @@ def canonical_network(t: NetworkTables) -> dict[str, object]:
         "network_id": t.network_id,
         "vni": t.vni,
         "arp_suppression": t.arp_suppression.value,
+        "encap": t.encap.value,
         "flood": sorted(t.flood),
         "fdb": [{"mac": m, "vtep": v} for m, v in sorted(t.fdb.items())],
         "neigh": [{"ip": i, "mac": m} for i, m in sorted(t.neigh.items())],
@@ -131,7 +143,7 @@ def canonical(state: HostState) -> list[dict[str, object]]:
 def network_sum(t: NetworkTables) -> int:
     """The additive hash of one network's tables (see ``model.digests``)."""
     nid = t.network_id
-    total = header_hash(nid, t.vni, t.arp_suppression)
+    total = header_hash(nid, t.vni, t.arp_suppression, t.encap)
     total += sum(flood_hash(nid, vtep) for vtep in t.flood)
     total += sum(fdb_hash(nid, mac, vtep) for mac, vtep in t.fdb.items())
     total += sum(neigh_hash(nid, ip, mac) for ip, mac in t.neigh.items())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from l2pop.model.desired import HostState, NetworkTables, network_sum
 from l2pop.model.digests import fdb_hash, flood_hash, header_hash, neigh_hash
-from l2pop.model.types import ArpSuppression
+from l2pop.model.types import ArpSuppression, Encap
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class NetworkDelta:
     fdb_remove: Mapping[str, str] = field(default_factory=dict)  # mac -> vtep it must hold
     neigh_add: Mapping[str, str] = field(default_factory=dict)  # ip -> mac (add or replace)
     neigh_remove: Mapping[str, str] = field(default_factory=dict)  # ip -> mac it must hold
+    encap: Encap = Encap.VXLAN  # how the network is carried (fixed for its life)
 
     def is_empty(self) -> bool:
         return not (
@@ -54,8 +55,10 @@ def diff_network(old: NetworkTables | None, new: NetworkTables | None) -> Networ
     if new is None:
         if old is None:
             return None
-        return NetworkDelta(old.network_id, old.vni, old.arp_suppression, leave=True)
-    base = old or NetworkTables(new.network_id, new.vni, new.arp_suppression)
+        return NetworkDelta(
+            old.network_id, old.vni, old.arp_suppression, leave=True, encap=old.encap
+        )
+    base = old or NetworkTables(new.network_id, new.vni, new.arp_suppression, encap=new.encap)
     fdb_add, fdb_remove = _map_diff(base.fdb, new.fdb)
     neigh_add, neigh_remove = _map_diff(base.neigh, new.neigh)
     delta = NetworkDelta(
@@ -68,9 +71,10 @@ def diff_network(old: NetworkTables | None, new: NetworkTables | None) -> Networ
         fdb_remove=fdb_remove,
         neigh_add=neigh_add,
         neigh_remove=neigh_remove,
+        encap=new.encap,
     )
     mode_changed = old is not None and (
-        old.arp_suppression != new.arp_suppression or old.vni != new.vni
+        old.arp_suppression != new.arp_suppression or old.vni != new.vni or old.encap != new.encap
     )
     if delta.is_empty() and old is not None and not mode_changed:
         return None
@@ -97,7 +101,9 @@ def apply_delta(tables: NetworkTables | None, delta: NetworkDelta) -> NetworkTab
     """``tables`` after ``delta``; None once the host has left the network."""
     if delta.leave:
         return None
-    base = tables or NetworkTables(delta.network_id, delta.vni, delta.arp_suppression)
+    base = tables or NetworkTables(
+        delta.network_id, delta.vni, delta.arp_suppression, encap=delta.encap
+    )
     fdb = dict(base.fdb)
     for mac, vtep in delta.fdb_remove.items():
         if fdb.get(mac) == vtep:
@@ -109,7 +115,9 @@ def apply_delta(tables: NetworkTables | None, delta: NetworkDelta) -> NetworkTab
             del neigh[ip]
     neigh.update(delta.neigh_add)
     flood = (base.flood - delta.flood_remove) | delta.flood_add
-    return NetworkTables(delta.network_id, delta.vni, delta.arp_suppression, flood, fdb, neigh)
+    return NetworkTables(
+        delta.network_id, delta.vni, delta.arp_suppression, flood, fdb, neigh, delta.encap
+    )
 
 
 def apply_deltas(state: HostState, deltas: Iterable[NetworkDelta]) -> dict[str, NetworkTables]:
@@ -138,11 +146,11 @@ def delta_sum_change(tables: NetworkTables | None, delta: NetworkDelta) -> int:
     nid = delta.network_id
     if delta.leave:
         return -network_sum(tables) if tables is not None else 0
-    change = header_hash(nid, delta.vni, delta.arp_suppression)
+    change = header_hash(nid, delta.vni, delta.arp_suppression, delta.encap)
     if tables is None:
-        tables = NetworkTables(nid, delta.vni, delta.arp_suppression)
+        tables = NetworkTables(nid, delta.vni, delta.arp_suppression, encap=delta.encap)
     else:
-        change -= header_hash(nid, tables.vni, tables.arp_suppression)
+        change -= header_hash(nid, tables.vni, tables.arp_suppression, tables.encap)
     flood = (tables.flood - delta.flood_remove) | delta.flood_add
     change += sum(flood_hash(nid, v) for v in flood - tables.flood)
     change -= sum(flood_hash(nid, v) for v in tables.flood - flood)

@@ -68,7 +68,11 @@ def host_deltas(old: NetworkState, new: NetworkState) -> dict[str, NetworkDelta]
         if host not in new.members:
             assert old.network is not None
             out[host] = NetworkDelta(
-                old.network.id, old.network.vni, old.network.arp_suppression, leave=True
+                old.network.id,
+                old.network.vni,
+                old.network.arp_suppression,
+                leave=True,
+                encap=old.network.encap,
             )
             continue
         assert new.network is not None
@@ -131,10 +135,12 @@ def _member_delta(
         fdb_remove=fdb_remove,
         neigh_add=neigh_add,
         neigh_remove=neigh_remove,
+        encap=new.network.encap,
     )
-    header_changed = (old.network.vni, old.network.arp_suppression) != (
+    header_changed = (old.network.vni, old.network.arp_suppression, old.network.encap) != (
         new.network.vni,
         new.network.arp_suppression,
+        new.network.encap,
     )
     if delta.is_empty() and not header_changed:
         return None

@@ -15,7 +15,7 @@ or raises a ``DomainError`` that explains why the change is refused.
 from __future__ import annotations
 
 from l2pop.model.errors import Conflict, Forbidden, InvalidField
-from l2pop.model.types import Port, PortStatus
+from l2pop.model.types import Host, Network, Port, PortStatus
 
 #: statuses an agent may report; BUILD is the server's own verdict, never reported.
 REPORTABLE = frozenset({PortStatus.ACTIVE, PortStatus.DOWN})
@@ -32,6 +32,24 @@ def status_after_binding(port: Port, new_host: str | None) -> PortStatus:
     if new_host != port.host:
         return PortStatus.BUILD
     return port.status
+
+
+def check_host_carries(host: Host, network: Network) -> None:
+    """Refuse to bind a port of ``network`` to ``host`` when the host's agent announced it
+    cannot carry the network's encapsulation (``Conflict`` naming the host and the encap).
+
+    A host whose agent never connected (``host.encaps is None``) is allowed: nothing says it
+    cannot, and its agent refuses, and reports, a network it cannot carry when it arrives
+    (docs/adr/0017-network-encap.md).
+    """
+    if host.encaps is not None and network.encap not in host.encaps:
+        carried = ", ".join(sorted(e.value for e in host.encaps)) or "nothing"
+        where = f"{host.datapath} datapath" if host.datapath else "datapath"
+        raise Conflict(
+            f"host {host.name} cannot carry encap {network.encap.value} of network "
+            f"{network.id}: its agent's {where} carries {carried}",
+            field="host",
+        )
 
 
 def check_mac_change(port: Port, new_mac: str) -> None:

@@ -33,6 +33,19 @@ class ArpSuppression(enum.StrEnum):
     OFF = "off"
 
 
+class Encap(enum.StrEnum):
+    """How a network's frames cross the underlay between VTEPs (docs/adr/0017-network-encap.md).
+
+    ``vxlan``: VXLAN over UDP 4789, the VNI in the VXLAN header (every datapath carries it).
+    ``gre``: Ethernet over GRE (gretap), the VNI as the GRE key (Open vSwitch, memory).
+
+    Fixed for a network's life, like its VNI.
+    """
+
+    VXLAN = "vxlan"
+    GRE = "gre"
+
+
 @dataclass(frozen=True, slots=True)
 class Network:
     id: str
@@ -41,6 +54,7 @@ class Network:
     arp_suppression: ArpSuppression
     created_at: datetime
     revision: int
+    encap: Encap = Encap.VXLAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +74,12 @@ class Port:
 
 @dataclass(frozen=True, slots=True)
 class Host:
-    """A hypervisor with one VTEP. The agent token is stored only as a hash."""
+    """A hypervisor with one VTEP. The agent token is stored only as a hash.
+
+    ``datapath`` and ``encaps`` are what the host's agent last announced in its hello: the
+    datapath's name (``None``: unknown, an agent older than the field) and the encapsulations
+    it carries. ``encaps`` is ``None`` while no agent of the host has ever connected.
+    """
 
     name: str
     vtep_ip: str
@@ -68,3 +87,5 @@ class Host:
     last_seen: datetime | None = None
     applied_revision: int | None = None
     applied_digest: str | None = None
+    datapath: str | None = None
+    encaps: frozenset[Encap] | None = None

@@ -19,7 +19,7 @@ import secrets
 from typing import Final
 
 from l2pop.model.errors import InvalidField
-from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression
+from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression, Encap
 
 __all__ = [
     "ARP_SUPPRESSION_MAX_LENGTH",
@@ -112,6 +112,7 @@ UUID_PATTERN: Final = rf"^{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}
 _UUID_RE = re.compile(UUID_PATTERN)
 
 ARP_SUPPRESSION_MAX_LENGTH: Final = max(len(m.value) for m in ArpSuppression)
+ENCAP_MAX_LENGTH: Final = max(len(m.value) for m in Encap)
 
 
 def _string(value: object, field: str, max_length: int, what: str) -> str:
@@ -260,5 +261,16 @@ def parse_arp_suppression(value: object, field: str = "arp_suppression") -> ArpS
         raise InvalidField(field, f"must be one of {allowed}")
     try:
         return ArpSuppression(value)
+    except ValueError:
+        raise InvalidField(field, f"must be one of {allowed}") from None
+
+
+def parse_encap(value: object, field: str = "encap") -> Encap:
+    """A network's encapsulation: ``vxlan`` or ``gre`` (lower case, nothing else)."""
+    allowed = ", ".join(m.value for m in Encap)
+    if not isinstance(value, str) or len(value) > ENCAP_MAX_LENGTH:
+        raise InvalidField(field, f"must be one of {allowed}")
+    try:
+        return Encap(value)
     except ValueError:
         raise InvalidField(field, f"must be one of {allowed}") from None

@@ -1,9 +1,10 @@
 """The server side of the agent channel: ``/agent`` under the API prefix (WebSocket, JSON).
 
 A session: the agent authenticates with its host token in the upgrade request and says
-``hello`` (host, VTEP). The server answers with a snapshot of the host's state, then ordered
-deltas, each stamped with a revision and chained by ``prev_revision``; heartbeats carry the
-digest the host must have. The agent acks revision + digest of what it applied.
+``hello`` (host, VTEP, and what its datapath carries, saved on the host's record). The
+server answers with a snapshot of the host's state, then ordered deltas, each stamped with a
+revision and chained by ``prev_revision``; heartbeats carry the digest the host must have.
+The agent acks revision + digest of what it applied.
 
 This module is the WebSocket side: authentication, hello, reading agent frames, acks,
 heartbeats and telemetry. What a session sends, and its bounded outbox, are
@@ -191,7 +192,21 @@ class Channel:
                 f"host {host.name} is registered with VTEP {host.vtep_ip}, not {hello.vtep_ip}",
             )
             return False
+        await self._record_hello(host, hello)
         return True
+
+    async def _record_hello(self, host: Host, hello: Hello) -> None:
+        """Save what the agent announced it carries (datapath, encaps) before its session
+        goes live, so a bind checked after the connect sees it (docs/adr/0017). Telemetry,
+        like acks: it takes no write lock and moves no revision; a failure is logged and the
+        session goes on (the bind check then sees the previous announcement)."""
+        report = HostReport(
+            host.name, datetime.now(UTC), datapath=hello.datapath, encaps=frozenset(hello.encaps)
+        )
+        try:
+            await asyncio.to_thread(self.store.record_host_reports, [report])
+        except Exception:
+            log.exception("saving what agent %s carries failed", host.name)
 
     async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
         log.warning("agent refused: %s", message)

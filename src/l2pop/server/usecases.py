@@ -84,6 +84,7 @@ def create_network(store: Store, req: NetworkCreate) -> Network:
                 arp_suppression=req.arp_suppression,
                 created_at=now(),
                 revision=0,
+                encap=req.encap,
             )
             return tx.insert_network(network)
 
@@ -104,6 +105,10 @@ def update_network(store: Store, network_id: str, req: NetworkUpdate) -> Network
         network = _network(tx, network_id)
         if req.vni is not None and req.vni != network.vni:
             raise InvalidField("vni", "cannot change; create a new network and move the ports")
+        if req.encap is not None and req.encap != network.encap:
+            raise Conflict(
+                "encap cannot change; create a new network and move the ports", field="encap"
+            )
         changed = replace(
             network,
             name=req.name if req.name is not None else network.name,
@@ -133,16 +138,31 @@ def _port(tx: WriteTx, port_id: str) -> Port:
     return port
 
 
-def _check_host(tx: WriteTx, host: str | None) -> None:
-    if host is not None and tx.get_host(host) is None:
+def _check_host(tx: WriteTx, host: str | None) -> Host | None:
+    """The registered host named ``host`` (None when ``host`` is None); 422 when unknown."""
+    if host is None:
+        return None
+    found = tx.get_host(host)
+    if found is None:
         raise InvalidField("host", f"no host named {host!r} is registered")
+    return found
+
+
+def _check_binding(tx: WriteTx, network: Network, host: str | None) -> None:
+    """Binding a port of ``network`` to ``host``: the host must be registered and, when its
+    agent announced what it carries, carry the network's encap (``Conflict`` otherwise). Runs
+    inside the write block, so the announcement and the bind are read and written under the
+    same lock."""
+    found = _check_host(tx, host)
+    if found is not None:
+        lifecycle.check_host_carries(found, network)
 
 
 def create_port(store: Store, req: PortCreate) -> Port:
     def attempt() -> Port:
         with store.write() as tx:
-            _network(tx, req.network_id)
-            _check_host(tx, req.host)
+            network = _network(tx, req.network_id)
+            _check_binding(tx, network, req.host)
             port = Port(
                 id=str(uuid.uuid4()),
                 network_id=req.network_id,
@@ -165,8 +185,10 @@ def update_port(store: Store, port_id: str, req: PortUpdate) -> Port:
     """Rename, re-address, re-MAC, bind, migrate or unbind a port.
 
     A fixed-IP change is one update (remote neighbour tables change in place, no
-    remove+add); a host change is a migration: the port becomes BUILD on the new host and
-    leaves every remote table until that host's agent reports it ACTIVE.
+    remove+add); binding to a host that announced it cannot carry the network's encap is
+    refused (409, ``lifecycle.check_host_carries``); a host change is a migration: the port
+    becomes BUILD on the new host and leaves every remote table until that host's agent
+    reports it ACTIVE.
     """
     with store.write() as tx:
         port = _port(tx, port_id)
@@ -179,7 +201,8 @@ def update_port(store: Store, port_id: str, req: PortUpdate) -> Port:
         if req.fixed_ips is not None:
             changed = replace(changed, fixed_ips=tuple(req.fixed_ips))
         if req.host_given():
-            _check_host(tx, req.host)
+            if req.host != port.host:
+                _check_binding(tx, _network(tx, port.network_id), req.host)
             status = lifecycle.status_after_binding(port, req.host)
             changed = replace(changed, host=req.host, status=status)
         if changed == port:

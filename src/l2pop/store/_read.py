@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
-from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
+from l2pop.model import ArpSuppression, Encap, Host, Network, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
 from l2pop.store.abc import Change, ChangeLogTruncated, iter_chunks
 from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports
@@ -44,6 +44,19 @@ def row_values(table: Table, obj: object, skip: tuple[str, ...] = ()) -> dict[st
     return values
 
 
+def encaps_text(encaps: Iterable[Encap] | None) -> str | None:
+    """How the hosts table stores announced encaps: sorted, comma-separated; None as NULL."""
+    return None if encaps is None else ",".join(sorted(e.value for e in encaps))
+
+
+def encaps_of(text: str | None) -> frozenset[Encap] | None:
+    """``encaps_text`` read back; values this version does not know are left out."""
+    if text is None:
+        return None
+    known = {e.value for e in Encap}
+    return frozenset(Encap(t) for t in text.split(",") if t in known)
+
+
 def network_of(row: Any) -> Network:
     return Network(
         id=row.id,
@@ -52,6 +65,7 @@ def network_of(row: Any) -> Network:
         arp_suppression=ArpSuppression(row.arp_suppression),
         created_at=row.created_at,
         revision=row.revision,
+        encap=Encap(row.encap),
     )
 
 
@@ -63,6 +77,8 @@ def host_of(row: Any) -> Host:
         last_seen=row.last_seen,
         applied_revision=row.applied_revision,
         applied_digest=row.applied_digest,
+        datapath=row.datapath,
+        encaps=encaps_of(row.encaps),
     )
 
 

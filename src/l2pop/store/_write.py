@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from l2pop.model import Conflict, Host, Network, NotFound, Port
-from l2pop.store._read import CHUNK, SqlReadTx, now, row_values, sorted_ips
+from l2pop.store._read import CHUNK, SqlReadTx, encaps_text, now, row_values, sorted_ips
 from l2pop.store.abc import ChangeKind, ChangeOp
 from l2pop.store.integrity import Deleting, constraint_name, domain_error
 from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports
@@ -243,7 +243,10 @@ class SqlWriteTx(SqlReadTx):
     def insert_host(self, host: Host, token_hash: str) -> Host:
         self._stamp()
         stored = replace(host, created_at=host.created_at or now())
-        values = row_values(hosts, stored) | {"token_hash": token_hash}
+        values = row_values(hosts, stored) | {
+            "token_hash": token_hash,
+            "encaps": encaps_text(stored.encaps),
+        }
         self._exec(insert(hosts).values(values), subject=stored)
         self._log("host", stored.name, "create", None)
         return stored

@@ -21,8 +21,9 @@ against each engine):
 * **References.** A port's ``network_id`` must exist, and its ``host``, when set, must be a
   registered host (``Conflict``/``NotFound`` otherwise). Deleting a network with ports raises
   ``Conflict``.
-* **Agent telemetry** (``last_seen``, ``applied_revision``, ``applied_digest``) is written by
-  ``record_host_report`` outside the revision: it describes agents, not the desired state.
+* **Agent telemetry** (``last_seen``, ``applied_revision``, ``applied_digest``, and the
+  ``datapath`` and ``encaps`` an agent announced in its hello) is written by
+  ``record_host_report(s)`` outside the revision: it describes agents, not the desired state.
 * **Commit notification** is a hook of the write block: ``subscribe(listener)`` is called
   with the new revision after each committed block that moved it (``server/feed.py`` turns
   it into the server's ``CommitFeed``).
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from l2pop.model import Host, Network, Port, PortStatus
+from l2pop.model import Encap, Host, Network, Port, PortStatus
 
 ChangeKind = Literal["network", "port", "host"]
 ChangeOp = Literal["create", "update", "delete"]
@@ -58,12 +59,16 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class HostReport:
-    """What an agent last said about itself (telemetry, outside the revision)."""
+    """What an agent last said about itself (telemetry, outside the revision). ``None``
+    leaves the stored value as it is; ``datapath`` and ``encaps`` come from a hello (the
+    datapath is written whenever ``encaps`` is given, so a hello that names none clears it)."""
 
     name: str
     last_seen: datetime
     applied_revision: int | None = None
     applied_digest: str | None = None
+    datapath: str | None = None
+    encaps: frozenset[Encap] | None = None
 
 
 class StoreUnavailable(Exception):

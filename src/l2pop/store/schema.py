@@ -81,6 +81,9 @@ networks = Table(
     Column("arp_suppression", String(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revision", BigInteger, nullable=False),
+    # added after the first release: a store made before it needs the column added
+    # (docs/adr/0017-network-encap.md gives the statement per engine)
+    Column("encap", String(8), nullable=False, server_default="vxlan"),
     PrimaryKeyConstraint("id", name="pk_networks"),
     UniqueConstraint("vni", name="uq_networks_vni"),
 )
@@ -95,6 +98,10 @@ hosts = Table(
     Column("last_seen", UtcDateTime, nullable=True),
     Column("applied_revision", BigInteger, nullable=True),
     Column("applied_digest", String(64), nullable=True),
+    # what the host's agent last announced (telemetry); NULL: no agent ever connected.
+    # ``encaps`` is the sorted, comma-separated list ("gre,vxlan")
+    Column("datapath", String(32), nullable=True),
+    Column("encaps", String(64), nullable=True),
     PrimaryKeyConstraint("name", name="pk_hosts"),
     UniqueConstraint("vtep_ip", name="uq_hosts_vtep_ip"),
     UniqueConstraint("token_hash", name="uq_hosts_token_hash"),

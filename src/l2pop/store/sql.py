@@ -31,7 +31,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from l2pop.model import NotFound
-from l2pop.store._read import SqlReadTx
+from l2pop.store._read import SqlReadTx, encaps_text
 from l2pop.store._write import SqlWriteTx
 from l2pop.store.abc import CommitListener, HostReport, StoreUnavailable
 from l2pop.store.engine import WRITE_OPTION, make_engine
@@ -162,8 +162,21 @@ class SqlStore:
             }
             for r in sorted(reports, key=lambda r: r.name)  # one lock order
         ]
+        # what a hello announced: the datapath and its encaps are written together
+        announced = [
+            {"b_name": r.name, "b_datapath": r.datapath, "b_encaps": encaps_text(r.encaps)}
+            for r in sorted(reports, key=lambda r: r.name)
+            if r.encaps is not None
+        ]
+        carries = (
+            update(hosts)
+            .where(hosts.c.name == bindparam("b_name"))
+            .values(datapath=bindparam("b_datapath"), encaps=bindparam("b_encaps"))
+        )
         with self._begin(write=True) as conn:
             conn.execute(stmt, rows)
+            if announced:
+                conn.execute(carries, announced)
 
     def prune_changes(self, before_revision: int) -> int:
         with self._begin(write=True) as conn:

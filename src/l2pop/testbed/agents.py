@@ -42,8 +42,11 @@ class AgentSwarm:
         name: str = "swarm",
         test_hooks: bool = True,
         heartbeat_interval: float | None = None,
+        encaps: Iterable[str] | None = None,
     ) -> None:
+        """``encaps``: what the swarm's memory datapaths carry (None: all there are)."""
         self.server_url = server_url
+        self.encaps = None if encaps is None else list(encaps)
         self.hosts = list(hosts)
         self.workdir = workdir
         self.name = name
@@ -64,6 +67,8 @@ class AgentSwarm:
             cmd.append("--test-hooks")
         if self.heartbeat_interval is not None:
             cmd += ["--heartbeat-interval", str(self.heartbeat_interval)]
+        if self.encaps is not None:
+            cmd += ["--encaps", ",".join(self.encaps)]
         return cmd
 
     def start(self, timeout: float = 20.0) -> AgentSwarm:

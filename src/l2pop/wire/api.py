@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
-from l2pop.model import ArpSuppression, Host, InvalidField, Network, Port, PortStatus
+from l2pop.model import ArpSuppression, Encap, Host, InvalidField, Network, Port, PortStatus
 from l2pop.model import validation as v
 
 
@@ -147,21 +147,30 @@ class _NetworkFields(Request):
             return None
         return ArpSuppression(_check(v.parse_arp_suppression, value, "arp_suppression"))
 
+    @field_validator("encap", mode="before", check_fields=False)
+    @classmethod
+    def _encap(cls, value: object) -> Encap | None:
+        return None if value is None else Encap(_check(v.parse_encap, value, "encap"))
+
 
 class NetworkCreate(_NetworkFields):
     name: Annotated[str, WithJsonSchema(NAME_SCHEMA)] = ""
     #: allocated (the next free one) when absent or null
     vni: Annotated[int | None, WithJsonSchema(_nullable(VNI_SCHEMA))] = None
     arp_suppression: ArpSuppression = ArpSuppression.NEIGH_SUPPRESS
+    #: how the network crosses the underlay (the VNI is the GRE key); fixed for its life
+    encap: Encap = Encap.VXLAN
 
 
 class NetworkUpdate(_NetworkFields):
-    """Only the fields present change; ``null`` leaves a field as it is. ``vni`` is accepted
-    only to say plainly it cannot change (422 unless it is the network's own)."""
+    """Only the fields present change; ``null`` leaves a field as it is. ``vni`` and
+    ``encap`` are accepted only to say plainly they cannot change (422 unless it is the
+    network's own value)."""
 
     name: Annotated[str | None, WithJsonSchema(_nullable(NAME_SCHEMA))] = None
     vni: Annotated[int | None, WithJsonSchema(_nullable(VNI_SCHEMA))] = None
     arp_suppression: ArpSuppression | None = None
+    encap: Encap | None = None
 
 
 class NetworkOut(Response):
@@ -171,6 +180,7 @@ class NetworkOut(Response):
     arp_suppression: ArpSuppression
     created_at: datetime
     revision: int
+    encap: Encap = Encap.VXLAN
 
     @classmethod
     def of(cls, network: Network) -> NetworkOut:
@@ -181,6 +191,7 @@ class NetworkOut(Response):
             arp_suppression=network.arp_suppression,
             created_at=network.created_at,
             revision=network.revision,
+            encap=network.encap,
         )
 
 
@@ -306,6 +317,10 @@ class HostOut(Response):
     created_at: datetime | None = None
     #: networks the connected agent fails to program (empty when none, or not connected)
     errors: list[HostError] = []
+    #: the datapath the host's agent last announced (null: never connected, or unknown)
+    datapath: str | None = None
+    #: the encapsulations it announced it carries, sorted (null: no agent ever connected)
+    encaps: list[Encap] | None = None
 
     @classmethod
     def of(cls, host: Host, *, connected: bool = False, in_sync: bool = False) -> HostOut:
@@ -317,6 +332,8 @@ class HostOut(Response):
             applied_revision=host.applied_revision,
             in_sync=in_sync,
             created_at=host.created_at,
+            datapath=host.datapath,
+            encaps=None if host.encaps is None else sorted(host.encaps),
         )
 
 
@@ -343,6 +360,7 @@ class NetworkFdb(Response):
     network_id: str
     vni: int
     arp_suppression: ArpSuppression
+    encap: Encap = Encap.VXLAN
     flood: list[str]
     fdb: list[FdbEntry]
     neigh: list[NeighEntry]

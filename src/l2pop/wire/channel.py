@@ -1,7 +1,8 @@
 """Messages of the agent channel (``l2pop.client.CHANNEL_PATH``, JSON text frames over a
 WebSocket).
 
-    agent -> server   hello    who I am (host, vtep_ip); the token rides in the upgrade
+    agent -> server   hello    who I am (host, vtep_ip) and what I carry (datapath, encaps);
+                               the token rides in the upgrade
                       ack      I have applied everything up to ``revision``; my tables hash to
                                ``digest``; ``errors`` names the networks I failed to program
                                (bounded). Also sent as the agent's heartbeat.
@@ -22,11 +23,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, PortStatus
+from l2pop.model import ArpSuppression, Encap, NetworkDelta, NetworkTables, PortStatus
 from l2pop.model.digests import DIGEST_PATTERN
 
 PROTOCOL_VERSION = 1
@@ -81,6 +82,8 @@ class NetworkTablesMsg(Message):
     flood: list[str] = []
     fdb: list[Pair] = []  # (mac, vtep)
     neigh: list[Pair] = []  # (ip, mac)
+    #: absent from servers older than the field: their networks are all VXLAN
+    encap: Encap = Encap.VXLAN
 
     @classmethod
     def of(cls, t: NetworkTables) -> NetworkTablesMsg:
@@ -92,6 +95,7 @@ class NetworkTablesMsg(Message):
             flood=sorted(t.flood),
             fdb=_pairs(t.fdb),
             neigh=_pairs(t.neigh),
+            encap=t.encap,
         )
 
     def tables(self) -> NetworkTables:
@@ -102,6 +106,7 @@ class NetworkTablesMsg(Message):
             frozenset(self.flood),
             dict(self.fdb),
             dict(self.neigh),
+            self.encap,
         )
 
 
@@ -116,6 +121,7 @@ class NetworkDeltaMsg(Message):
     fdb_remove: list[Pair] = []  # (mac, the vtep it must still point at)
     neigh_add: list[Pair] = []  # (ip, mac)
     neigh_remove: list[Pair] = []  # (ip, the mac it must still resolve to)
+    encap: Encap = Encap.VXLAN
 
     @classmethod
     def of(cls, d: NetworkDelta) -> NetworkDeltaMsg:
@@ -130,6 +136,7 @@ class NetworkDeltaMsg(Message):
             fdb_remove=_pairs(d.fdb_remove),
             neigh_add=_pairs(d.neigh_add),
             neigh_remove=_pairs(d.neigh_remove),
+            encap=d.encap,
         )
 
     def delta(self) -> NetworkDelta:
@@ -144,6 +151,7 @@ class NetworkDeltaMsg(Message):
             fdb_remove=dict(self.fdb_remove),
             neigh_add=dict(self.neigh_add),
             neigh_remove=dict(self.neigh_remove),
+            encap=self.encap,
         )
 
 
@@ -161,11 +169,36 @@ class LocalPort(Message):
 # -- agent -> server --------------------------------------------------------------------
 
 
+DATAPATH_NAME_MAX = 32
+ENCAPS_MAX = 8
+
+
+def _vxlan_only() -> list[Encap]:
+    return [Encap.VXLAN]
+
+
 class Hello(Message):
+    """The agent's first message. ``datapath`` and ``encaps`` say what it carries; both are
+    optional within protocol 1, and their defaults (datapath unknown, VXLAN only) describe an
+    agent older than them, which could only carry VXLAN (docs/adr/0017-network-encap.md)."""
+
     type: Literal["hello"] = "hello"
     host: str = Field(max_length=HOST_NAME_MAX)
     vtep_ip: str = Field(max_length=ADDRESS_TEXT_MAX)
     version: int = Field(default=PROTOCOL_VERSION, ge=0, le=2**31 - 1)
+    #: the agent's datapath (``Datapath.name``); None: not said
+    datapath: str | None = Field(default=None, max_length=DATAPATH_NAME_MAX)
+    #: the encapsulations the datapath carries (``Datapath.encaps``); values this side does
+    #: not know (a newer agent's) are dropped, since no network here can have them
+    encaps: list[Encap] = Field(default_factory=_vxlan_only, max_length=ENCAPS_MAX)
+
+    @field_validator("encaps", mode="before")
+    @classmethod
+    def _known_encaps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            known = {e.value for e in Encap}
+            return [e for e in value if not isinstance(e, str) or e in known]
+        return value
 
 
 #: bounds of the errors an ack may carry; the server refuses an ack beyond them as malformed
