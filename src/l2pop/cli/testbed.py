@@ -2,8 +2,9 @@
 
 Only namespaces named with a testbed run prefix (``l2p`` + 4 hex + ``-ul|-hN|-vN``) or the
 datapath tests' throwaway pattern (``l2p...-PID-HEX``), root devices carrying a run prefix,
-and the server process a dead run recorded are touched, each by name or pid. Runs whose
-owner process is still alive are skipped unless ``--force``.
+the server process and the Open vSwitch daemons (by pid file) a dead run recorded are
+touched, each by name or pid. Runs whose owner process is still alive are skipped unless
+``--force``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Remove what testbed runs left behind, this project's only: namespaces named "
             "l2pXXXX-ul/-hN/-vN (a run prefix) or l2p...-PID-HEX (the datapath tests' "
             "throwaway namespaces), root devices carrying a run prefix, and the server "
-            "process a dead run recorded; each by name or pid. Runs whose owner process is "
-            "alive are skipped unless --force."
+            "process and Open vSwitch daemons a dead run recorded; each by name or pid. "
+            "Runs whose owner process is alive are skipped unless --force."
         ),
     )
     c.add_argument(
@@ -54,6 +55,8 @@ def _clean(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removing"
     for pid in found.servers:
         print(f"{verb} server process {pid}")
+    for pid in found.daemons:
+        print(f"{verb} Open vSwitch daemon {pid}")
     for name in found.netns:
         print(f"{verb} namespace {name}")
     for name in found.devices:

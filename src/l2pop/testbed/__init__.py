@@ -13,5 +13,7 @@ One job per module:
 * ``iproute``, ``relay``, ``capture``, ``tables``: iproute2 commands, the TCP relay,
   counting underlay packets, reading kernel tables back;
 * ``process``, ``agents``, ``faults``, ``postgres``: a server process, agent-swarm
-  processes and their fault hooks, a throwaway PostgreSQL.
+  processes and their fault hooks, a throwaway PostgreSQL;
+* ``ovs``: a private Open vSwitch (ovsdb-server + ovs-vswitchd) inside a host namespace,
+  and a host's underlay on an OVS bridge.
 """

@@ -1,9 +1,12 @@
 """Run records and the clean-up of runs that are over (``l2pop testbed clean``).
 
-A run records itself in ``STATE_DIR/<prefix>.json`` (owner pid, server pid) so that
-``l2pop testbed clean`` removes only leftovers of runs whose owner is gone: namespaces with
-a run prefix or the throwaway pattern, root devices carrying a run prefix, and the server a
-dead run recorded, each by name or pid. Nothing outside those patterns is looked at.
+A run records itself in ``STATE_DIR/<prefix>.json`` (owner pid, server pid, the pid files
+of its Open vSwitch daemons) so that ``l2pop testbed clean`` removes only leftovers of runs
+whose owner is gone: namespaces with a run prefix or the throwaway pattern, root devices
+carrying a run prefix, the server a dead run recorded, and the ovsdb-server/ovs-vswitchd
+processes named by its pid files, each by name or pid. Nothing outside those patterns is
+looked at. (Deleting a run's host namespace kills what runs in it too; the pid files also
+catch a daemon whose namespace is already gone.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class RunRecord:
     prefix: str
     owner_pid: int
     server_pid: int | None = None
+    pidfiles: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     @property
@@ -69,16 +73,27 @@ def _is_our_server(pid: int) -> bool:
     return b"l2pop" in cmdline and b"server" in cmdline
 
 
+def _recorded_daemon(pidfile: str) -> int | None:
+    """The pid in ``pidfile`` if it still is an OVS daemon (guards against pid reuse)."""
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm in ("ovsdb-server", "ovs-vswitchd") else None
+
+
 @dataclass
 class Leftovers:
     netns: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
     servers: list[int] = field(default_factory=list)
+    daemons: list[int] = field(default_factory=list)  # OVS daemons named by pid files
     records: list[RunRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # runs whose owner is alive
 
     def empty(self) -> bool:
-        return not (self.netns or self.devices or self.servers or self.records)
+        return not (self.netns or self.devices or self.servers or self.daemons or self.records)
 
 
 def find_leftovers(*, force: bool = False) -> Leftovers:
@@ -112,12 +127,16 @@ def find_leftovers(*, force: bool = False) -> Leftovers:
         out.records.append(record)
         if record.server_pid and pid_alive(record.server_pid) and _is_our_server(record.server_pid):
             out.servers.append(record.server_pid)
+        for pidfile in record.pidfiles:
+            pid = _recorded_daemon(pidfile)
+            if pid is not None:
+                out.daemons.append(pid)
     return out
 
 
 def clean(leftovers: Leftovers) -> None:
     """Remove ``leftovers`` (from ``find_leftovers``), each by name or pid."""
-    for pid in leftovers.servers:
+    for pid in (*leftovers.servers, *leftovers.daemons):
         kill_pid(pid)
     for name in leftovers.netns:
         delete_netns(name)

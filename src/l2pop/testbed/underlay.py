@@ -158,6 +158,12 @@ class Underlay:
             self._record.server_pid = pid
             self._record.save()
 
+    def note_pidfiles(self, paths: list[str]) -> None:
+        """Record daemons' pid files (an ``OvsInstance``'s), for ``l2pop testbed clean``."""
+        if self._record is not None:
+            self._record.pidfiles.extend(p for p in paths if p not in self._record.pidfiles)
+            self._record.save()
+
     def capture(self, path: Path) -> Capture:
         """VXLAN packets crossing the underlay bridge, to ``path`` (a context manager)."""
         cap = Capture(self.netns, UNDERLAY_BRIDGE, path)
