@@ -3,7 +3,7 @@
 A real ``l2pop server`` process (SQLite file or a throwaway PostgreSQL), one real agent
 process per host (memory datapath, each with its control endpoint) and client worker threads
 (``chaos_clients``) that drive random writes, deliberate conflicts included, for
-``duration`` seconds. Meanwhile a killer ``kill -9``s, by pid, at seeded random intervals:
+``duration`` seconds. Meanwhile a killer ``kill -9``s, by pid, at reproducible random intervals:
 the server (restarted on the same port and database), an agent (restarted), and on
 PostgreSQL the postmaster (restarted on the same data directory; the server either survives
 the outage or is restarted, and the result says which). After each kill it measures the
@@ -161,7 +161,7 @@ def _pid_gone(pid: int, timeout: float = 15.0) -> None:
 
 
 class Killer(threading.Thread):
-    """``kill -9`` a random target at seeded random intervals; restart it; measure."""
+    """``kill -9`` a random target at reproducible random intervals; restart it; measure."""
 
     def __init__(self, bed: Bed, rng: random.Random, stop: threading.Event, t0: float) -> None:
         super().__init__(name="chaos-killer", daemon=True)

@@ -21,7 +21,7 @@ INTRO = (
     "create port with and without a host, bind, migrate, unbind, change IPs and MAC, rename, "
     "delete) and deliberate conflicts (duplicate MAC or IP in a network, duplicate VNI, "
     "delete of a network with ports, MAC change of an ACTIVE port), each client on its own "
-    "objects so its expected state is known. A killer `kill -9`s, by pid, at seeded random "
+    "objects so its expected state is known. A killer `kill -9`s, by pid, at reproducible random "
     "intervals, the server, an agent or (PostgreSQL) the postmaster, and restarts it. Each "
     "write is acknowledged (2xx: must be in the store), refused (4xx: must leave nothing) "
     "or indeterminate (connection lost, timeout, 5xx: read back, must be its before or after "

@@ -1,14 +1,14 @@
 """REST API under load: many concurrent clients, mostly reads, and a liveness probe beside them.
 
 What an operator's automation does to the controller: a real ``l2pop server`` process on a
-store seeded through the API (hosts, networks, ports), then ``clients`` concurrent
+store filled through the API (hosts, networks, ports), then ``clients`` concurrent
 closed-loop clients for ``duration`` seconds, each sending its next request as soon as the
 last one answered. The mix is 90 % reads (one port, one network's ports, every port, hosts,
 networks, one host's FDB) and 10 % writes (rename, re-address). Beside them a probe asks
 ``/healthz`` every 100 ms, as a load balancer or kubelet would with a 1 s timeout.
 
 Every request goes through ``l2pop.client`` (``AsyncClient`` for the load, ``Client`` for
-the seed and the probe), so a latency is what a caller of the typed client waits: the
+filling the store and the probe), so a latency is what a caller of the typed client waits: the
 request, and decoding the answer into its ``l2pop.wire`` models. "Every port" is the first
 page (``FIRST_PAGE`` ports, the server's default page), one request like the other kinds.
 
@@ -57,7 +57,7 @@ MIX = (
 )
 
 
-def seed(api: Client, hosts: int, networks: int, ports: int) -> dict[str, Any]:
+def populate(api: Client, hosts: int, networks: int, ports: int) -> dict[str, Any]:
     """Hosts, networks and ports through the API; returns their ids."""
     names = [f"h{i}" for i in range(hosts)]
     for i, name in enumerate(names):
@@ -210,10 +210,10 @@ def run(
     ports: int = 2000,
     db_url: str | None = None,
     server_src: str | None = None,
-    seed_value: int = 1,
+    rng_seed: int = 1,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
-    """Seed a fresh server, drive the load, return the figures (see the module docstring).
+    """Fill a fresh server, drive the load, return the figures (see the module docstring).
 
     ``db_url``: an empty database (default: a SQLite file in a temporary directory).
     ``server_src``: run the server from another source tree (``PYTHONPATH``), to measure an
@@ -233,11 +233,11 @@ def run(
                 if saved is not None:
                     os.environ["PYTHONPATH"] = saved
         try:
-            progress(f"seeding {hosts} hosts, {networks} networks, {ports} ports")
+            progress(f"filling the store: {hosts} hosts, {networks} networks, {ports} ports")
             with Client(server.url, ADMIN, verify=server.verify) as api:
-                ids = seed(api, hosts, networks, ports)
+                ids = populate(api, hosts, networks, ports)
             progress(f"{clients} clients for {duration:g} s")
-            load = Load(server.url, ids, random.Random(seed_value))
+            load = Load(server.url, ids, random.Random(rng_seed))
             elapsed = asyncio.run(load.run(clients, duration))
         finally:
             server.stop()
@@ -269,7 +269,7 @@ def section(bench_dir: Path) -> str:
     lines = [
         "## REST API under load: 200 clients, and a liveness probe beside them",
         "",
-        "A real server on a store seeded through the API (20 hosts, 40 networks, 2,000 "
+        "A real server on a store filled through the API (20 hosts, 40 networks, 2,000 "
         "ports); closed-loop clients, each sending its next request when the last one "
         "answered: 90 % reads (one port, a network's ports, all ports, hosts, networks, a "
         "host's FDB), 10 % writes (rename, re-address). A probe in a process of its own asks "

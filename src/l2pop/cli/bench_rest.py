@@ -13,14 +13,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "rest",
         help="the REST API under N concurrent clients (90 % reads), with a liveness probe",
         description=(
-            "A real server on a store seeded through the API; N closed-loop clients for S "
+            "A real server on a store filled through the API; N closed-loop clients for S "
             "seconds and a /healthz probe in a process of its own. Prints requests/s, "
             "latency per kind, and the probe's latency."
         ),
     )
     r.add_argument("--clients", type=_positive, default=200, help="concurrent clients (200)")
     r.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds (30)")
-    r.add_argument("--ports", type=_positive, default=2000, help="ports seeded (2000)")
+    r.add_argument(
+        "--ports", type=_positive, default=2000, help="ports created before the load (2000)"
+    )
     r.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     r.add_argument(
         "--baseline-src",
