@@ -13,13 +13,16 @@ strings are written in the common subset of Python and ECMA-262 regular expressi
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 import secrets
-from typing import Final
+from typing import Final, TypeVar
 
 from l2pop.model.errors import InvalidField
 from l2pop.model.types import VNI_MAX, VNI_MIN, ArpSuppression, Encap
+
+Choice = TypeVar("Choice", bound=enum.StrEnum)
 
 __all__ = [
     "ARP_SUPPRESSION_MAX_LENGTH",
@@ -255,22 +258,21 @@ def parse_uuid(value: object, field: str) -> str:
     return text.lower()
 
 
-def parse_arp_suppression(value: object, field: str = "arp_suppression") -> ArpSuppression:
-    allowed = ", ".join(m.value for m in ArpSuppression)
-    if not isinstance(value, str) or len(value) > ARP_SUPPRESSION_MAX_LENGTH:
+def _choice(kind: type[Choice], value: object, field: str, max_length: int) -> Choice:
+    """One member of the string enum ``kind``, spelt exactly as its value."""
+    allowed = ", ".join(m.value for m in kind)
+    if not isinstance(value, str) or len(value) > max_length:
         raise InvalidField(field, f"must be one of {allowed}")
     try:
-        return ArpSuppression(value)
+        return kind(value)
     except ValueError:
         raise InvalidField(field, f"must be one of {allowed}") from None
+
+
+def parse_arp_suppression(value: object, field: str = "arp_suppression") -> ArpSuppression:
+    return _choice(ArpSuppression, value, field, ARP_SUPPRESSION_MAX_LENGTH)
 
 
 def parse_encap(value: object, field: str = "encap") -> Encap:
     """A network's encapsulation: ``vxlan`` or ``gre`` (lower case, nothing else)."""
-    allowed = ", ".join(m.value for m in Encap)
-    if not isinstance(value, str) or len(value) > ENCAP_MAX_LENGTH:
-        raise InvalidField(field, f"must be one of {allowed}")
-    try:
-        return Encap(value)
-    except ValueError:
-        raise InvalidField(field, f"must be one of {allowed}") from None
+    return _choice(Encap, value, field, ENCAP_MAX_LENGTH)
