@@ -8,8 +8,6 @@ Used by the integration tests (kill -9, restart), the scale benchmark and the si
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from l2pop.testbed.netns import ChildProcess
 from l2pop.testbed.process import free_port
 
 
@@ -30,7 +29,7 @@ class HostCredentials:
     token: str
 
 
-class AgentSwarm:
+class AgentSwarm(ChildProcess):
     """One ``l2pop agent-swarm`` process running an agent per host in ``hosts``."""
 
     def __init__(
@@ -85,28 +84,8 @@ class AgentSwarm:
                 time.sleep(0.05)
         raise TimeoutError(f"{self.name} control endpoint not up after {timeout}s")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """``kill -9`` by the pid we started."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.stop_child(10.0)
         self.http.close()
 
     # -- control endpoint -----------------------------------------------------------------

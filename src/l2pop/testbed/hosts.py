@@ -16,7 +16,6 @@ read-back.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from abc import ABC, abstractmethod
@@ -63,7 +62,7 @@ class HostKind(ABC):
 # -- Linux hosts -------------------------------------------------------------------------
 
 
-class AgentProcess:
+class AgentProcess(netns.ChildProcess):
     """``l2pop agent --datapath linux`` inside a host's namespace; the pid is the agent's
     own (``ip netns exec`` execs it), so ``kill()`` is a real ``kill -9``."""
 
@@ -85,24 +84,8 @@ class AgentProcess:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """``kill -9`` by pid: no shutdown code runs, the kernel keeps its state."""
-        if self.alive:
-            assert self.proc is not None
-            netns.kill_pid(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
     def stop(self) -> None:
-        netns.stop_process(self.proc)
+        self.stop_child()
 
 
 class LinuxHost(HostKind):

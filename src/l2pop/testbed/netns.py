@@ -134,6 +134,33 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> 
             proc.wait()
 
 
+class ChildProcess:
+    """A process this run started (``proc``), signalled only by its own pid.
+
+    ``kill()`` is a real ``kill -9`` (no shutdown code runs, as in a crash) and reaps it;
+    ``stop_child()`` is ``stop_process``. Both do nothing once the process has exited.
+    """
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.alive:
+            kill_pid(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop_child(self, timeout: float = 5.0) -> None:
+        stop_process(self.proc, timeout)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -6,7 +6,6 @@ Processes are stopped by the pid we started, never by name, and always reaped.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from l2pop.client import Client
+from l2pop.testbed.netns import ChildProcess
 from l2pop.tlsconfig import client_context
 
 
@@ -26,7 +26,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """``l2pop server`` as a child process on a free loopback port.
 
     >>> with ServerProcess(db_url, admin_token="t") as server:
@@ -91,29 +91,12 @@ class ServerProcess:
             time.sleep(0.05)
         raise TimeoutError(f"server at {self.url} not healthy after {timeout}s")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown handlers run, as in a crash."""
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
     def restart(self, timeout: float = 20.0) -> ServerProcess:
         """Start again on the same port and database (after ``kill`` or ``stop``)."""
         return self.start(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.stop_child(timeout)
 
     def client(self, token: str | None = None) -> httpx.Client:
         """A raw ``httpx.Client`` on the server (for tests that send deliberate requests)."""
