@@ -229,9 +229,18 @@ def report_port_status(store: Store, port_id: str, host: str, status: PortStatus
 # -- hosts ------------------------------------------------------------------------------
 
 
+def new_token() -> str:
+    """A fresh agent token: 256 random bits, URL-safe, and never starting with ``-``, so
+    ``l2pop agent --token TOKEN`` (the command ``host create`` prints) always parses."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
+
+
 def create_host(store: Store, req: HostCreate) -> tuple[Host, str]:
     """Register a host; returns it with its agent token, which is never stored in clear."""
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     with store.write() as tx:
         host = tx.insert_host(
             Host(name=req.name, vtep_ip=req.vtep_ip, created_at=now()), hash_token(token)

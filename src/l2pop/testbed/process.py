@@ -61,7 +61,7 @@ class ServerProcess(ChildProcess):
         cmd = [sys.executable, "-m", "l2pop", "server", "--db", self.db_url]
         cmd += ["--listen", f"{self.listen_host}:{self.port}", *self.extra_args]
         if self.admin_token:
-            cmd += ["--admin-token", self.admin_token]
+            cmd.append(f"--admin-token={self.admin_token}")  # a token may start with "-"
         if self.tls:
             cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         return cmd
