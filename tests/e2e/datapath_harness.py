@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,11 +128,80 @@ class LinuxRig(Rig):
         return found[0] if found else None
 
 
+class OvsRig(Rig):
+    """The ovs datapath on a private Open vSwitch (userspace datapath) in a throwaway
+    namespace; a port's device is the host end ``tap...`` of a veth pair, as a hypervisor
+    would make it (the datapath puts it on its bridge)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        need_root()
+        from l2pop.testbed import ovs
+
+        if not ovs.available():
+            pytest.skip(f"Open vSwitch missing: {', '.join(ovs.missing())}")
+        from l2pop.datapath.ovs import OvsDatapath
+
+        netns = stack.enter_context(iproute.throwaway(RUN_PREFIX))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="l2pt-ovs-")))
+        self.ovs = stack.enter_context(ovs.OvsInstance(netns, workdir))
+        datapath = OvsDatapath(
+            VTEP,
+            db=f"unix:{self.ovs.db_sock}",
+            rundir=str(workdir),
+            datapath_type="netdev",
+            netns=netns,
+        )
+        stack.callback(datapath.close)
+        super().__init__(datapath, netns)
+        self.tap_name = datapath.tap_name
+        self.bridge = datapath.bridge
+
+    def plug(self, port_id: str) -> None:
+        tap = self.tap_name(port_id)
+        assert self.netns is not None
+        if ip(self.netns, "link", "show", "dev", tap, check=False):
+            return
+        peer = "vp" + tap[3:]
+        ip(self.netns, "link", "add", tap, "type", "veth", "peer", "name", peer)
+        ip(self.netns, "link", "set", peer, "up")
+
+    def unplug(self, port_id: str) -> None:
+        tap = self.tap_name(port_id)
+        assert self.netns is not None
+        if ip(self.netns, "link", "show", "dev", tap, check=False):
+            ip(self.netns, "link", "del", "dev", tap)
+
+    def wired_to(self, port_id: str) -> str | None:
+        """The network whose classify flow takes the port's traffic in, while its device is
+        on the bridge with an ofport and exists."""
+        tap = self.tap_name(port_id)
+        assert self.netns is not None
+        if not ip(self.netns, "link", "show", "dev", tap, check=False):
+            return None
+        ports = self.ovs.vsctl("list-ports", self.bridge).split()
+        if tap not in ports:
+            return None
+        ofport = int(self.ovs.vsctl("get", "interface", tap, "ofport").strip())
+        if ofport <= 0:
+            return None
+        flows = self.ovs.ofctl(self.bridge, "dump-flows", f"table=0,in_port={ofport}")
+        found = re.search(r"set_field:0x([0-9a-f]+)->metadata", flows) or re.search(
+            r"load:0x([0-9a-f]+)->OXM_OF_METADATA", flows
+        )
+        if found is None:
+            return None
+        vni = int(found.group(1), 16)
+        ids = self.ovs.vsctl("get", "bridge", self.bridge, "external_ids")
+        named = re.search(rf'"?l2pop-net-{vni}"?="?([^",}}]+)"?', ids)
+        return named.group(1) if named else None
+
+
 #: every ``Datapath`` implementation: the contract suite's fixture parameters, each a
 #: ``Rig`` class called with the ExitStack that tears it down
 IMPLEMENTATIONS = [
     pytest.param(MemoryRig, id="memory"),
     pytest.param(LinuxRig, id="linux", marks=pytest.mark.root),
+    pytest.param(OvsRig, id="ovs", marks=pytest.mark.root),
 ]
 
 

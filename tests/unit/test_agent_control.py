@@ -41,6 +41,8 @@ class NoPlugging:
         self.apply = self._memory.apply
         self.plugged = self._memory.plugged
         self.wire = self._memory.wire
+        self.unwire = self._memory.unwire
+        self.state_lost = self._memory.state_lost
         self.set_port_listener = self._memory.set_port_listener
         self.close = self._memory.close
 

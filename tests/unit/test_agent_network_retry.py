@@ -46,11 +46,11 @@ class FailingDatapath(MemoryDatapath):
                 )
         super().apply(deltas)
 
-    def wire(self, port_id: str, network_id: str) -> None:
+    def wire(self, port_id: str, network_id: str, mac: str | None = None) -> None:
         held = self.tables.get(network_id)
         if held is None or held.vni in self.broken:
             raise DatapathError(f"network {network_id} is not programmed on this host")
-        super().wire(port_id, network_id)
+        super().wire(port_id, network_id, mac)
 
 
 class Clock:

@@ -313,7 +313,10 @@ class Reconciler:
         the next sync is then FULL, so a half-applied plan is repaired by mark and sweep, and
         the caller retries with rate-limited backoff.
         """
+        lost = self.datapath.state_lost()
         with self._lock:
+            if lost:
+                self._full = True  # the datapath lost what it held: reconcile everything
             if self.revision == NO_REVISION:
                 # No snapshot yet (agent restart): the kernel's tables are all we know, and
                 # sweeping them against an empty desired state would cut every VM off.
@@ -475,18 +478,20 @@ class Reconciler:
             if port.network_id in unwired:
                 continue  # that network failed already: it is retried as a whole
             try:
-                self.datapath.wire(port.id, port.network_id)
+                self.datapath.wire(port.id, port.network_id, port.mac)
             except Exception as exc:
                 unwired[port.network_id] = (f"port {port.id}", _describe(exc, ())[1])
             else:
                 wired.append(port)
         reports: list[tuple[str, PortStatus]] = []
+        gone: list[str] = []
         with self._lock:
             for port in wired:
                 self._wired[port.id] = port.network_id
             for port_id in list(self._wired):
-                if port_id not in plugged:
+                if port_id not in plugged:  # device gone, or port unbound from this host
                     del self._wired[port_id]
+                    gone.append(port_id)
             for port_id, port in ports.items():
                 if port_id not in self.ports:
                     continue  # removed while we were working
@@ -500,4 +505,6 @@ class Reconciler:
                 if want != believed:
                     self._reported[port_id] = want
                     reports.append((port_id, want))
+        for port_id in gone:
+            self.datapath.unwire(port_id)  # its flows go (ovs); its tap leaves the bridge
         return reports, unwired

@@ -13,6 +13,7 @@ import socket
 from collections import defaultdict
 from dataclasses import dataclass
 
+from l2pop.datapath import _links
 from l2pop.datapath import _netlink as nl
 from l2pop.datapath.abc import DatapathError
 from l2pop.model import ArpSuppression
@@ -75,23 +76,10 @@ class Devices:
 
     def links(self) -> list[nl.Link]:
         """Every link of the namespace (one dump, statistics left out)."""
-        parser = nl.LinkParser()
-        self.sock.dump(nl.RTM_GETLINK, nl.link_dump_request(), parser)
-        return parser.links
+        return _links.dump_links(self.sock)
 
     def link_by_name(self, name: str) -> nl.Link | None:
-        ext = nl.nla_u32(nl.IFLA_EXT_MASK, nl.RTEXT_FILTER_SKIP_STATS)
-        request = nl.link_request(0, 0, 0, nl.nla_str(nl.IFLA_IFNAME, name), ext)
-        try:
-            replies = self.sock.request(nl.RTM_GETLINK, 0, request)
-        except nl.NetlinkError as exc:
-            if exc.errno == errno.ENODEV:
-                return None
-            raise
-        for msg in replies:
-            if nl.HDR3.unpack_from(msg)[1] == nl.RTM_NEWLINK:
-                return nl.parse_link(msg, 0, len(msg))
-        return None
+        return _links.link_by_name(self.sock, name)
 
     def vni_of(self, link: nl.Link) -> int | None:
         """The VNI in the name of one of our devices, or None for any other device."""

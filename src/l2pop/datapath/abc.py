@@ -19,9 +19,9 @@ Tables:
   removed only while it still points at the VTEP named in the delta, a neighbour entry only
   while it still resolves to the MAC named. Adding an entry that exists is not an error.
   Entries not named in a delta are never touched: nothing blinks.
-* Encapsulations: ``encaps`` is what the datapath can carry (linux: VXLAN only; memory:
-  VXLAN and GRE unless made with fewer). The agent announces it in its hello and never hands
-  the datapath a network whose ``encap`` is not in it (it reports such a network as failing
+* Encapsulations: ``encaps`` is what the datapath can carry (linux: VXLAN only; ovs and
+  memory: VXLAN and GRE, memory unless made with fewer). The agent announces it in its hello
+  and never hands the datapath a network whose ``encap`` is not in it (it reports such a network as failing
   instead); ``apply`` refuses one with ``DatapathError`` naming ``"encap E"`` all the same.
   ``dump`` reports each network's encap as programmed.
 * Reconciling is the agent's job (``diff_state(dump(), desired)`` then ``apply``), so a
@@ -31,11 +31,16 @@ Local ports (a VM's device on this host; linux: ``tap`` + the first 11 character
 port id):
 
 * ``plugged(port_ids)`` is the subset whose device is present now.
-* ``wire(port_id, network_id)`` attaches a present device to the network's bridge and sets
-  it up. Idempotent; wiring a port already on another network's bridge moves it. A port whose
-  device is absent is left alone, without error and whatever the network (the listener
-  reports the device when it comes). Otherwise a network that is not programmed here (absent
-  or damaged in ``dump``) raises ``DatapathError`` naming ``"port ID"``.
+* ``wire(port_id, network_id, mac)`` attaches a present device to the network's bridge and
+  sets it up. ``mac`` is the VM's MAC: a datapath that learns nothing (ovs) delivers frames
+  for it to this port by it (None: broadcasts only). Idempotent; wiring a port already on
+  another network's bridge moves it. A port whose device is absent is left alone, without
+  error and whatever the network (the listener reports the device when it comes). Otherwise
+  a network that is not programmed here (absent or damaged in ``dump``) raises
+  ``DatapathError`` naming ``"port ID"``.
+* ``unwire(port_id)`` detaches the port's device from its network (the port was unbound
+  from this host, or its device went): no traffic of the network reaches it or comes from
+  it any more. Idempotent; a device that is absent or was never wired: nothing.
 * A wired port stays wired through every ``apply`` on its network (entries, mode switch,
   rebuild of damaged devices) except ``leave``, which unwires it; its device stays plugged.
 * Plugging, wiring and unplugging never change what ``dump`` shows: ports are not entries.
@@ -43,6 +48,9 @@ port id):
   port's device appears, changes or goes, so the agent reports ACTIVE/DOWN without polling.
   It may be called when nothing the agent cares about changed; it says nothing about what
   changed (the agent asks ``plugged``).
+* ``state_lost()`` says (once) that programmed state may have been lost behind the agent's
+  back since the last call (ovs: ovs-vswitchd restarted, and its flows live in its memory
+  only); the agent's next sync is then FULL. The datapath also calls the port listener then.
 * ``PortPlugging`` (optional, found with ``port_plugging``): a datapath that can make a port's
   device itself (a simulation) exposes ``plug``/``unplug``; the agent's control endpoint
   offers them only then. A real host's devices belong to its hypervisor, so linux has none.
@@ -101,9 +109,17 @@ class Datapath(Protocol):
         """The subset of ``port_ids`` whose local device is present."""
         ...
 
-    def wire(self, port_id: str, network_id: str) -> None:
+    def wire(self, port_id: str, network_id: str, mac: str | None = None) -> None:
         """Attach the port's device, when present, to the network's bridge and set it up
         (idempotent); ``DatapathError`` when the network is not programmed here."""
+        ...
+
+    def unwire(self, port_id: str) -> None:
+        """Detach the port's device from its network (idempotent)."""
+        ...
+
+    def state_lost(self) -> bool:
+        """Whether programmed state may have been lost since the last call (clears it)."""
         ...
 
     def set_port_listener(self, listener: Callable[[], None]) -> None:

@@ -62,7 +62,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +69,7 @@ from collections.abc import Callable, Iterable, Sequence
 from l2pop.datapath import _netlink as nl
 from l2pop.datapath import _netns
 from l2pop.datapath._devices import NS, OFF, PROXY, Devices, Net
+from l2pop.datapath._links import LinkWatcher
 from l2pop.datapath.abc import DatapathError, refuse_encap
 from l2pop.model import ArpSuppression, Encap, NetworkDelta, NetworkTables
 
@@ -115,9 +115,7 @@ class LinuxDatapath:
         self._stale = True  # the cache above must be re-read before it is trusted
         self._vteps: dict[str, bytes] = {}
         self._listener: Callable[[], None] | None = None
-        self._thread: threading.Thread | None = None
-        self._monitor: nl.RtnlSocket | None = None
-        self._wake: tuple[int, int] | None = None
+        self._watcher: LinkWatcher | None = None
         prefixes = (bridge_prefix, vxlan_prefix, tap_prefix)
         self._netns_fd = _netns.open_netns(netns)
         try:
@@ -187,7 +185,7 @@ class LinuxDatapath:
             names = {link.name for link in self._dev.links()}
         return {p for p in port_ids if self.tap_name(p) in names}
 
-    def wire(self, port_id: str, network_id: str) -> None:
+    def wire(self, port_id: str, network_id: str, mac: str | None = None) -> None:
         """Enslave the port's tap to the network's bridge and set it up (idempotent). A tap
         that is gone is left alone (the listener reports it); a network that is not
         programmed (or damaged) raises."""
@@ -205,35 +203,36 @@ class LinuxDatapath:
                 return
             self._dev.enslave(tap.index, net.bridge)
 
+    def unwire(self, port_id: str) -> None:
+        """Release the port's tap from whichever of our bridges holds it (idempotent). The
+        bridge learns the VM's MAC itself, so ``wire`` has no use for ``mac``."""
+        with self._lock:
+            tap = self._dev.link_by_name(self.tap_name(port_id))
+            if tap is None or not tap.master:
+                return
+            nets = self._nets if not self._stale else self._scan()[0]
+            if any(net.bridge == tap.master for net in nets.values()):
+                self._dev.enslave(tap.index, 0)
+
+    def state_lost(self) -> bool:
+        """Never: the kernel keeps its tables (a damaged device is found by ``dump``)."""
+        return False
+
     def set_port_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (from a background thread) whenever a tap device appears,
         changes or goes. Starts the watching thread on first use; ``close`` stops it."""
         with self._lock:
             self._listener = listener
-            if self._thread is not None:
-                return
-            with _netns.entered(self._netns_fd):
-                self._monitor = nl.RtnlSocket(groups=nl.RTMGRP_LINK)
-            self._wake = os.pipe()
-            self._thread = threading.Thread(target=self._watch, name="l2pop-links", daemon=True)
-            self._thread.start()
+            if self._watcher is None:
+                self._watcher = LinkWatcher(self._netns_fd, self._on_links)
 
     def close(self) -> None:
         """Stop the listener thread and close the sockets; the kernel state stays."""
         with self._lock:
-            thread, wake = self._thread, self._wake
-            self._thread = None
-        if thread is not None and wake is not None:
-            os.write(wake[1], b"x")
-            thread.join(timeout=5)
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
         with self._lock:
-            if self._monitor is not None:
-                self._monitor.close()
-                self._monitor = None
-            if self._wake is not None:
-                for fd in self._wake:
-                    os.close(fd)
-                self._wake = None
             if self._netns_fd >= 0:
                 self._sock.close()
                 os.close(self._netns_fd)
@@ -483,36 +482,13 @@ class LinuxDatapath:
 
     # -- the link watcher ----------------------------------------------------------------
 
-    def _watch(self) -> None:
-        """Thread body: read link events until ``close``; call the listener for taps."""
-        monitor, wake = self._monitor, self._wake
-        assert monitor is not None and wake is not None
+    def _on_links(self, names: set[str] | None) -> None:
+        """Link events (watcher thread): one of our devices changed: the cache is stale; a
+        tap changed: tell the listener (``None``: events were lost, assume both)."""
         ours = (self._dev.bridge_prefix, self._dev.vxlan_prefix)
-        while True:
-            ready, _, _ = select.select([monitor.fileno(), wake[0]], [], [])
-            if wake[0] in ready:
-                return
-            fire = False
-            try:
-                buf = monitor.recv()
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    log.error("link watcher stops: %s", exc)
-                    return
-                buf, fire, self._stale = b"", True, True  # events were lost: assume anything
-            off = 0
-            while off + 16 <= len(buf):
-                length, mtype, _ = nl.HDR3.unpack_from(buf, off)
-                if mtype in (nl.RTM_NEWLINK, nl.RTM_DELLINK):
-                    name = nl.parse_link(buf, off, off + length).name
-                    if name.startswith(self._dev.tap_prefix):
-                        fire = True
-                    elif name.startswith(ours):
-                        self._stale = True
-                off += (length + 3) & ~3
-            listener = self._listener
-            if fire and listener is not None:
-                try:
-                    listener()
-                except Exception:
-                    log.exception("port listener failed")
+        if names is None or any(n.startswith(ours) for n in names):
+            self._stale = True
+        listener = self._listener
+        tap = self._dev.tap_prefix
+        if listener is not None and (names is None or any(n.startswith(tap) for n in names)):
+            listener()

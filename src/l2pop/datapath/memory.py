@@ -59,7 +59,7 @@ class MemoryDatapath:
         with self._lock:
             return {p for p in port_ids if self._present(p)}
 
-    def wire(self, port_id: str, network_id: str) -> None:
+    def wire(self, port_id: str, network_id: str, mac: str | None = None) -> None:
         with self._lock:
             if not self._present(port_id):
                 return
@@ -67,6 +67,13 @@ class MemoryDatapath:
                 message = f"network {network_id} is not programmed on this host"
                 raise DatapathError(message, [(f"port {port_id}", errno.ENOENT, message)])
             self.wired[port_id] = network_id
+
+    def unwire(self, port_id: str) -> None:
+        with self._lock:
+            self.wired.pop(port_id, None)
+
+    def state_lost(self) -> bool:
+        return False  # memory loses nothing behind anyone's back
 
     def set_port_listener(self, listener: Callable[[], None]) -> None:
         self._listener = listener
