@@ -21,9 +21,9 @@ Tables:
   Entries not named in a delta are never touched: nothing blinks.
 * Encapsulations: ``encaps`` is what the datapath can carry (linux: VXLAN only; ovs and
   memory: VXLAN and GRE, memory unless made with fewer). The agent announces it in its hello
-  and never hands the datapath a network whose ``encap`` is not in it (it reports such a network as failing
-  instead); ``apply`` refuses one with ``DatapathError`` naming ``"encap E"`` all the same.
-  ``dump`` reports each network's encap as programmed.
+  and never hands the datapath a network whose ``encap`` is not in it (it reports such a
+  network as failing instead); ``apply`` refuses one with ``DatapathError`` naming
+  ``"encap E"`` all the same. ``dump`` reports each network's encap as programmed.
 * Reconciling is the agent's job (``diff_state(dump(), desired)`` then ``apply``), so a
   datapath has no notion of desired state.
 
