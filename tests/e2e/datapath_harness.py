@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -248,3 +249,20 @@ def vm(netns_host: str, tap: str, address: str, address6: str) -> Iterator[str]:
         ip(netns, "addr", "add", address, "dev", "eth0")
         ip(netns, "addr", "add", address6, "dev", "eth0", "nodad")
         yield netns
+
+
+def resolves(vm_ns: str, address: str, timeout: float) -> str | None:
+    """Send one UDP datagram from the VM to ``address``; the MAC it resolved, if any."""
+    family = "AF_INET6" if ":" in address else "AF_INET"
+    code = (
+        f"import socket; s = socket.socket(socket.{family}, socket.SOCK_DGRAM); "
+        f"s.sendto(b'x', ('{address}', 9))"
+    )
+    iproute.in_netns(vm_ns, "python3", "-c", code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ip(vm_ns, "neigh", "show", address).split()
+        if "lladdr" in out:
+            return out[out.index("lladdr") + 1]
+        time.sleep(0.02)
+    return None

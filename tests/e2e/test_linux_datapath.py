@@ -24,13 +24,13 @@ from datapath_harness import (
     kernel_monitor,
     mac,
     need_root,
+    resolves,
     vm,
     vm_ip,
 )
 
 from l2pop.datapath.linux import DatapathError, LinuxDatapath
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, diff_state
-from l2pop.testbed import iproute
 
 pytestmark = pytest.mark.root
 
@@ -88,23 +88,6 @@ def test_devices_and_entries_follow_the_recipe(rig: Rig, mode: ArpSuppression) -
     assert f"{vm_ip(0)} lladdr {mac(0)} PERMANENT" in held
     assert f"{vm_ip(1)} lladdr {mac(1)} PERMANENT" in held
     assert "PERMANENT" not in ip(netns, "neigh", "show", "dev", other)
-
-
-def resolves(vm_ns: str, address: str, timeout: float) -> str | None:
-    """Send one UDP datagram from the VM to ``address``; the MAC it resolved, if any."""
-    family = "AF_INET6" if ":" in address else "AF_INET"
-    code = (
-        f"import socket; s = socket.socket(socket.{family}, socket.SOCK_DGRAM); "
-        f"s.sendto(b'x', ('{address}', 9))"
-    )
-    iproute.in_netns(vm_ns, "python3", "-c", code)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = ip(vm_ns, "neigh", "show", address).split()
-        if "lladdr" in out:
-            return out[out.index("lladdr") + 1]
-        time.sleep(0.02)
-    return None
 
 
 @pytest.mark.parametrize("mode", [NS, PROXY, OFF])

@@ -164,6 +164,9 @@ class OvsDatapath:
             self._refresh()
             self._watch = SwitchWatch(mgmt, self._switch_changed)
             self._closers.append(self._watch.close)
+            # VM devices going must take their flows along even before anyone listens
+            self._links = _links.LinkWatcher(self._netns_fd, self._on_links)
+            self._closers.append(self._links.close)
         except BaseException:
             self.close()
             raise
@@ -203,7 +206,9 @@ class OvsDatapath:
         with self._lock:
             ifaces = self._db.interfaces()
             names = {link.name for link in _links.dump_links(self._sock)}
-        by_id = {i.iface_id: i for i in ifaces if i.iface_id and i.ofport is not None}
+        # OVS keeps a port whose device went (userspace: with its ofport), so the device
+        # itself is what counts
+        by_id = {i.iface_id for i in ifaces if i.iface_id and i.name in names}
         return {p for p in wanted if p in by_id or self.tap_name(p) in names}
 
     def wire(self, port_id: str, network_id: str, mac: str | None = None) -> None:
@@ -260,11 +265,7 @@ class OvsDatapath:
     def set_port_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (background threads) when a VM device appears, changes or goes
         (netlink or OVSDB), and when ovs-vswitchd went away or came back."""
-        with self._lock:
-            self._listener = listener
-            if self._links is None:
-                self._links = _links.LinkWatcher(self._netns_fd, self._on_links)
-                self._closers.append(self._links.close)
+        self._listener = listener
 
     def close(self) -> None:
         """Stop the threads and close the connections (idempotent); flows stay (fail static:
@@ -316,7 +317,10 @@ class OvsDatapath:
                         self._db.del_port(iface.name)
 
     def _on_links(self, names: set[str] | None) -> None:
+        """Link events: a tap, or any device that is a port of our bridge (os-vif's)."""
         if names is None or any(n.startswith(self.tap_prefix) for n in names):
+            self._fire()
+        elif names & {i.name for i in self._db.interfaces()}:
             self._fire()
 
     def _switch_changed(self) -> None:
