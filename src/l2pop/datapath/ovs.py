@@ -318,9 +318,8 @@ class OvsDatapath:
 
     def _on_links(self, names: set[str] | None) -> None:
         """Link events: a tap, or any device that is a port of our bridge (os-vif's)."""
-        if names is None or any(n.startswith(self.tap_prefix) for n in names):
-            self._fire()
-        elif names & {i.name for i in self._db.interfaces()}:
+        ports = names is None or {i.name for i in self._db.interfaces()} & names
+        if ports or any(n.startswith(self.tap_prefix) for n in names or ()):
             self._fire()
 
     def _switch_changed(self) -> None:
