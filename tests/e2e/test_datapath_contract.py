@@ -264,6 +264,27 @@ def test_wiring_survives_every_apply_but_leave(rig: Rig) -> None:
     assert wiring() == ("net-a", "net-b")
 
 
+def test_unwire_and_sweep_ports_take_ports_off_their_network(rig: Rig) -> None:
+    dp = rig.datapath
+    t = Tracker(rig)
+    t.converge({"net-a": tables(), "net-b": tables("net-b", 101, OFF, 2)})
+    rig.plug(P)
+    rig.plug(Q)
+    dp.wire(P, "net-a", "02:00:00:00:00:aa")
+    dp.wire(Q, "net-b", "02:00:00:00:00:bb")
+    dp.unwire(P)
+    dp.unwire(P)  # idempotent
+    assert (rig.wired_to(P), rig.wired_to(Q)) == (None, "net-b")
+    assert dp.plugged([P, Q]) == {P, Q}  # the device stays; only its network went
+    dp.wire(P, "net-a", "02:00:00:00:00:aa")
+    dp.sweep_ports([P])  # Q is no longer bound here
+    assert (rig.wired_to(P), rig.wired_to(Q)) == ("net-a", None)
+    dp.sweep_ports([])
+    assert (rig.wired_to(P), rig.wired_to(Q)) == (None, None)
+    dp.unwire("never-plugged")
+    assert dp.dump() == t.expected
+
+
 def test_encaps_carried_are_dumped_as_applied_and_others_refused(rig: Rig) -> None:
     """``Datapath.encaps``: every datapath carries VXLAN; a network of an encap it carries is
     dumped with that encap, one it does not is refused naming ``encap E`` and not created."""

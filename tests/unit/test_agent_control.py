@@ -43,6 +43,7 @@ class NoPlugging:
         self.wire = self._memory.wire
         self.unwire = self._memory.unwire
         self.state_lost = self._memory.state_lost
+        self.sweep_ports = self._memory.sweep_ports
         self.set_port_listener = self._memory.set_port_listener
         self.close = self._memory.close
 

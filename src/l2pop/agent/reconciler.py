@@ -351,6 +351,8 @@ class Reconciler:
                     failed[nid] = (vni, _describe(exc, deltas))
                 else:
                     applied += len(deltas)
+            if full:  # mark and sweep for ports too: unbound while we were away
+                self.datapath.sweep_ports(ports)
             skip = waiting | set(failed)
             reports, unwired = self._ports_step(ports, desired, skip)
             for nid, what in unwired.items():

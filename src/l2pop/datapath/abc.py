@@ -48,6 +48,9 @@ port id):
   port's device appears, changes or goes, so the agent reports ACTIVE/DOWN without polling.
   It may be called when nothing the agent cares about changed; it says nothing about what
   changed (the agent asks ``plugged``).
+* ``sweep_ports(keep)`` unwires every port wired now whose id is not in ``keep`` (read back
+  from the datapath, not remembered: after an agent restart it finds ports unbound while the
+  agent was away). The agent calls it on every FULL sync with the ports bound to its host.
 * ``state_lost()`` says (once) that programmed state may have been lost behind the agent's
   back since the last call (ovs: ovs-vswitchd restarted, and its flows live in its memory
   only); the agent's next sync is then FULL. The datapath also calls the port listener then.
@@ -116,6 +119,10 @@ class Datapath(Protocol):
 
     def unwire(self, port_id: str) -> None:
         """Detach the port's device from its network (idempotent)."""
+        ...
+
+    def sweep_ports(self, keep: Iterable[str]) -> None:
+        """Unwire every wired port whose id is not in ``keep``."""
         ...
 
     def state_lost(self) -> bool:

@@ -214,6 +214,17 @@ class LinuxDatapath:
             if any(net.bridge == tap.master for net in nets.values()):
                 self._dev.enslave(tap.index, 0)
 
+    def sweep_ports(self, keep: Iterable[str]) -> None:
+        """Release every tap on one of our bridges that is not the tap of a port in ``keep``."""
+        names = {self.tap_name(p) for p in keep}
+        with self._lock:
+            links = self._dev.links()
+            bridges = {net.bridge for net in self._dev.scan(links)[0].values()}
+            for link in links:
+                tap = link.name.startswith(self._dev.tap_prefix)
+                if tap and link.master in bridges and link.name not in names:
+                    self._dev.enslave(link.index, 0)
+
     def state_lost(self) -> bool:
         """Never: the kernel keeps its tables (a damaged device is found by ``dump``)."""
         return False

@@ -72,6 +72,11 @@ class MemoryDatapath:
         with self._lock:
             self.wired.pop(port_id, None)
 
+    def sweep_ports(self, keep: Iterable[str]) -> None:
+        kept = set(keep)
+        with self._lock:
+            self.wired = {p: n for p, n in self.wired.items() if p in kept}
+
     def state_lost(self) -> bool:
         return False  # memory loses nothing behind anyone's back
 

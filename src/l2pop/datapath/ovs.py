@@ -255,6 +255,15 @@ class OvsDatapath:
             if iface is not None and iface.owned:
                 self._db.del_port(iface.name)
 
+    def sweep_ports(self, keep: Iterable[str]) -> None:
+        """Unwire every port with flows here (read back by ``dump``) not in ``keep``."""
+        kept = set(keep)
+        with self._lock:
+            if self._stale:
+                self._read()
+            for port_id in [p for p in self._wired if p not in kept]:
+                self.unwire(port_id)
+
     def state_lost(self) -> bool:
         """Whether programmed state may have been lost behind the agent's back since the last
         call (ovs-vswitchd restarted: its flows are gone); asking clears it."""
