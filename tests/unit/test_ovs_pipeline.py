@@ -36,7 +36,7 @@ def dump_of(vni: int, mode: ArpSuppression, encap: Encap) -> list[str]:
 @pytest.mark.parametrize("encap", list(Encap))
 def test_what_is_written_reads_back(mode: ArpSuppression, encap: Encap) -> None:
     found: dict[int, pl.Found] = {}
-    assert pl.parse_flows(dump_of(100, mode, encap), found)
+    assert pl.parse_flows("\n".join(dump_of(100, mode, encap)), found)
     groups = [
         " group_id=100,type=all,bucket=bucket_id:3221225986,"
         "actions=set_field:192.0.2.2->tun_dst,output:1",
@@ -53,11 +53,11 @@ def test_what_is_written_reads_back(mode: ArpSuppression, encap: Encap) -> None:
 def test_a_missing_header_flow_or_group_is_damage() -> None:
     lines = dump_of(100, ArpSuppression.NEIGH_SUPPRESS, Encap.VXLAN)
     found: dict[int, pl.Found] = {}
-    pl.parse_flows([x for x in lines if "goto_table:20" not in x], found)
+    pl.parse_flows("\n".join(x for x in lines if "goto_table:20" not in x), found)
     pl.parse_groups([" group_id=100,type=all", f" group_id={pl.LOCAL_GROUP | 100},type=all"], found)
     assert pl.mode_of(100, found[100], TUNNELS) is None
     found = {}
-    pl.parse_flows(lines, found)
+    pl.parse_flows("\n".join(lines), found)
     pl.parse_groups([" group_id=100,type=all"], found)  # the local group is gone
     assert pl.mode_of(100, found[100], TUNNELS) is None
 
@@ -68,7 +68,7 @@ def test_only_our_cookie_is_read() -> None:
         " actions=set_field:192.0.2.9->tun_dst,output:1"
     )
     found: dict[int, pl.Found] = {}
-    assert not pl.parse_flows([foreign], found)  # and no base flow of ours either
+    assert not pl.parse_flows(foreign, found)  # and no base flow of ours either
     assert found == {}
     assert pl.is_ours(pl.cookie(pl.KIND_PORT, 0xFFFFFF, 0xFFFF))
     assert not pl.is_ours(0x1234)

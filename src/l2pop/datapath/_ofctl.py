@@ -82,9 +82,9 @@ class OfCtl:
         if lines:
             self._run("bundle", "-", stdin="\n".join(lines) + "\n")
 
-    def dump_flows(self, match: str) -> list[str]:
-        """The flows matching ``match`` (e.g. a cookie/mask), without counters."""
-        return self._run("dump-flows", match, opts=("--no-stats",)).splitlines()
+    def dump_flows(self, match: str) -> str:
+        """The flows matching ``match`` (e.g. a cookie/mask), without counters: the text."""
+        return self._run("dump-flows", match, opts=("--no-stats",))
 
     def dump_flows_with_stats(self, match: str) -> list[str]:
         return self._run("dump-flows", match).splitlines()

@@ -28,6 +28,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from l2pop.model import ArpSuppression, Encap
 
@@ -188,9 +189,16 @@ def fdb_match(vni: int, mac: str) -> str:
     return f"metadata={vni:#x},dl_dst={mac}"
 
 
+# Entry flows are written by the ten thousand: each kind has one template per VNI (and tunnel),
+# filled with ``str.format``, the same text ``add`` would build, at a fraction of the calls.
+@lru_cache(maxsize=1024)
+def _fdb_template(vni: int, tunnel: int) -> str:
+    actions = f"set_field:{vni:#x}->tun_id,set_field:{{1}}->tun_dst,output:{tunnel}"
+    return add(FORWARD, P_ENTRY, cookie(KIND_NETWORK, vni), fdb_match(vni, "{0}"), actions)
+
+
 def fdb_add(vni: int, mac: str, vtep: str, tunnel: int) -> str:
-    actions = f"set_field:{vni:#x}->tun_id,set_field:{vtep}->tun_dst,output:{tunnel}"
-    return add(FORWARD, P_ENTRY, cookie(KIND_NETWORK, vni), fdb_match(vni, mac), actions)
+    return _fdb_template(vni, tunnel).format(mac, vtep)
 
 
 def fdb_delete(vni: int, mac: str) -> str:
@@ -203,25 +211,32 @@ def _neigh_match(vni: int, ip: str) -> tuple[int, str]:
     return ARP, f"arp,metadata={vni:#x},arp_tpa={ip},arp_op=1"
 
 
-def neigh_add(vni: int, ip: str, mac: str) -> str:
-    """The responder flow answering for ``ip`` with ``mac`` (ARP reply or neighbour
-    advertisement, solicited + override, sent back out of the asking port)."""
-    table, match = _neigh_match(vni, ip)
-    if table == ARP:
+@lru_cache(maxsize=1024)
+def _neigh_template(vni: int, v6: bool) -> str:
+    """``{0}``: the IP, ``{1}``: the MAC."""
+    if not v6:
+        table, match = ARP, f"arp,metadata={vni:#x},arp_tpa={{0}},arp_op=1"
         actions = (
-            f"move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{mac}->eth_src,"
+            "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{1}->eth_src,"
             "set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
-            f"move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:{mac}->arp_sha,"
-            f"set_field:{ip}->arp_spa,IN_PORT"
+            "move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:{1}->arp_sha,"
+            "set_field:{0}->arp_spa,IN_PORT"
         )
     else:
+        table, match = ND, f"icmp6,metadata={vni:#x},icmp_type=135,nd_target={{0}}"
         actions = (
-            f"move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{mac}->eth_src,"
-            f"move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:{ip}->ipv6_src,"
+            "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:{1}->eth_src,"
+            "move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:{0}->ipv6_src,"
             "set_field:2->nd_options_type,set_field:0x60000000->nd_reserved,"
             f"set_field:136->icmpv6_type,goto_table:{ND_OUT}"
         )
     return add(table, P_ENTRY, cookie(KIND_NETWORK, vni), match, actions)
+
+
+def neigh_add(vni: int, ip: str, mac: str) -> str:
+    """The responder flow answering for ``ip`` with ``mac`` (ARP reply or neighbour
+    advertisement, solicited + override, sent back out of the asking port)."""
+    return _neigh_template(vni, ":" in ip).format(ip, mac)
 
 
 def neigh_delete(vni: int, ip: str) -> str:
@@ -271,16 +286,35 @@ def local_group(vni: int, ofports: Iterable[int]) -> str:
 
 # -- reading a dump back -------------------------------------------------------------------
 
-_FLOW = re.compile(
-    r"cookie=0x([0-9a-f]+), (?:table=(\d+), )?priority=(\d+)(?:,(\S*))? actions=(\S*)"
+# Entries are the bulk of a dump (20,000 lines at scale): each kind is picked out of the whole
+# text by one ``findall`` in the exact form ovs-ofctl prints it (OpenFlow 1.5, ``--no-stats``),
+# so no Python runs per line. An entry flow altered by hand no longer matches its pattern: it
+# reads as missing, and the reconcile writes it again. Everything else of ours (base, header
+# and port flows: a handful per network) goes through the general pattern.
+_ENTRY_COOKIE = rf"cookie=0x{TAG:04x}{KIND_NETWORK:02x}([0-9a-f]{{6}})0000, "
+_FDB_FLOWS = re.compile(
+    _ENTRY_COOKIE + rf"table={FORWARD}, priority={P_ENTRY},metadata=0x[0-9a-f]+,"
+    r"dl_dst=([0-9a-f:]{17}) actions=set_field:0x[0-9a-f]+->tun_id,"
+    r"set_field:([0-9.]+)->tun_dst,output:(\d+)\n"
+)
+_ARP_FLOWS = re.compile(
+    _ENTRY_COOKIE + rf"table={ARP}, priority={P_ENTRY},arp,metadata=0x[0-9a-f]+,"
+    r"arp_tpa=([0-9.]+),arp_op=1 actions=move:NXM_OF_ETH_SRC\[\]->NXM_OF_ETH_DST\[\],"
+    r"set_field:([0-9a-f:]{17})->eth_src,"
+)
+_ND_FLOWS = re.compile(
+    _ENTRY_COOKIE + rf"table={ND}, priority={P_ENTRY},icmp6,metadata=0x[0-9a-f]+,"
+    r"icmp_type=135,nd_target=([0-9a-f:]+) actions=move:NXM_OF_ETH_SRC\[\]->NXM_OF_ETH_DST\[\],"
+    r"set_field:([0-9a-f:]{17})->eth_src,"
+)
+_OTHER_FLOWS = re.compile(
+    rf"^ cookie=0x{TAG:04x}([0-9a-f]{{12}}), "
+    rf"(?!table=(?:{ARP}|{ND}|{FORWARD}), priority={P_ENTRY},)"
+    r"(?:table=(\d+), )?priority=(\d+),?(\S*) actions=(\S*)$",
+    re.MULTILINE,
 )
 _GROUP = re.compile(r"group_id=(\d+),type=all(.*)")
 _TUN_DST = re.compile(r"set_field:([0-9.]+)->tun_dst")
-_ETH_SRC = re.compile(r"set_field:([0-9a-f:]{17})->eth_src")
-_IN_PORT = re.compile(r"in_port=(\d+)")
-_DL_DST = re.compile(r"dl_dst=([0-9a-f:]{17})(?:,|$)")
-_ARP_TPA = re.compile(r"arp_tpa=([0-9.]+)")
-_ND_TARGET = re.compile(r"nd_target=([0-9a-f:]+)")
 _OUTPUT = re.compile(r"output:(\d+)")
 
 
@@ -298,39 +332,39 @@ class Found:
     ports: set[int] = field(default_factory=set)
 
 
-def parse_flows(lines: Iterable[str], found: dict[int, Found]) -> bool:
-    """Fold the l2pop flows of a ``--no-stats dump-flows`` into ``found`` (VNI -> Found);
-    returns whether every base flow is there."""
+def parse_flows(text: str, found: dict[int, Found]) -> bool:
+    """Fold the l2pop flows of a ``-O OpenFlow15 --no-stats dump-flows`` output into
+    ``found`` (VNI -> Found); returns whether every base flow is there. Lines of other
+    cookies, and anything it does not recognise, are ignored."""
+    if not text.endswith("\n"):
+        text += "\n"
+
+    def of(vni_hex: str) -> Found:
+        return found.setdefault(int(vni_hex, 16), Found())
+
+    last, f = "", Found()
+    for vni_hex, mac, vtep, port in _FDB_FLOWS.findall(text):
+        if vni_hex != last:
+            last, f = vni_hex, of(vni_hex)
+        f.fdb[mac] = vtep
+        f.fdb_port[mac] = int(port)
+    for pattern in (_ARP_FLOWS, _ND_FLOWS):
+        last = ""
+        for vni_hex, ip, lladdr in pattern.findall(text):
+            if vni_hex != last:
+                last, f = vni_hex, of(vni_hex)
+            f.neigh[ip] = lladdr
     base: set[str] = set()
-    for line in lines:
-        m = _FLOW.search(line)
-        if m is None:
-            continue
-        ck = int(m.group(1), 16)
-        if not is_ours(ck):
-            continue
-        table, priority = int(m.group(2) or 0), int(m.group(3))
-        match, actions = m.group(4) or "", m.group(5)
+    for rest, table_text, priority_text, match, actions in _OTHER_FLOWS.findall(text):
+        ck = (TAG << 48) | int(rest, 16)
+        table, priority = int(table_text or 0), int(priority_text)
         kind, vni = (ck >> 40) & 0xFF, (ck >> 16) & 0xFFFFFF
         if kind == KIND_BASE:
             base.add(f"{table},{priority}")
-            continue
-        f = found.setdefault(vni, Found())
-        if kind == KIND_PORT:
-            f.ports.add(ck & 0xFFFF)
-        elif priority == P_ENTRY and table == FORWARD:
-            mac, vtep = _DL_DST.search(match), _TUN_DST.search(actions)
-            out = _OUTPUT.search(actions)
-            if mac and vtep and out:
-                f.fdb[mac.group(1)] = vtep.group(1)
-                f.fdb_port[mac.group(1)] = int(out.group(1))
-        elif priority == P_ENTRY and table in (ARP, ND):
-            ip = (_ARP_TPA if table == ARP else _ND_TARGET).search(match)
-            lladdr = _ETH_SRC.search(actions)
-            if ip and lladdr:
-                f.neigh[ip.group(1)] = lladdr.group(1)
-        else:
-            f.header.add((table, priority, _canonical(match), actions))
+        elif kind == KIND_PORT:
+            found.setdefault(vni, Found()).ports.add(ck & 0xFFFF)
+        elif kind == KIND_NETWORK:
+            found.setdefault(vni, Found()).header.add((table, priority, _canonical(match), actions))
     want = {f"{t},0" for t in TABLES} | {f"{ND_OUT},{P_ENTRY}"}
     return want <= base
 

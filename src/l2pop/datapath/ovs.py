@@ -45,10 +45,10 @@ Thread safety: one lock serialises every use of ovs-ofctl and of the tables read
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -540,15 +540,15 @@ def _bad_entries(delta: NetworkDelta) -> list[tuple[str, int, str]]:
 
 def _ipv4(text: str) -> bool:
     try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
+        socket.inet_pton(socket.AF_INET, text)
+    except OSError:
         return False
     return True
 
 
 def _ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(text)
-    except ValueError:
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except OSError:
         return False
     return True
