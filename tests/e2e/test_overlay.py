@@ -14,34 +14,32 @@ them apart)::
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from overlay_checks import (
+    all_pairs,
+    assert_tables_match_server,
+    dead_pid,
+    failed,
+    in_sync,
+    need_root,
+    vms_of,
+)
 
 from l2pop.testbed import leftovers, netns
 from l2pop.testbed.bed import Testbed
-from l2pop.testbed.nodes import Vm, wait_for
+from l2pop.testbed.nodes import wait_for
 
 pytestmark = pytest.mark.root
 
 NS_VNI, PX_VNI = 2001, 2002
 
 
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, bridge and vxlan devices)")
-    missing = [t for t in ("ip", "bridge", "ping", "tcpdump") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"missing tools: {', '.join(missing)} (scripts/bootstrap installs them)")
-
-
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    _need_root()
+    need_root()
     workdir: Path = tmp_path_factory.mktemp("overlay")
     with Testbed(4, workdir=workdir) as testbed:
         testbed.add_foreign("h1")  # hand-made devices: must survive everything below
@@ -55,56 +53,27 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
         yield testbed
 
 
-def vms_of(bed: Testbed, network: str) -> list[Vm]:
-    return [vm for vm in bed.vms.values() if vm.network.name == network]
-
-
-def all_pairs(vms: list[Vm], family: int | None = None) -> list[tuple[Vm, str]]:
-    out = []
-    for a in vms:
-        for b in vms:
-            if a is not b:
-                out += [(a, ip) for ip in b.ips if family is None or (family == 6) == (":" in ip)]
-    return out
-
-
-def assert_kernel_matches_server(bed: Testbed, host: str) -> None:
-    desired = {n.vni: n for n in bed.host_fdb(host).networks}
-    held = bed.kernel_tables(host)
-    assert set(held) == set(desired), f"{host}: networks {set(held)} != {set(desired)}"
-    for vni, want in desired.items():
-        got = held[vni]
-        assert got.mode == want.arp_suppression
-        assert got.flood == sorted(want.flood)
-        assert got.fdb == {e.mac: e.vtep for e in want.fdb}
-        assert got.neigh == {e.ip: e.mac for e in want.neigh}
-        if got.mode == "neigh_suppress":
-            assert got.static == sorted(got.fdb)
-
-
 # -- connectivity ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("network", ["ns", "px"])
 def test_all_pairs_connect_within_a_network(bed: Testbed, network: str) -> None:
     pairs = all_pairs(vms_of(bed, network))
-    results = bed.ping_many(pairs)
-    failed = [f"{vm.name} -> {ip}" for (vm, ip), ok in zip(pairs, results, strict=True) if not ok]
-    assert not failed, f"pings failed: {failed}"
+    bad = failed(pairs, bed.ping_many(pairs))
+    assert not bad, f"pings failed: {bad}"
 
 
 def test_networks_are_isolated(bed: Testbed) -> None:
     ns, px = vms_of(bed, "ns"), vms_of(bed, "px")
     pairs = [(a, ip) for a in ns for b in px for ip in b.ips]
     pairs += [(b, ip) for b in px for a in ns for ip in a.ips]
-    results = bed.ping_many(pairs, timeout=1)
-    leaked = [f"{vm.name} -> {ip}" for (vm, ip), ok in zip(pairs, results, strict=True) if ok]
+    leaked = failed(pairs, bed.ping_many(pairs, timeout=1), want=False)
     assert not leaked, f"reached the other network: {leaked}"
 
 
 def test_every_kernel_holds_the_desired_state(bed: Testbed) -> None:
     for host in bed.hosts:
-        assert_kernel_matches_server(bed, host)
+        assert_tables_match_server(bed, host)
     assert NS_VNI not in bed.kernel_tables("h4")  # not a member: nothing of ns
     assert PX_VNI not in bed.kernel_tables("h3")
 
@@ -205,7 +174,7 @@ def test_agent_kill_restart_converges_without_blinking(bed: Testbed) -> None:
     bed.remove_vm(k3)
     k4 = bed.add_vm("kill-4", "kill", "h4", ["198.19.4.4", "2001:db8::4:4"])
     bed.readdress_vm(k2, ["198.19.4.22", "2001:db8::4:22"])
-    wait_for("h1 to fall out of sync", lambda: not _in_sync(bed, "h1"), 10)
+    wait_for("h1 to fall out of sync", lambda: not in_sync(bed, "h1"), 10)
     assert bed.kernel_tables("h1") == before  # fail static: nobody touched the kernel
     unchanged_macs = [k2.mac] + [mac for vni in (NS_VNI, PX_VNI) for mac in before[vni].fdb]
     unchanged_ips = [ip for vni in (NS_VNI, PX_VNI) for ip in before[vni].neigh]
@@ -213,7 +182,7 @@ def test_agent_kill_restart_converges_without_blinking(bed: Testbed) -> None:
         new = bed.start_agent("h1")
         bed.wait_converged()
     assert new.pid != old_pid
-    assert_kernel_matches_server(bed, "h1")
+    assert_tables_match_server(bed, "h1")
     tables = bed.kernel_tables("h1")[2004]
     assert tables.fdb == {k2.mac: "192.0.2.2", k4.mac: "192.0.2.4"}
     assert sorted(tables.neigh) == ["198.19.4.22", "198.19.4.4", "2001:db8::4:22", "2001:db8::4:4"]
@@ -226,16 +195,12 @@ def test_agent_kill_restart_converges_without_blinking(bed: Testbed) -> None:
     assert all(bed.ping_many([(k1, ip) for ip in k4.ips + k2.ips]))
 
 
-def _in_sync(bed: Testbed, host: str) -> bool:
-    return bed.host_status(host).in_sync
-
-
 def test_hand_made_devices_and_entries_are_left_untouched(bed: Testbed) -> None:
     assert bed.foreign_state("h1") == {"bridge": True, "port": True, "fdb": True, "neigh": True}
 
 
 def test_clean_skips_live_runs_and_removes_dead_ones(bed: Testbed) -> None:
-    dead = leftovers.RunRecord("l2p0dea", owner_pid=_dead_pid())
+    dead = leftovers.RunRecord("l2p0dea", owner_pid=dead_pid())
     dead.save()
     name = "l2p0dea-h1"
     netns.add_netns(name)
@@ -256,10 +221,3 @@ def test_clean_skips_live_runs_and_removes_dead_ones(bed: Testbed) -> None:
         netns.delete_netns(name)
         netns.delete_netns(keep)
         dead.remove()
-
-
-def _dead_pid() -> int:
-    """A pid that is not running (a child that has exited and been reaped)."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid

@@ -51,6 +51,27 @@ def vxlan(src_vtep: str, dst_vtep: str, vni: int, inner: bytes, *, dport: int = 
     return eth(b"\x02" * 6, b"\x04" * 6, 0x0800, ip4 + udp)
 
 
+def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    head = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
+        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
+    )  # fmt: skip
+    return eth(b"\x02" * 6, b"\x04" * 6, 0x0800, head + payload)
+
+
+def gre(src_vtep: str, dst_vtep: str, key: int | None, inner: bytes, **kw: int) -> bytes:
+    """GRE as Open vSwitch sends it (key, protocol 0x6558), with optional checksum and
+    sequence words (``csum``/``seq``) or another protocol (``proto``)."""
+    flags = (0x2000 if key is not None else 0) | (0x8000 if "csum" in kw else 0)
+    flags |= 0x1000 if "seq" in kw else 0
+    head = struct.pack("!HH", flags, kw.get("proto", 0x6558))
+    head += struct.pack("!HH", kw["csum"], 0) if "csum" in kw else b""
+    head += struct.pack("!I", key) if key is not None else b""
+    head += struct.pack("!I", kw["seq"]) if "seq" in kw else b""
+    return ipv4(src_vtep, dst_vtep, 47, head + inner)
+
+
 def pcap(frames: list[bytes], *, big_endian: bool = False) -> bytes:
     e = ">" if big_endian else "<"
     out = struct.pack(e + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262, 1)
@@ -111,6 +132,31 @@ def test_capture_result_counts_per_destination() -> None:
     assert result.count("bum", dst="192.0.2.2") == 2
     assert result.count("bum", dst="192.0.2.2", vni=1001) == 1
     assert result.count(dst="192.0.2.4", vni=1002) == 0
+
+
+def test_gre_packets_are_read_with_their_key_as_the_vni() -> None:
+    arp = eth(BCAST, MAC_A, 0x0806, arp_request("198.19.1.1", "198.19.1.2"))
+    unicast = eth(MAC_B, MAC_A, 0x0800, b"\x45" + b"\0" * 19)
+    frames = [
+        gre("192.0.2.1", "192.0.2.2", 2001, arp),
+        gre("192.0.2.1", "192.0.2.3", 2001, unicast, csum=0xABCD, seq=7),
+        gre("192.0.2.1", "192.0.2.3", None, unicast),  # no key: not an overlay packet
+        gre("192.0.2.1", "192.0.2.3", 2001, unicast[14:], proto=0x0800),  # IP in GRE
+        vxlan("192.0.2.1", "192.0.2.2", 1001, unicast),
+    ]
+    packets = parse_pcap(pcap(frames))
+    assert [(p.encap, p.vni, p.kind()) for p in packets] == [
+        ("gre", 2001, "arp_broadcast"),
+        ("gre", 2001, "unicast"),
+        ("vxlan", 1001, "unicast"),
+    ]
+    assert (packets[1].src_vtep, packets[1].dst_vtep) == ("192.0.2.1", "192.0.2.3")
+    assert (packets[1].inner_src, packets[1].inner_dst) == (
+        "fa:16:3e:00:00:01",
+        "fa:16:3e:00:00:02",
+    )
+    assert CaptureResult(packets).count("arp_broadcast", vni=2001) == 1
+    assert parse_pcap(pcap([f[:40] for f in frames[:2]])) == []  # cut inside the GRE header
 
 
 def test_parse_pcap_rejects_other_files() -> None:

@@ -1,12 +1,15 @@
 """Process entry points: ``l2pop agent`` (one host) and the shared serve loop.
 
 ``run_agent`` returns the process exit code: 0 after SIGTERM/SIGINT, 2 for a usage problem
-(unknown or unavailable datapath, bad control address, unusable CA file). Stopping never touches
-the datapath's tables: a restarted agent reconciles against what the kernel still holds (fail
+(unknown or unavailable datapath, Open vSwitch or its Python library missing for ``--datapath
+ovs``, bad control address, unusable CA file). Stopping never touches the datapath's tables:
+a restarted agent reconciles against what the kernel (or the switch) still holds (fail
 static).
 
 ``make_datapath`` is the one place that names concrete datapaths: everything else in the agent
-sees only ``l2pop.datapath.abc``, so a new implementation joins by one entry in ``DATAPATHS``.
+sees only ``l2pop.datapath.abc``, so a new implementation joins by one entry in ``DATAPATHS``
+(and its name in the CLI's ``--datapath`` choices). Every factory takes the same
+``DatapathOptions`` (``agent/options.py``) and uses the fields it needs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Mapping
 
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
+from l2pop.agent.options import DatapathOptions
 from l2pop.datapath.abc import Datapath
 from l2pop.tlsconfig import TlsConfigError, client_context
 
@@ -33,31 +37,73 @@ class UsageError(Exception):
     """A problem the user must fix; printed as one line, exit code 2."""
 
 
-def _memory(vtep_ip: str) -> Datapath:
+def _memory(options: DatapathOptions) -> Datapath:
     from l2pop.datapath.memory import MemoryDatapath
 
     return MemoryDatapath()
 
 
-def _linux(vtep_ip: str) -> Datapath:
+def _linux(options: DatapathOptions) -> Datapath:
     try:
         from l2pop.datapath.linux import LinuxDatapath
     except ImportError:
         raise UsageError("the linux datapath is not available yet; use --datapath memory") from None
-    return LinuxDatapath(vtep_ip=vtep_ip)
+    return LinuxDatapath(vtep_ip=options.vtep_ip)
 
 
-#: ``--datapath`` name -> factory(VTEP IP); imports are deferred so a host without the
-#: kernel's pieces can still run the memory one
-DATAPATHS: dict[str, Callable[[str], Datapath]] = {"linux": _linux, "memory": _memory}
+def _ovs(options: DatapathOptions) -> Datapath:
+    """``OvsDatapath`` on the given OVSDB and bridge. What this host lacks (the ``ovs``
+    Python package, a running Open vSwitch) is a ``UsageError`` naming the fix, checked
+    before anything is created."""
+    try:
+        from l2pop.datapath.ovs import OvsDatapath
+    except ImportError as exc:
+        # ``exc.name`` tells the missing ``ovs`` package (the OVSDB IDL library) apart from
+        # a build of l2pop without the datapath itself
+        if exc.name is not None and (exc.name == "ovs" or exc.name.startswith("ovs.")):
+            raise UsageError(
+                "the ovs datapath needs the Open vSwitch Python library (pip install ovs)"
+            ) from None
+        raise UsageError(f"the ovs datapath is not available: {exc}") from None
+    db_path = options.ovs_db_path
+    if db_path is not None and not os.path.exists(db_path):
+        raise UsageError(
+            f"no Open vSwitch database at {options.ovs_db} (is ovsdb-server running? "
+            "--ovs-db names its socket)"
+        )
+    if not os.path.isdir(options.ovs_rundir):
+        raise UsageError(
+            f"--ovs-rundir {options.ovs_rundir} is not a directory (where ovs-vswitchd puts "
+            "<bridge>.mgmt)"
+        )
+    try:
+        datapath: Datapath = OvsDatapath(
+            options.vtep_ip,
+            db=options.ovs_db,
+            rundir=options.ovs_rundir,
+            bridge=options.bridge,
+            datapath_type=options.ovs_datapath_type,
+        )
+    except (OSError, TimeoutError) as exc:  # refused, or nobody answers on the socket
+        raise UsageError(f"cannot use Open vSwitch at {options.ovs_db}: {exc}") from None
+    return datapath
 
 
-def make_datapath(name: str, vtep_ip: str) -> Datapath:
+#: ``--datapath`` name -> factory(options); imports are deferred so a host without the
+#: kernel's (or Open vSwitch's) pieces can still run the others
+DATAPATHS: dict[str, Callable[[DatapathOptions], Datapath]] = {
+    "linux": _linux,
+    "memory": _memory,
+    "ovs": _ovs,
+}
+
+
+def make_datapath(name: str, options: DatapathOptions) -> Datapath:
     """The datapath called ``name``; raises ``UsageError`` when it cannot be had here."""
     factory = DATAPATHS.get(name)
     if factory is None:
         raise UsageError(f"unknown datapath {name!r}; choose one of {', '.join(DATAPATHS)}")
-    return factory(vtep_ip)
+    return factory(options)
 
 
 def setup_logging(level: str) -> None:
@@ -119,9 +165,9 @@ async def serve_agents(
 def run_agent(  # noqa: PLR0917 (the CLI's contract)
     server: str,
     host: str,
-    local_ip: str,
     token: str,
     datapath_name: str,
+    options: DatapathOptions,
     control: str | None,
     *,
     heartbeat_interval: float = 5.0,
@@ -130,22 +176,24 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
 ) -> int:
     """``l2pop agent``: run one host's agent until SIGTERM/SIGINT; returns the exit code.
 
-    ``tls_ca``: the CA file an https server's certificate is verified with (default: the
-    system trust store); the process builds this one SSL context for all its connections.
+    ``options``: the datapath's settings (``options.vtep_ip`` is the host's VTEP, announced
+    to the server). ``tls_ca``: the CA file an https server's certificate is verified with
+    (default: the system trust store); the process builds this one SSL context for all its
+    connections.
     """
     setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "INFO")
     try:
         if control:
             parse_address(control)
         ssl_context = client_context(tls_ca)
-        datapath = make_datapath(datapath_name, local_ip)
+        datapath = make_datapath(datapath_name, options)
     except (UsageError, ValueError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     agent = Agent(
         server,
         host,
-        local_ip,
+        options.vtep_ip,
         token,
         datapath,
         heartbeat_interval=heartbeat_interval,

@@ -11,11 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from l2pop.agent.options import (
+    DEFAULT_BRIDGE,
+    DEFAULT_OVS_DB,
+    DEFAULT_OVS_RUNDIR,
+    OVS_DATAPATH_TYPES,
+    DatapathOptions,
+)
 from l2pop.cli.common import DEFAULT_SERVER
 from l2pop.tlsconfig import ENV_TLS_CA
 from l2pop.tokenfile import TokenFileError, resolve_token
 
 ENV_AGENT_TOKEN = "L2POP_AGENT_TOKEN"
+#: the keys of l2pop.agent.main.DATAPATHS, spelt out so building the parser does not import
+#: the agent (tests/unit/test_agent_main.py keeps the two equal)
+DATAPATH_CHOICES = ("linux", "memory", "ovs")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -75,11 +85,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--datapath",
-        # the keys of l2pop.agent.main.DATAPATHS, spelt out so building the parser does not
-        # import the agent (tests/unit/test_agent_main.py keeps the two equal)
-        choices=("linux", "memory"),
+        choices=DATAPATH_CHOICES,
         default="linux",
-        help="linux programs the kernel; memory is a fake for tests (default linux)",
+        help="linux programs the kernel's bridges and VXLAN devices; ovs programs an Open "
+        "vSwitch bridge (VXLAN and GRE); memory is a fake for tests (default linux)",
+    )
+    ovs = p.add_argument_group("Open vSwitch (--datapath ovs)")
+    ovs.add_argument(
+        "--ovs-db",
+        default=DEFAULT_OVS_DB,
+        metavar="unix:PATH",
+        help=f"the OVSDB server to connect to (unix:PATH, tcp:IP:PORT, ssl:IP:PORT; "
+        f"default {DEFAULT_OVS_DB})",
+    )
+    ovs.add_argument(
+        "--ovs-rundir",
+        default=DEFAULT_OVS_RUNDIR,
+        metavar="DIR",
+        help=f"ovs-vswitchd's run directory, where the bridge's OpenFlow socket "
+        f"<bridge>.mgmt is (default {DEFAULT_OVS_RUNDIR})",
+    )
+    ovs.add_argument(
+        "--bridge",
+        default=DEFAULT_BRIDGE,
+        metavar="NAME",
+        help=f"the bridge the agent creates and owns (default {DEFAULT_BRIDGE})",
+    )
+    ovs.add_argument(
+        "--ovs-datapath-type",
+        choices=OVS_DATAPATH_TYPES,
+        default="system",
+        help="the bridge's datapath: system (kernel module) or netdev (userspace; no kernel "
+        "module needed) (default system)",
     )
     p.set_defaults(func=_run_agent)
 
@@ -132,16 +169,33 @@ def _run_agent(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        options = datapath_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return run_agent(
         getattr(args, "server", None) or DEFAULT_SERVER,
         args.host,
-        args.local_ip,
         token,
         args.datapath,
+        options,
         args.control,
         heartbeat_interval=args.heartbeat_interval,
         log_level=args.log_level,
         tls_ca=getattr(args, "tls_ca", None),
+    )
+
+
+def datapath_options(args: argparse.Namespace) -> DatapathOptions:
+    """The datapath's settings from ``l2pop agent``'s options; ``ValueError`` when Open
+    vSwitch would refuse one (``DatapathOptions`` checks them)."""
+    return DatapathOptions(
+        vtep_ip=args.local_ip,
+        ovs_db=args.ovs_db,
+        ovs_rundir=args.ovs_rundir,
+        bridge=args.bridge,
+        ovs_datapath_type=args.ovs_datapath_type,
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from l2pop.datapath import _links
 from l2pop.datapath import _netlink as nl
-from l2pop.datapath.abc import DatapathError
+from l2pop.datapath.abc import DatapathError, tap_name
 from l2pop.model import ArpSuppression
 
 IFNAMSIZ = 16
@@ -64,7 +64,7 @@ class Devices:
         self.dstport = dstport.to_bytes(2, "big")
 
     def tap_name(self, port_id: str) -> str:
-        return self.tap_prefix + port_id[:11]
+        return tap_name(port_id, self.tap_prefix)
 
     def bridge_name(self, vni: int) -> str:
         return f"{self.bridge_prefix}{vni}"

@@ -154,6 +154,17 @@ class PortPlugging(Protocol):
     def unplug(self, port_id: str) -> None: ...
 
 
+#: a VM's device is ``tap`` + the first 11 characters of its port id (Neutron's and Nova's
+#: naming: 14 characters, inside the kernel's 15)
+TAP_PREFIX = "tap"
+TAP_ID_CHARS = 11
+
+
+def tap_name(port_id: str, prefix: str = TAP_PREFIX) -> str:
+    """The name of a port's VM device (``prefix`` + port id[:11])."""
+    return prefix + port_id[:TAP_ID_CHARS]
+
+
 def refuse_encap(datapath: Datapath, delta: NetworkDelta) -> None:
     """Raise ``DatapathError`` naming ``"encap E"`` when ``datapath`` cannot carry ``delta``'s
     network (a ``leave`` is always carried out: there is nothing to carry)."""

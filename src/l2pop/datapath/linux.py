@@ -70,7 +70,7 @@ from l2pop.datapath import _netlink as nl
 from l2pop.datapath import _netns
 from l2pop.datapath._devices import NS, OFF, PROXY, Devices, Net
 from l2pop.datapath._links import LinkWatcher
-from l2pop.datapath.abc import DatapathError, refuse_encap
+from l2pop.datapath.abc import TAP_PREFIX, DatapathError, refuse_encap
 from l2pop.model import ArpSuppression, Encap, NetworkDelta, NetworkTables
 
 log = logging.getLogger("l2pop.datapath.linux")
@@ -101,7 +101,7 @@ class LinuxDatapath:
         *,
         bridge_prefix: str = "brvx-",
         vxlan_prefix: str = "vxlan-",
-        tap_prefix: str = "tap",
+        tap_prefix: str = TAP_PREFIX,
         netns: str | None = None,
         dstport: int = DSTPORT,
     ) -> None:

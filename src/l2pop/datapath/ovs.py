@@ -58,7 +58,7 @@ from l2pop.datapath import _netlink as nl
 from l2pop.datapath import _pipeline as pl
 from l2pop.datapath._ofctl import OfCtl, OfctlError, SwitchWatch
 from l2pop.datapath._ovsdb import Iface, Ovsdb, OvsdbError
-from l2pop.datapath.abc import DatapathError, refuse_encap
+from l2pop.datapath.abc import TAP_PREFIX, DatapathError, refuse_encap, tap_name
 from l2pop.model import ArpSuppression, Encap, NetworkDelta, NetworkTables
 
 log = logging.getLogger("l2pop.datapath.ovs")
@@ -126,7 +126,7 @@ class OvsDatapath:
         bridge: str = DEFAULT_BRIDGE,
         datapath_type: str = "system",
         netns: str | None = None,
-        tap_prefix: str = "tap",
+        tap_prefix: str = TAP_PREFIX,
     ) -> None:
         """Connect to OVSDB at ``db``, create or repair ``bridge`` (``datapath_type``: system
         for the kernel module, netdev for userspace) and its tunnel ports, and install the base
@@ -294,7 +294,7 @@ class OvsDatapath:
         self.close()
 
     def tap_name(self, port_id: str) -> str:
-        return f"{self.tap_prefix}{port_id[: 15 - len(self.tap_prefix)]}"
+        return tap_name(port_id, self.tap_prefix)
 
     # -- events (background threads) ------------------------------------------------------
 

@@ -7,6 +7,8 @@ One job per module:
 * ``controlplane`` / ``floodlearn``: l2pop (server and agents) or the flood-and-learn
   baseline;
 * ``hosts``: host kinds (Linux hosts with the linux datapath agent, memory agents in a swarm);
+  ``ovshost``: Open vSwitch hosts with the ovs datapath agent; ``kinds``: kinds by name and
+  testbeds mixing them;
 * ``topology``: a topology described once, built on any testbed;
 * ``nodes``: the data (hosts, networks, VMs, what a run shares);
 * ``teardown``, ``netns``, ``leftovers``: undoing a run, the safety rules, ``testbed clean``;
@@ -15,5 +17,6 @@ One job per module:
 * ``process``, ``agents``, ``faults``, ``postgres``: a server process, agent-swarm
   processes and their fault hooks, a throwaway PostgreSQL;
 * ``ovs``: a private Open vSwitch (ovsdb-server + ovs-vswitchd) inside a host namespace,
-  and a host's underlay on an OVS bridge.
+  and a host's underlay on an OVS bridge; ``ovstables``: an OVS host's flows and groups read
+  back, watched (``ovs-ofctl monitor``) and hand-made objects beside them.
 """

@@ -7,14 +7,20 @@ A testbed is put together from three parts:
 * a control plane (``controlplane.py``): l2pop (a real server, one agent per host; the
   default) or ``FloodAndLearn`` (``floodlearn.py``, no server);
 * a host kind (``hosts.py``): ``LinuxHost`` (``l2pop agent --datapath linux`` in each host
-  namespace; the default) or ``SwarmHosts`` (memory-datapath agents in one process, no
-  namespaces and no root).
+  namespace; the default), ``OvsHost`` (``ovshost.py``: a private Open vSwitch and
+  ``l2pop agent --datapath ovs`` in each host namespace) or ``SwarmHosts`` (memory-datapath
+  agents in one process, no namespaces and no root); hosts of several namespaced kinds mix
+  in one testbed (``kinds``, ``kinds.py``).
 
     with Testbed(4) as bed:                          # l2pop on Linux hosts
         bed.add_network("blue", vni=1001)
         a = bed.add_vm("a", "blue", "h1", ["198.19.1.1"])
         b = bed.add_vm("b", "blue", "h2", ["198.19.1.2"])
         assert bed.ping(a, "198.19.1.2")
+
+    with Testbed(4, kinds={"h3": "ovs", "h4": "ovs"}) as bed:   # two of each
+        bed.add_network("gre", vni=1002, encap="gre")           # OVS hosts only
+        bed.restart_vswitchd("h3")                              # a fault: flows are lost
 
 A VM is a namespace whose ``eth0`` is the peer of a tap in its host, with the port's MAC and
 fixed IPs (only a port with ``SwarmHosts``). Teardown (``teardown()``, the context manager,
@@ -27,16 +33,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from l2pop.testbed import iproute, netns
 from l2pop.testbed.capture import Capture
 from l2pop.testbed.controlplane import ControlPlane, L2popControlPlane
-from l2pop.testbed.hosts import HostKind, LinuxHost
+from l2pop.testbed.hosts import HostKind, TableMonitor
+from l2pop.testbed.kinds import MixedHosts, host_kinds
 from l2pop.testbed.nodes import Agent, Host, Network, Run, Vm, underlay_addresses
-from l2pop.testbed.tables import FOREIGN_PORT, KernelMonitor, KernelNetwork, add_foreign
-from l2pop.testbed.tables import foreign_state as _foreign_state
+from l2pop.testbed.ovs import OvsInstance
+from l2pop.testbed.ovshost import OvsHost
+from l2pop.testbed.tables import KernelNetwork
 from l2pop.testbed.teardown import Teardown
 from l2pop.testbed.underlay import Underlay
 from l2pop.wire import HostFdb, HostOut, PortOut
@@ -55,7 +63,8 @@ class Testbed:
         hosts: int = 4,
         *,
         control: ControlPlane | None = None,
-        kind: HostKind | None = None,
+        kind: HostKind | str | None = None,
+        kinds: Mapping[str, HostKind | str] | None = None,
         workdir: Path | None = None,
         prefix: str | None = None,
         heartbeat: float = 2.0,
@@ -65,7 +74,9 @@ class Testbed:
             raise ValueError(f"hosts must be 1..{MAX_HOSTS}")
         self.n_hosts = hosts
         self.control = control or L2popControlPlane()
-        self.kind = kind or LinuxHost(heartbeat)
+        #: every host's kind: ``kind`` (a HostKind or its name; default linux) but for the
+        #: hosts ``kinds`` names (a ``MixedHosts`` then)
+        self.kind = host_kinds(kind, kinds, hosts, heartbeat)
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="l2pop-testbed-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -104,8 +115,9 @@ class Testbed:
         return self
 
     def open(self) -> Testbed:
-        """The hosts, with nothing running on them yet: the underlay and host namespaces
-        when the host kind is namespaced, else just names and VTEP addresses."""
+        """The hosts, with no agent on them yet: the underlay and host namespaces when the
+        host kind is namespaced, else just names and VTEP addresses; then what the host
+        kind needs before its agents (``HostKind.prepare``: an OVS host's switch)."""
         if self._opened:
             return self
         self._opened = True
@@ -119,10 +131,11 @@ class Testbed:
             else:
                 vteps = underlay_addresses(self.n_hosts)[0]
                 hosts = [Host(f"h{i}", i, "", v) for i, v in enumerate(vteps, start=1)]
+            self.hosts = {h.name: h for h in hosts}
+            self.kind.prepare(hosts, hosts, self.run, self.underlay)
         except BaseException:
             self.teardown()
             raise
-        self.hosts = {h.name: h for h in hosts}
         return self
 
     def teardown(self) -> None:
@@ -170,9 +183,15 @@ class Testbed:
     # -- networks and VMs -----------------------------------------------------------------
 
     def add_network(
-        self, name: str, *, vni: int | None = None, arp_suppression: str = "neigh_suppress"
+        self,
+        name: str,
+        *,
+        vni: int | None = None,
+        arp_suppression: str = "neigh_suppress",
+        encap: str = "vxlan",
     ) -> Network:
-        net = self.control.add_network(name, vni, arp_suppression)
+        """A network; ``encap`` vxlan or gre (only OVS hosts carry GRE)."""
+        net = self.control.add_network(name, vni, arp_suppression, encap)
         self.networks[name] = net
         return net
 
@@ -262,21 +281,51 @@ class Testbed:
         return self.control.tables(self.hosts[host], self.kind)
 
     def capture(self, name: str = "underlay") -> Capture:
-        """A capture of VXLAN packets on the underlay bridge (use as a context manager)."""
+        """A capture of VXLAN and GRE packets on the underlay bridge (a context manager)."""
         return self._underlay.capture(self.workdir / f"{name}.pcap")
 
     def add_foreign(self, host: str) -> None:
-        """Hand-made devices and entries outside every project prefix (``tables``)."""
-        add_foreign(self.hosts[host].netns)
+        """Hand-made objects ``host``'s datapath must leave alone: devices and entries
+        outside every project prefix (``tables``), and on an OVS host a bridge, a port,
+        flows, a group and an external_id beside the agent's (``ovstables``)."""
+        self.kind.add_foreign(self.hosts[host])
 
     def foreign_state(self, host: str) -> dict[str, bool]:
         """Whether each hand-made object of ``add_foreign`` is still there."""
-        return _foreign_state(self.hosts[host].netns)
+        return self.kind.foreign_state(self.hosts[host])
 
-    def monitor(self, host: str) -> KernelMonitor:
-        """``ip monitor neigh`` + ``bridge monitor fdb`` in ``host`` (context manager)."""
-        self.add_foreign(host)
-        return KernelMonitor(self.hosts[host].netns, FOREIGN_PORT)
+    def monitor(self, host: str) -> TableMonitor:
+        """Changes to ``host``'s entries (context manager): ``ip monitor neigh`` + ``bridge
+        monitor fdb`` on a linux host, ``ovs-ofctl monitor`` on an OVS host."""
+        return self.kind.monitor(self.hosts[host])
+
+    # -- host kinds and Open vSwitch --------------------------------------------------------
+
+    def kind_of(self, host: str) -> HostKind:
+        """The kind of ``host`` (linux, ovs, ...)."""
+        if host not in self.hosts:
+            raise KeyError(f"the testbed has no host {host!r}")
+        return self.kind.of(host) if isinstance(self.kind, MixedHosts) else self.kind
+
+    def _ovs_kind(self, host: str) -> OvsHost:
+        kind = self.kind_of(host)
+        if not isinstance(kind, OvsHost):
+            raise RuntimeError(f"{host} is a {kind.name} host, not an Open vSwitch one")
+        return kind
+
+    def ovs(self, host: str) -> OvsInstance:
+        """The Open vSwitch of OVS host ``host`` (for ``vsctl``/``ofctl``/``appctl``)."""
+        return self._ovs_kind(host).ovs(host)
+
+    def restart_vswitchd(self, host: str) -> None:
+        """A fault: restart ovs-vswitchd on OVS host ``host``. Bridges and ports come back
+        from OVSDB, flows do not (the agent must write them again); the underlay's
+        neighbours are restored by the testbed."""
+        self._ovs_kind(host).restart_vswitchd(self.hosts[host])
+
+    def vswitchd_rss_kib(self, host: str) -> int:
+        """ovs-vswitchd's resident memory on OVS host ``host`` (KiB)."""
+        return self._ovs_kind(host).vswitchd_rss_kib(self.hosts[host])
 
     @property
     def _underlay(self) -> Underlay:

@@ -1,9 +1,11 @@
 """Counting what crosses the underlay: tcpdump on the underlay bridge, pcap parsed here.
 
 ``tcpdump`` runs inside the underlay namespace on its bridge (the bridge is put in
-promiscuous mode, so every frame forwarded between two hosts is seen once) and writes VXLAN
-packets (UDP 4789) to a pcap file. ``parse_pcap`` reads that file with ``struct`` and
-classifies each packet by its *inner* frame:
+promiscuous mode, so every frame forwarded between two hosts is seen once) and writes
+tunnelled packets to a pcap file: VXLAN (UDP 4789) and GRE carrying Ethernet (IP protocol
+47, protocol type 0x6558, the key as the VNI: what Open vSwitch's ``gre`` ports send).
+``parse_pcap`` reads that file with ``struct`` and classifies each packet by its *inner*
+frame:
 
 * ``arp_broadcast``: an ARP frame sent to ff:ff:ff:ff:ff:ff (what L2 population removes);
 * ``nd_multicast``: an IPv6 neighbour discovery message (ICMPv6 133-137) sent to a
@@ -28,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VXLAN_PORT = 4789
+IPPROTO_UDP, IPPROTO_GRE = 17, 47
 ETH_P_IP, ETH_P_ARP, ETH_P_IPV6, ETH_P_8021Q = 0x0800, 0x0806, 0x86DD, 0x8100
+ETH_P_TEB = 0x6558  # transparent Ethernet bridging: a GRE packet carrying a whole frame
+GRE_CSUM, GRE_KEY, GRE_SEQ = 0x8000, 0x2000, 0x1000
 ND_TYPES = range(133, 138)  # RS, RA, NS, NA, redirect
 _PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
@@ -46,7 +51,8 @@ def _mac(raw: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class VxlanPacket:
-    """One VXLAN packet seen on the underlay and what its inner frame is."""
+    """One tunnelled packet seen on the underlay and what its inner frame is (``encap``:
+    ``vxlan``, or ``gre`` with ``vni`` its key)."""
 
     time: float
     src_vtep: str
@@ -59,6 +65,7 @@ class VxlanPacket:
     arp_target: str | None = None
     icmp6_type: int | None = None
     nd_target: str | None = None
+    encap: str = "vxlan"
 
     @property
     def bum(self) -> bool:
@@ -112,7 +119,7 @@ def _inner(data: bytes, off: int) -> dict[str, object]:
 
 
 def parse_packet(ts: float, frame: bytes) -> VxlanPacket | None:
-    """The VXLAN packet in one captured Ethernet frame, or None if it is not one."""
+    """The VXLAN or GRE packet in one captured Ethernet frame, or None if it is not one."""
     if len(frame) < 14:
         return None
     (etype,) = struct.unpack_from("!H", frame, 12)
@@ -123,10 +130,12 @@ def parse_packet(ts: float, frame: bytes) -> VxlanPacket | None:
     if etype != ETH_P_IP or len(frame) < off + 20:
         return None
     ihl = (frame[off] & 0x0F) * 4
-    if frame[off + 9] != 17 or len(frame) < off + ihl + 16:
-        return None
     src = str(ipaddress.IPv4Address(frame[off + 12 : off + 16]))
     dst = str(ipaddress.IPv4Address(frame[off + 16 : off + 20]))
+    if frame[off + 9] == IPPROTO_GRE:
+        return _gre(ts, frame, off + ihl, src, dst)
+    if frame[off + 9] != IPPROTO_UDP or len(frame) < off + ihl + 16:
+        return None
     udp = off + ihl
     (dport,) = struct.unpack_from("!H", frame, udp + 2)
     if dport != VXLAN_PORT:
@@ -139,8 +148,24 @@ def parse_packet(ts: float, frame: bytes) -> VxlanPacket | None:
     return VxlanPacket(ts, src, dst, vni, **_inner(frame, vx + 8))  # type: ignore[arg-type]
 
 
+def _gre(ts: float, frame: bytes, gre: int, src: str, dst: str) -> VxlanPacket | None:
+    """A GRE packet with a key carrying an Ethernet frame (RFC 2890; the optional checksum
+    and sequence number words are skipped); None for any other GRE."""
+    if len(frame) < gre + 4:
+        return None
+    flags, proto = struct.unpack_from("!HH", frame, gre)
+    if proto != ETH_P_TEB or not flags & GRE_KEY:
+        return None
+    key = gre + 4 + (4 if flags & GRE_CSUM else 0)
+    if len(frame) < key + 4:
+        return None
+    (vni,) = struct.unpack_from("!I", frame, key)
+    inner = key + 4 + (4 if flags & GRE_SEQ else 0)
+    return VxlanPacket(ts, src, dst, vni, **_inner(frame, inner), encap="gre")  # type: ignore[arg-type]
+
+
 def parse_pcap(data: bytes) -> list[VxlanPacket]:
-    """Every VXLAN packet of a pcap file's contents (Ethernet link type)."""
+    """Every VXLAN and GRE packet of a pcap file's contents (Ethernet link type)."""
     if len(data) < 24:
         return []
     try:
@@ -166,7 +191,7 @@ def parse_pcap(data: bytes) -> list[VxlanPacket]:
 
 @dataclass
 class CaptureResult:
-    """The VXLAN packets one capture saw, with counting helpers."""
+    """The tunnelled packets one capture saw, with counting helpers."""
 
     packets: list[VxlanPacket]
 
@@ -198,7 +223,7 @@ class CaptureResult:
 
     def summary(self) -> dict[str, int]:
         return {
-            "vxlan": len(self.packets),
+            "vxlan": len(self.packets),  # every tunnelled packet (GRE ones too: the key stays)
             "arp_broadcast": self.count("arp_broadcast"),
             "nd_multicast": self.count("nd_multicast"),
             "bum": self.count("bum"),
@@ -207,7 +232,7 @@ class CaptureResult:
 
 
 class Capture:
-    """tcpdump of VXLAN packets on ``iface`` inside ``netns``, into ``path``.
+    """tcpdump of VXLAN and GRE packets on ``iface`` inside ``netns``, into ``path``.
 
     ``start()`` returns once tcpdump is listening; ``stop()`` lets in-flight packets land,
     stops tcpdump (by its pid) and parses the file.
@@ -225,7 +250,7 @@ class Capture:
         self.path.unlink(missing_ok=True)
         cmd = ["ip", "netns", "exec", self.netns, "tcpdump", "-i", self.iface, "-w"]
         cmd += [str(self.path), "-U", "--immediate-mode", "-n", "-s", "262", "-Z", "root"]
-        cmd += ["udp", "dst", "port", str(VXLAN_PORT)]
+        cmd += ["udp", "dst", "port", str(VXLAN_PORT), "or", "ip", "proto", str(IPPROTO_GRE)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         listening = threading.Event()
 

@@ -40,7 +40,9 @@ class ControlPlane(Protocol):
     ) -> None:
         """Bring the control plane up for ``hosts`` (built, not yet running anything)."""
 
-    def add_network(self, name: str, vni: int | None, arp_suppression: str) -> Network: ...
+    def add_network(
+        self, name: str, vni: int | None, arp_suppression: str, encap: str = "vxlan"
+    ) -> Network: ...
 
     def add_port(
         self, name: str, network: Network, host: str, ips: list[str], mac: str | None
@@ -171,9 +173,13 @@ class L2popControlPlane(ControlPlane):
 
     # -- networks and ports ---------------------------------------------------------------
 
-    def add_network(self, name: str, vni: int | None, arp_suppression: str) -> Network:
-        out = self.api.create_network(name=name, vni=vni, arp_suppression=arp_suppression)
-        return Network(out.id, name, out.vni, out.arp_suppression)
+    def add_network(
+        self, name: str, vni: int | None, arp_suppression: str, encap: str = "vxlan"
+    ) -> Network:
+        out = self.api.create_network(
+            name=name, vni=vni, arp_suppression=arp_suppression, encap=encap
+        )
+        return Network(out.id, name, out.vni, out.arp_suppression, out.encap.value)
 
     def add_port(
         self, name: str, network: Network, host: str, ips: list[str], mac: str | None

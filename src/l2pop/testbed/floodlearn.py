@@ -46,8 +46,13 @@ class FloodAndLearn(ControlPlane):
             raise ValueError("flood-and-learn needs host namespaces on an underlay")
         self.hosts = list(hosts)
 
-    def add_network(self, name: str, vni: int | None, arp_suppression: str) -> Network:
-        """``arp_suppression`` is ignored: a learning device answers nothing locally."""
+    def add_network(
+        self, name: str, vni: int | None, arp_suppression: str, encap: str = "vxlan"
+    ) -> Network:
+        """``arp_suppression`` is ignored: a learning device answers nothing locally. VXLAN
+        only (the baseline is Linux VXLAN)."""
+        if encap != "vxlan":
+            raise ValueError(f"flood-and-learn carries vxlan only, not {encap}")
         self._networks += 1
         if vni is None:
             vni = FIRST_VNI + self._networks - 1

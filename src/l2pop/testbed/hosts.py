@@ -7,10 +7,14 @@
   memory-datapath agent per host, each with its own WebSocket; a "VM" is its port only, and
   the tables are read back from the swarm's control endpoint (``l2pop demo --simulate``).
 
+* ``OvsHost`` (``ovshost.py``): a host namespace with its own Open vSwitch and
+  ``l2pop agent --datapath ovs``; ``MixedHosts`` (``kinds.py``) puts kinds side by side in
+  one testbed.
+
 Design note: a host kind knows nothing of the control plane; the l2pop control plane asks
 it to start agents (with the URL and tokens it made), the flood-and-learn one never does.
-A new kind (an Open vSwitch host) implements ``HostKind``: its agent, its plugging, its
-read-back.
+A new kind implements ``HostKind``: what its hosts need before any agent (``prepare``), its
+agent, its plugging, its read-back, and the hand-made objects its datapath must leave alone.
 """
 
 from __future__ import annotations
@@ -21,12 +25,35 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from l2pop.testbed import iproute, netns
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
 from l2pop.testbed.nodes import Host, Run, Vm
-from l2pop.testbed.tables import KernelNetwork, kernel_tables
+from l2pop.testbed.tables import (
+    FOREIGN_PORT,
+    KernelMonitor,
+    KernelNetwork,
+    add_foreign,
+    foreign_state,
+    kernel_tables,
+)
+from l2pop.testbed.underlay import Underlay
+
+
+class TableMonitor(Protocol):
+    """What a host kind's ``monitor`` returns: changes to the datapath's entries between
+    ``__enter__`` and ``__exit__``, keyed by MAC (FDB) or IP (neighbours)."""
+
+    def __enter__(self) -> TableMonitor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def mentioning(self, *keys: str) -> list[str]: ...
+
+    def touched(self, *keys: str) -> list[str]: ...
+
+    def deleted(self, *keys: str) -> list[str]: ...
 
 
 class HostKind(ABC):
@@ -36,6 +63,14 @@ class HostKind(ABC):
     name: ClassVar[str]
     #: hosts and VMs are network namespaces on an underlay (needs root)
     namespaced: ClassVar[bool] = True
+
+    def prepare(  # noqa: B027 (an optional hook: most kinds need nothing)
+        self, hosts: Sequence[Host], everyone: Sequence[Host], run: Run, underlay: Underlay | None
+    ) -> None:
+        """Ready ``hosts`` (this kind's, built on the underlay, nothing running yet) before
+        any control plane starts: whatever the datapath needs beside the agent (an OVS
+        host's switch). ``everyone`` is every host of the testbed, of any kind, all built;
+        undo steps go on ``run.teardown``. Nothing to do by default."""
 
     @abstractmethod
     def start_agents(self, hosts: Sequence[Host], server_url: str, run: Run) -> None:
@@ -58,26 +93,55 @@ class HostKind(ABC):
     def tables(self, host: Host) -> dict[int, KernelNetwork]:
         """VNI -> what ``host``'s datapath holds, read back without the agent's help."""
 
+    # hand-made objects and watching entries change: the kernel's, on a namespaced host
+
+    def add_foreign(self, host: Host) -> None:
+        """Hand-made objects the host's datapath must never touch (idempotent)."""
+        add_foreign(self._netns(host))
+
+    def foreign_state(self, host: Host) -> dict[str, bool]:
+        """Whether each object of ``add_foreign`` is still there, unchanged."""
+        return foreign_state(self._netns(host))
+
+    def monitor(self, host: Host) -> TableMonitor:
+        """A monitor of the datapath's entries on ``host`` (not yet entered)."""
+        self.add_foreign(host)  # its bridge port carries the kernel monitor's markers
+        return KernelMonitor(self._netns(host), FOREIGN_PORT)
+
+    def _netns(self, host: Host) -> str:
+        if not self.namespaced:
+            raise RuntimeError(f"{self.name} hosts have no kernel of their own")
+        return host.netns
+
 
 # -- Linux hosts -------------------------------------------------------------------------
 
 
 class AgentProcess(netns.ChildProcess):
-    """``l2pop agent --datapath linux`` inside a host's namespace; the pid is the agent's
-    own (``ip netns exec`` execs it), so ``kill()`` is a real ``kill -9``."""
+    """``l2pop agent --datapath linux`` (or ``datapath_args``) inside a host's namespace;
+    the pid is the agent's own (``ip netns exec`` execs it), so ``kill()`` is a real
+    ``kill -9``."""
 
-    def __init__(self, host: Host, server_url: str, log_path: Path, heartbeat: float) -> None:
+    def __init__(
+        self,
+        host: Host,
+        server_url: str,
+        log_path: Path,
+        heartbeat: float,
+        datapath_args: Sequence[str] = ("--datapath", "linux"),
+    ) -> None:
         self.host = host
         self.server_url = server_url
         self.log_path = log_path
         self.heartbeat = heartbeat
+        self.datapath_args = list(datapath_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProcess:
         assert self.host.token is not None
         cmd = ["ip", "netns", "exec", self.host.netns, sys.executable, "-m", "l2pop", "agent"]
         cmd += ["--server", self.server_url, "--host", self.host.name]
-        cmd += ["--local-ip", self.host.vtep_ip, "--datapath", "linux"]
+        cmd += ["--local-ip", self.host.vtep_ip, *self.datapath_args]
         cmd += ["--heartbeat-interval", str(self.heartbeat)]
         env = {**os.environ, "L2POP_AGENT_TOKEN": self.host.token, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from l2pop.datapath.abc import tap_name
 from l2pop.testbed.teardown import Teardown
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class Network:
     name: str
     vni: int
     arp_suppression: str
+    encap: str = "vxlan"  # vxlan | gre (how its frames cross the underlay)
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Vm:
     @property
     def tap(self) -> str:
         """The host end of the VM's veth, named as the agents expect it."""
-        return "tap" + self.port_id[:11]
+        return tap_name(self.port_id)
 
     @property
     def ipv4(self) -> str | None:

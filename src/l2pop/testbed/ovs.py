@@ -50,7 +50,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -165,10 +165,17 @@ class OvsInstance:
             opts.append("--no-wait")
         return self._tool("ovs-vsctl", *opts, *args)
 
-    def ofctl(self, bridge: str, command: str, *args: str, stdin: str | None = None) -> str:
-        """``ovs-ofctl COMMAND unix:<dir>/<bridge>.mgmt ARGS`` (``add-flows ... -`` reads
-        ``stdin``)."""
-        return self._tool("ovs-ofctl", command, self.mgmt(bridge), *args, stdin=stdin)
+    def ofctl(
+        self,
+        bridge: str,
+        command: str,
+        *args: str,
+        stdin: str | None = None,
+        options: Sequence[str] = (),
+    ) -> str:
+        """``ovs-ofctl OPTIONS COMMAND unix:<dir>/<bridge>.mgmt ARGS`` (``add-flows ... -``
+        reads ``stdin``; ``options`` e.g. ``("-O", "OpenFlow15")``)."""
+        return self._tool("ovs-ofctl", *options, command, self.mgmt(bridge), *args, stdin=stdin)
 
     def appctl(self, *args: str, daemon: str = "ovs-vswitchd") -> str:
         """``ovs-appctl -t <dir>/<daemon>.ctl ARGS``."""

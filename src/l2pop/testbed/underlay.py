@@ -54,6 +54,7 @@ class Underlay:
         self.prefix = prefix
         self.netns = ""  # the underlay namespace, P-ul
         self.relay_ip = ""
+        self.plen = 24  # the underlay's prefix length (set by ``build``)
         self._record: RunRecord | None = None
         self._names: list[str] = []
 
@@ -94,6 +95,7 @@ class Underlay:
     def build(self, n_hosts: int) -> list[Host]:
         """``P-ul`` with the bridge, and ``n_hosts`` host namespaces wired into it."""
         vteps, self.relay_ip, plen = underlay_addresses(n_hosts)
+        self.plen = plen
         for address in (*vteps, self.relay_ip):
             netns.check_address(address)
         self.netns = ul = self.add_netns("ul")
@@ -125,15 +127,20 @@ class Underlay:
         )
         return Host(name, index, host_ns, vtep)
 
+    @staticmethod
+    def host_port(host: Host) -> str:
+        """The underlay bridge's port (in ``P-ul``) whose veth peer is ``host``'s ``ul0``."""
+        return host.name
+
     def _wire(self, hosts: list[Host], plen: int) -> None:
         """A veth per host: ``hN`` on the underlay bridge, ``ul0`` with the VTEP address."""
         lines: list[str] = []
         for host in hosts:
+            port = self.host_port(host)
             lines.append(
-                f"link add {host.name} mtu {UNDERLAY_MTU} type veth peer name ul0 "
-                f"netns {host.netns}"
+                f"link add {port} mtu {UNDERLAY_MTU} type veth peer name ul0 netns {host.netns}"
             )
-            lines.append(f"link set {host.name} master {UNDERLAY_BRIDGE} up")
+            lines.append(f"link set {port} master {UNDERLAY_BRIDGE} up")
             if len(lines) >= BATCH:
                 iproute.ip_batch(self.netns, lines)
                 lines = []
