@@ -13,11 +13,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="show L2 population end to end: no ARP broadcast crosses the underlay",
         description=(
-            "Start a server, 4 hosts (network namespaces) with real agents and 2 networks of "
-            "VMs; ping every pair, show the networks are isolated, print each host's kernel "
-            "tables, and count the packets crossing the underlay from cold ARP caches with "
-            "l2pop and with a flood-and-learn VXLAN baseline. Needs root. Exit code 0 when "
-            "every promise holds, 1 when one fails, 2 when this machine cannot run it."
+            "Start a server and 4 hosts (network namespaces) with real agents: two Linux-bridge "
+            "hosts and two Open vSwitch hosts, with networks on Linux bridge + VXLAN, OVS + "
+            "VXLAN, OVS + GRE and one VXLAN network spanning both kinds; ping every pair, show "
+            "the networks are isolated, print each host's tables (kernel or flows), and count "
+            "the packets crossing the underlay from cold ARP caches with l2pop and with a "
+            "flood-and-learn baseline. Needs root. Exit code 0 when every promise holds, 1 "
+            "when one fails, 2 when this machine cannot run it."
         ),
     )
     p.add_argument(

@@ -1,11 +1,15 @@
-"""``l2pop demo``: l2pop's promise shown on real kernels in network namespaces.
+"""``l2pop demo``: l2pop's promise shown on real kernels and real Open vSwitch daemons.
 
-A server, 4 hosts with real agents (linux datapath) and the story's two networks
-(``story.demo_topology``). Every VM pair of a network pings (IPv4 and IPv6), no VM reaches
-the other network although both share one subnet, each host's kernel tables are read back
-and compared with the server's desired state; then the VMs resolve each other from cold
-neighbour caches while tcpdump counts what crosses the underlay, with l2pop and with a
-flood-and-learn VXLAN baseline on the same topology (``Testbed(control=FloodAndLearn())``).
+A server and 4 host namespaces: h1, h2 Linux-bridge hosts (``l2pop agent --datapath
+linux``), h3, h4 Open vSwitch hosts (a private ovsdb-server + ovs-vswitchd each, ``l2pop
+agent --datapath ovs``), and the original system's three datapaths as networks side by side
+(``story.datapaths_topology``): Linux bridge + VXLAN, OVS + VXLAN, OVS + GRE, and one VXLAN
+network spanning a Linux and an OVS host. Every VM pair of a network pings (IPv4 and IPv6),
+no VM reaches another network although all share one subnet, each host's tables are read
+back (kernel or flows) and compared with the server's desired state; then the VMs resolve
+each other from cold neighbour caches while tcpdump counts what crosses the underlay, per
+network, with l2pop and with flood-and-learn on the same topology (learning Linux VXLAN
+devices, OVS ``learn()`` flows; ``Testbed(control=FloodAndLearn())``).
 
 Exit code: 0 when every promise holds, 1 when one fails, 2 when the machine cannot run it.
 """
@@ -25,6 +29,7 @@ from rich.text import Text
 from l2pop.console import make_console
 from l2pop.demo import story
 from l2pop.demo.progress import Check, Progress, summary
+from l2pop.testbed import ovs
 from l2pop.testbed.bed import Testbed
 from l2pop.testbed.capture import CaptureResult
 from l2pop.testbed.controlplane import L2popControlPlane
@@ -40,13 +45,13 @@ class Measurement:
     pings_ok: int
     pings: int
     capture: CaptureResult
-    non_member_bum: int
+    non_member_bum: dict[str, int]  # network -> BUM copies that reached non-members
     non_member_detail: list[str]
 
 
 def measure_cold(bed: Testbed, topo: Topology) -> Measurement:
     """Flush every VM's neighbour cache, then ping every pair of each network (IPv4 and
-    IPv6) while tcpdump counts VXLAN packets on the underlay bridge."""
+    IPv6) while tcpdump counts tunnelled packets (VXLAN and GRE) on the underlay bridge."""
     vms = list(bed.vms.values())
     bed.flush_neigh()
     pairs = story.pairs_within(vms)
@@ -54,29 +59,33 @@ def measure_cold(bed: Testbed, topo: Topology) -> Measurement:
         results = bed.ping_many(pairs, timeout=2)
     assert cap.result is not None
     result = cap.result
-    bum, detail = 0, []
+    bum: dict[str, int] = {}
+    detail = []
     for net in topo.networks:
+        bum[net.name] = 0
         for host_name in sorted(set(bed.hosts) - topo.members(net.name)):
             host = bed.hosts[host_name]
             n = result.count("bum", dst=host.vtep_ip, vni=net.vni)
-            bum += n
-            detail.append(f"{net.name} → {host_name} ({host.vtep_ip}): {n}")
+            bum[net.name] += n
+            detail.append(f"{net.name} → {host_name}: {n}")
     return Measurement(sum(results), len(results), result, bum, detail)
 
 
 def render_tables(console: Console, bed: Testbed) -> None:
-    """Each host's kernel tables, read back with ``bridge -j fdb`` / ``ip -j neigh``."""
+    """Each host's tables, read back: the kernel's (``bridge -j fdb`` / ``ip -j neigh``) on
+    Linux hosts, the flows and groups (``ovs-ofctl``) on OVS hosts."""
     by_vni = {n.vni: n.name for n in bed.networks.values()}
-    table = Table(title="kernel tables, read back from each host's kernel", show_lines=True)
+    table = Table(title="tables, read back from each host's kernel or switch", show_lines=True)
     for column in ("host", "network", "devices", "flood list", "FDB (MAC → VTEP)", "ARP/ND"):
         table.add_column(column)
     for name, host in bed.hosts.items():
         nets = bed.kernel_tables(name)
+        where = f"{name} ({bed.kind_of(name).name})\n{host.vtep_ip}"
         if not nets:
-            table.add_row(f"{name}\n{host.vtep_ip}", Text("(none)", "dim"), "", "", "", "")
+            table.add_row(where, Text("(none)", "dim"), "", "", "", "")
         for vni, net in sorted(nets.items()):
             table.add_row(
-                f"{name}\n{host.vtep_ip}",
+                where,
                 f"{by_vni.get(vni, '?')}\nvni {vni}\n{net.mode}",
                 f"{net.bridge}\n{net.vxlan}\n" + "\n".join(net.ports),
                 "\n".join(net.flood) or "-",
@@ -89,7 +98,7 @@ def render_tables(console: Console, bed: Testbed) -> None:
 def _cap_text(m: Measurement) -> str:
     s = m.capture.summary()
     return (
-        f"{s['vxlan']} VXLAN packets: {s['arp_broadcast']} ARP broadcast, "
+        f"{s['vxlan']} tunnelled packets: {s['arp_broadcast']} ARP broadcast, "
         f"{s['nd_multicast']} ND multicast, {s['bum']} BUM, {s['unicast']} unicast"
     )
 
@@ -98,9 +107,11 @@ def start_l2pop(p: Progress, topo: Topology, workdir: Path) -> Testbed:
     """The l2pop testbed, started as one step that says what runs where."""
     control = L2popControlPlane()
     with p.step(
-        f"testbed: underlay bridge, {topo.hosts} hosts, server, one agent per host"
+        f"testbed: underlay bridge, {topo.hosts} hosts (Linux bridge and Open vSwitch), "
+        "server, one agent per host"
     ) as notes:
-        bed = Testbed(topo.hosts, control=control, workdir=workdir / "l2pop").start()
+        bed = Testbed(topo.hosts, control=control, kinds=topo.kinds, workdir=workdir / "l2pop")
+        bed.start()
         notes.append(
             f"run prefix {bed.prefix}: namespaces {bed.prefix}-ul, {bed.prefix}-h1..h{topo.hosts}"
         )
@@ -108,7 +119,13 @@ def start_l2pop(p: Progress, topo: Topology, workdir: Path) -> Testbed:
                      f"it at {control.agent_url} over the underlay")  # fmt: skip
         for host in bed.hosts.values():
             assert host.agent is not None
-            notes.append(f"{host.name}: VTEP {host.vtep_ip}, agent pid {host.agent.pid}")
+            kind = bed.kind_of(host.name).name
+            line = f"{host.name}: {kind}, VTEP {host.vtep_ip}, agent pid {host.agent.pid}"
+            if kind == "ovs":
+                ovs = bed.ovs(host.name)
+                line += (f", ovsdb-server pid {ovs.pid('ovsdb-server')}, ovs-vswitchd pid "
+                         f"{ovs.pid('ovs-vswitchd')} (userspace datapath)")  # fmt: skip
+            notes.append(line)
     return bed
 
 
@@ -116,9 +133,9 @@ def run_l2pop(p: Progress, topo: Topology, workdir: Path) -> tuple[Measurement, 
     """The l2pop half; returns the measurement and the VMs' MACs (for the baseline)."""
     bed = start_l2pop(p, topo, workdir)
     with bed:
-        story.build(p, bed, topo,
-                    "networks blue (vni 1001, neigh_suppress) and red (vni 1002, proxy); VMs",
-                    "VMs")  # fmt: skip
+        story.build(p, bed, topo, "networks " + ", ".join(
+            f"{n.name} ({n.label}, vni {n.vni}, {n.arp_suppression})" for n in topo.networks
+        ) + "; VMs", "VMs")  # fmt: skip
         vms = list(bed.vms.values())
         with p.step("ping every VM pair of each network (IPv4 and IPv6)") as notes:
             pairs = story.pairs_within(vms)
@@ -134,8 +151,8 @@ def run_l2pop(p: Progress, topo: Topology, workdir: Path) -> tuple[Measurement, 
         p.check(Check("pings across networks answered", f"{leaked}/{len(cross)}", ok=leaked == 0))
         render_tables(p.console, bed)
         story.compare(p, list(bed.hosts), lambda h: story.table_differences(bed, h),
-                      title="compare each kernel with the server's desired state",
-                      holders="hosts", check="kernel tables = desired state")  # fmt: skip
+                      title="compare each host's tables with the server's desired state",
+                      holders="hosts", check="host tables = desired state")  # fmt: skip
         with p.step("cold caches: flush the VMs' neighbour caches, ping all pairs, tcpdump on "
                     "the underlay") as notes:  # fmt: skip
             m = measure_cold(bed, topo)
@@ -148,31 +165,38 @@ def run_baseline(p: Progress, topo: Topology, macs: dict[str, str], workdir: Pat
     """The same topology, with the l2pop half's MACs, on flood-and-learn VXLAN."""
     for vm in topo.vms:
         vm.mac = macs.get(vm.name, vm.mac)
-    with p.step("baseline: the same topology with flood-and-learn VXLAN (no l2pop)") as notes:
-        bed = Testbed(topo.hosts, control=FloodAndLearn(), workdir=workdir / "baseline")
+    with p.step("baseline: the same topology with flood-and-learn (no l2pop)") as notes:
+        bed = Testbed(
+            topo.hosts, control=FloodAndLearn(), kinds=topo.kinds, workdir=workdir / "baseline"
+        )
         with bed:
             topo.build(bed)
-            notes.append(f"run prefix {bed.prefix}; learning vxlan devices, every host's VTEP "
-                         "in every flood list")  # fmt: skip
+            notes.append(f"run prefix {bed.prefix}; learning VXLAN devices on Linux hosts, "
+                         "learn() flows on OVS hosts, every VTEP in every flood list")  # fmt: skip
             time.sleep(1.0)  # the VMs' own start-up chatter (MLD reports) goes first
             m = measure_cold(bed, topo)
             notes.append(f"{m.pings_ok}/{m.pings} answered; {_cap_text(m)}")
     return m
 
 
-def report(p: Progress, m: Measurement, b: Measurement) -> None:
-    """The underlay checks (l2pop against the baseline), the details and the summary."""
+def report(p: Progress, topo: Topology, m: Measurement, b: Measurement) -> None:
+    """The underlay checks per network (l2pop against the baseline), the details and the
+    summary."""
     s, sb = m.capture.summary(), b.capture.summary()
     p.check(Check("pings during the cold-cache run", f"{m.pings_ok}/{m.pings}",
                   f"{b.pings_ok}/{b.pings}", ok=m.pings_ok == m.pings))  # fmt: skip
-    p.check(Check("ARP broadcasts across the underlay", str(s["arp_broadcast"]),
-                  str(sb["arp_broadcast"]), ok=s["arp_broadcast"] == 0))  # fmt: skip
-    p.check(Check("IPv6 ND multicasts across the underlay", str(s["nd_multicast"]),
-                  str(sb["nd_multicast"]), ok=s["nd_multicast"] == 0))  # fmt: skip
-    p.check(Check("BUM copies to non-member hosts", str(m.non_member_bum),
-                  str(b.non_member_bum), ok=m.non_member_bum == 0))  # fmt: skip
+    for net in topo.networks:
+        arp = m.capture.count("arp_broadcast", vni=net.vni)
+        nd = m.capture.count("nd_multicast", vni=net.vni)
+        p.check(Check(f"{net.label}: ARP broadcasts on the underlay", str(arp),
+                      str(b.capture.count("arp_broadcast", vni=net.vni)), ok=arp == 0))  # fmt: skip
+        p.check(Check(f"{net.label}: ND multicasts on the underlay", str(nd),
+                      str(b.capture.count("nd_multicast", vni=net.vni)), ok=nd == 0))  # fmt: skip
+        p.check(Check(f"{net.label}: BUM copies to non-member hosts",
+                      str(m.non_member_bum[net.name]), str(b.non_member_bum[net.name]),
+                      ok=m.non_member_bum[net.name] == 0))  # fmt: skip
     p.check(Check("all BUM copies on the underlay", str(s["bum"]), str(sb["bum"])))
-    p.check(Check("all VXLAN packets on the underlay", str(s["vxlan"]), str(sb["vxlan"])))
+    p.check(Check("all tunnelled packets on the underlay", str(s["vxlan"]), str(sb["vxlan"])))
     p.console.print()
     for label, meas in (("l2pop", m), ("flood-and-learn", b)):
         per = meas.capture.per_destination("arp_broadcast")
@@ -186,10 +210,10 @@ def run_demo(console: Console | None = None, *, workdir: Path | None = None) -> 
     """The real demo (root). Returns the exit code."""
     console = console or make_console()
     if os.geteuid() != 0:
-        console.print("l2pop demo needs root (network namespaces, bridge and vxlan devices).")
+        console.print("l2pop demo needs root (network namespaces, bridges, tunnels).")
         console.print("Run it with sudo, or `l2pop demo --simulate` for the memory datapath.")
         return 2
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None] + ovs.missing()
     if missing:
         console.print(f"missing tools: {', '.join(missing)} (scripts/bootstrap installs them)")
         return 2
@@ -197,7 +221,7 @@ def run_demo(console: Console | None = None, *, workdir: Path | None = None) -> 
     work = workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"l2pop-demo-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     p = Progress(console)
-    topo = story.demo_topology()
+    topo = story.datapaths_topology()
     try:
         m, macs = run_l2pop(p, topo, work)
         b = run_baseline(p, topo, macs, work)
@@ -205,12 +229,13 @@ def run_demo(console: Console | None = None, *, workdir: Path | None = None) -> 
         console.print(Text(f"demo failed: {exc}", style="bold red"))
         console.print(f"logs: {work}")
         return 1
-    report(p, m, b)
+    report(p, topo, m, b)
     failed = p.failed()
     if failed:
         console.print(Text(f"{len(failed)} promise(s) failed; logs: {work}", style="bold red"))
         return 1
-    console.print(Text("every promise holds: no ARP broadcast crossed the underlay with l2pop",
+    console.print(Text("every promise holds on all three datapaths: no ARP broadcast or ND "
+                       "multicast crossed the underlay with l2pop",
                        style="bold green"))  # fmt: skip
     if not keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -41,6 +41,32 @@ def demo_topology() -> Topology:
     )
 
 
+#: the real demo's hosts: two Linux-bridge hosts and two Open vSwitch hosts
+DATAPATH_KINDS = {"h1": "linux", "h2": "linux", "h3": "ovs", "h4": "ovs"}
+
+
+def datapaths_topology() -> Topology:
+    """The original system's three datapaths side by side, plus a network that spans both
+    kinds of host: ``lb`` Linux bridge + VXLAN on h1, h2; ``ov`` OVS + VXLAN and ``og`` OVS +
+    GRE on h3, h4; ``mx`` one VXLAN network with a VM on a Linux host (h1) and one on an OVS
+    host (h3). Every network has hosts that are not members, and all share one IPv4 /16 and
+    one IPv6 /64: only the overlay keeps them apart."""
+    nets = [
+        NetworkSpec("lb", 1001, "neigh_suppress", "vxlan", "Linux bridge + VXLAN"),
+        NetworkSpec("ov", 1002, "proxy", "vxlan", "Open vSwitch + VXLAN"),
+        NetworkSpec("og", 1003, "neigh_suppress", "gre", "Open vSwitch + GRE"),
+        NetworkSpec("mx", 1004, "neigh_suppress", "vxlan", "mixed: Linux + OVS, VXLAN"),
+    ]
+    place = {"lb": ("h1", "h2"), "ov": ("h3", "h4"), "og": ("h3", "h4"), "mx": ("h1", "h3")}
+    vms = [
+        VmSpec(f"{net.name}-{i}", net.name, host, [f"198.19.{k}.{i}", f"2001:db8::{k}:{i}"])
+        for k, net in enumerate(nets, start=1)
+        for i, host in enumerate(place[net.name], start=1)
+    ]
+    kinds = {h: k for h, k in DATAPATH_KINDS.items() if k != "linux"}
+    return Topology(len(DATAPATH_KINDS), nets, vms, kinds)
+
+
 def build(p: Progress, bed: Testbed, topo: Topology, title: str, placed: str) -> None:
     """Build ``topo`` on ``bed`` as one step, then say where each network lives
     (``placed``: what sits on the hosts, "VMs" or "ports")."""

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 
 from l2pop.testbed import iproute
 from l2pop.testbed.controlplane import ControlPlane
+from l2pop.testbed.floodlearn_ovs import OvsFloodLearn
 from l2pop.testbed.hosts import HostKind
+from l2pop.testbed.kinds import MixedHosts
 from l2pop.testbed.nodes import Host, Network, Run, Vm
+from l2pop.testbed.ovshost import OvsHost
 from l2pop.testbed.tables import KernelNetwork, kernel_tables
 from l2pop.testbed.underlay import Underlay
 
@@ -38,6 +41,8 @@ class FloodAndLearn(ControlPlane):
     def __init__(self) -> None:
         self.hosts: list[Host] = []
         self._networks = 0
+        self._ovs: OvsFloodLearn | None = None
+        self._ovs_hosts: set[str] = set()
 
     def start(
         self, run: Run, hosts: Sequence[Host], kind: HostKind, underlay: Underlay | None
@@ -45,22 +50,41 @@ class FloodAndLearn(ControlPlane):
         if underlay is None or not kind.namespaced:
             raise ValueError("flood-and-learn needs host namespaces on an underlay")
         self.hosts = list(hosts)
+        instances = {}
+        for host in hosts:
+            host_kind = kind.of(host) if isinstance(kind, MixedHosts) else kind
+            if isinstance(host_kind, OvsHost):
+                instances[host.name] = host_kind.ovs(host)
+        if instances:
+            self._ovs = OvsFloodLearn(instances)
+            self._ovs_hosts = set(instances)
+            for host in hosts:
+                if host.name in instances:
+                    self._ovs.ensure_bridge(host)
 
     def add_network(
         self, name: str, vni: int | None, arp_suppression: str, encap: str = "vxlan"
     ) -> Network:
-        """``arp_suppression`` is ignored: a learning device answers nothing locally. VXLAN
-        only (the baseline is Linux VXLAN)."""
-        if encap != "vxlan":
-            raise ValueError(f"flood-and-learn carries vxlan only, not {encap}")
+        """``arp_suppression`` is ignored: a learning switch answers nothing locally. VXLAN
+        reaches every host (Linux learning devices, OVS ``learn()`` flows); GRE only the OVS
+        hosts (the Linux baseline has no GRE)."""
+        if encap not in ("vxlan", "gre"):
+            raise ValueError(f"flood-and-learn carries vxlan and gre, not {encap}")
         self._networks += 1
         if vni is None:
             vni = FIRST_VNI + self._networks - 1
-        for host in self.hosts:
-            self._devices(host, vni)
-        return Network(f"flood-{vni}", name, vni, "learning")
+        carriers = [h for h in self.hosts if encap == "vxlan" or h.name in self._ovs_hosts]
+        if not carriers:
+            raise ValueError(f"no host of this testbed carries {encap}")
+        for host in carriers:
+            if host.name in self._ovs_hosts:
+                assert self._ovs is not None
+                self._ovs.add_network(host, vni, encap, carriers)
+            else:
+                self._devices(host, vni, carriers)
+        return Network(f"flood-{vni}", name, vni, "learning", encap=encap)
 
-    def _devices(self, host: Host, vni: int) -> None:
+    def _devices(self, host: Host, vni: int, carriers: Sequence[Host]) -> None:
         br, vx = f"{BRIDGE_PREFIX}{vni}", f"{VXLAN_PREFIX}{vni}"
         iproute.ip_batch(
             host.netns,
@@ -75,7 +99,7 @@ class FloodAndLearn(ControlPlane):
         )
         flood = [
             f"fdb append 00:00:00:00:00:00 dev {vx} dst {other.vtep_ip}"
-            for other in self.hosts
+            for other in carriers
             if other is not host
         ]
         iproute.bridge_batch(host.netns, flood)
@@ -86,6 +110,10 @@ class FloodAndLearn(ControlPlane):
         return secrets.token_hex(16), mac or random_mac()
 
     def plugged(self, vm: Vm, host: Host) -> None:
+        if host.name in self._ovs_hosts:
+            assert self._ovs is not None
+            self._ovs.plugged(vm, host)
+            return
         iproute.ip(host.netns, "link", "set", vm.tap, "master",
                    f"{BRIDGE_PREFIX}{vm.network.vni}", "up")  # fmt: skip
 

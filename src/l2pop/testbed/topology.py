@@ -28,6 +28,8 @@ class NetworkSpec:
     name: str
     vni: int
     arp_suppression: str = "neigh_suppress"
+    encap: str = "vxlan"
+    label: str = ""  # what the demo calls it ("OVS + GRE"); the name when empty
 
 
 @dataclass
@@ -37,11 +39,15 @@ class Topology:
     hosts: int
     networks: list[NetworkSpec]
     vms: list[VmSpec] = field(default_factory=list)
+    #: host name -> its kind when not the testbed's default (``Testbed(kinds=...)``)
+    kinds: dict[str, str] = field(default_factory=dict)
 
     def build(self, bed: Testbed) -> None:
         """Every network, then every VM (not waiting for each), then wait until converged."""
         for net in self.networks:
-            bed.add_network(net.name, vni=net.vni, arp_suppression=net.arp_suppression)
+            bed.add_network(
+                net.name, vni=net.vni, arp_suppression=net.arp_suppression, encap=net.encap
+            )
         for vm in self.vms:
             bed.add_vm(vm.name, vm.network, vm.host, vm.ips, mac=vm.mac, wait=False)
         bed.wait_converged()
