@@ -4,7 +4,7 @@ scale result, shared by ``docs/benchmarks.md`` and the tables the benchmarks pri
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -50,3 +50,90 @@ SCALE_RATE_COLUMNS = tuple(column for column, _, _ in SCALE_RATE_FIELDS)
 def scale_rate_cells(row: dict[str, Any]) -> list[str]:
     """The cells of one churn rate's row, in ``SCALE_RATE_COLUMNS`` order."""
     return [num(row.get(key), digits) for _, key, digits in SCALE_RATE_FIELDS]
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def kernel_ovs_rate_rows(
+    r: dict[str, Any], code: Callable[[str], str] = _identity
+) -> list[list[str]]:
+    """The (method, entries/s, vs bundle) rows of a ``kernel-ovs`` result; ``code`` marks a
+    command up (the page: Markdown backticks). One entry is one flow, so the rates compare."""
+    bundle = r.get("bundle_flows_per_s") or 0
+
+    def ratio(v: Any) -> str:
+        if not (v and bundle):
+            return "-"
+        return f"{v / bundle:.{2 if v / bundle >= 0.1 else 4}f} \u00d7"
+
+    def of(samples: str) -> str:
+        n = len(r.get(samples) or ())
+        return f", median of {n}" if n > 1 else ""
+
+    rows = [
+        (
+            f"l2pop datapath: install (network made){of('install_samples_s')}",
+            "install_entries_per_s",
+            0,
+        ),
+        ("l2pop datapath: install again (network exists)", "reinstall_entries_per_s", 0),
+        ("l2pop datapath: remove (conditional)", "remove_entries_per_s", 0),
+        (
+            f"{code('ovs-ofctl --bundle add-flows FILE')}{of('bundle_samples_s')}",
+            "bundle_flows_per_s",
+            0,
+        ),
+        (
+            f"one {code('ovs-ofctl add-flow')} per flow ({num(r.get('per_process_flows'))}-flow "
+            "sample, extrapolated)",
+            "per_process_flows_per_s",
+            1,
+        ),
+    ]
+    return [[label, num(r.get(key), digits), ratio(r.get(key))] for label, key, digits in rows]
+
+
+def _ms(value: Any) -> str:
+    return num(None if value is None else value * 1000, 1, "ms")
+
+
+def kernel_ovs_time_rows(
+    r: dict[str, Any], code: Callable[[str], str] = _identity
+) -> list[list[str]]:
+    """The (what, time) rows of a ``kernel-ovs`` result: reads back, leave, extrapolation."""
+    flows = num(r.get("table_flows"))
+    return [
+        ["no-change reconcile (dump + diff), median of 5", _ms(r.get("reconcile_unchanged_s"))],
+        ["no-change reconcile, best of 5", _ms(r.get("reconcile_unchanged_best_s"))],
+        [f"{code('ovs-ofctl dump-flows')} of the bridge ({flows} flows), median of 5",
+         _ms(r.get("dump_flows_s"))],
+        [f"{code('ovs-ofctl dump-flows')}, best of 5", _ms(r.get("dump_flows_best_s"))],
+        ["leave of the network holding every entry", _ms(r.get("leave_s"))],
+        ["datapath start (OVSDB, bridge, tunnel ports, base flows)",
+         _ms(r.get("datapath_start_s"))],
+        [f"the whole install at one {code('ovs-ofctl add-flow')} per flow (extrapolated)",
+         num(r.get("per_process_extrapolated_s"), 1, "s")],
+    ]  # fmt: skip
+
+
+#: the moments ``kernel-ovs`` reads memory at, and the processes it reads
+OVS_RSS_STAGES = ("start", "installed", "end")
+OVS_RSS_PROCESSES = ("ovs-vswitchd", "ovsdb-server", "python")
+
+
+def kernel_ovs_rss_rows(r: dict[str, Any]) -> list[list[str]]:
+    """(process, RSS MiB at each of ``OVS_RSS_STAGES``) rows of a ``kernel-ovs`` result; the
+    Python rows are this benchmark's own process (the agent's datapath code ran in it), the
+    last its peak during the datapath's part and during the baselines."""
+    rss = r.get("rss_kib") or {}
+    rows = []
+    for proc in OVS_RSS_PROCESSES:
+        cells = [rss.get(stage, {}).get(proc) for stage in OVS_RSS_STAGES]
+        rows.append([proc, *(num(None if c is None else c / 1024, 1) for c in cells)])
+    peak = rss.get("python_peak") or {}
+    cells = [peak.get("datapath"), peak.get("baselines")]
+    mib = [num(None if c is None else c / 1024, 1) for c in cells]
+    rows.append(["python peak (VmHWM) since the previous column", "", *mib])
+    return rows

@@ -22,7 +22,7 @@ from typing import Any
 
 #: the result files ``l2pop bench report`` turns into the page (rest and chaos write their
 #: own sections)
-RESULT_FILES = ("kernel", "scale-sqlite", "scale-postgresql", "flood")
+RESULT_FILES = ("kernel", "kernel-ovs", "scale-sqlite", "scale-postgresql", "flood")
 #: the store engines a result is measured on, in page order
 ENGINES = ("sqlite", "postgresql")
 

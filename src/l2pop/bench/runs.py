@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from l2pop.bench.progress import Reporter
 from l2pop.bench.results import Output, publish
-from l2pop.bench.show import show_chaos, show_flood, show_kernel, show_rest, show_scale
+from l2pop.bench.show import (
+    show_chaos,
+    show_flood,
+    show_kernel,
+    show_kernel_ovs,
+    show_rest,
+    show_scale,
+)
 
 if TYPE_CHECKING:
     from l2pop.bench.chaos import ChaosConfig
@@ -76,8 +83,11 @@ def _publish(
     )
 
 
-def kernel(entries: int, out: Output) -> int:
-    """``l2pop bench kernel``: the datapath against iproute2 on ``entries`` entries."""
+def kernel(entries: int, out: Output, datapath: str = "linux") -> int:
+    """``l2pop bench kernel``: the linux datapath against iproute2 on ``entries`` entries;
+    with ``datapath="ovs"``, the OVS datapath against ``ovs-ofctl`` (``kernel_ovs``)."""
+    if datapath == "ovs":
+        return kernel_ovs(entries, out)
     from l2pop.bench import kernel as bench
 
     clock = _Clock()
@@ -90,6 +100,29 @@ def kernel(entries: int, out: Output) -> int:
         )
     words = ["kernel", "--entries", str(entries), "--save"]
     _publish(out, name="kernel", result=result, words=words, clock=clock, show=show_kernel)
+    return 0
+
+
+def kernel_ovs(entries: int, out: Output) -> int:
+    """``l2pop bench kernel --datapath ovs``: the OVS datapath against ``ovs-ofctl`` (one
+    bundle, one process per flow, one dump) on ``entries`` entries; saved as ``kernel-ovs``."""
+    from l2pop.bench import kernel_ovs as bench
+
+    clock = _Clock()
+    title = f"kernel (ovs): {entries:,} FDB + {entries:,} neighbour entries as flows"
+    with Reporter(title) as rep:
+        rep(
+            "OVS datapath install, no-change reconcile, removal, leave; ovs-ofctl --bundle "
+            f"add-flows; one ovs-ofctl add-flow per flow on {bench.PER_PROCESS_SAMPLE} flows; "
+            "dump-flows"
+        )
+        result = bench.run(entries)
+        rep(
+            f"install {result['install_entries_per_s']:,} entries/s = "
+            f"{result['ratio_to_bundle']} x ovs-ofctl bundle"
+        )
+    words = ["kernel", "--datapath", "ovs", "--entries", str(entries), "--save"]
+    _publish(out, name="kernel-ovs", result=result, words=words, clock=clock, show=show_kernel_ovs)
     return 0
 
 

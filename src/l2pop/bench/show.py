@@ -9,7 +9,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from l2pop.bench.formatting import SCALE_RATE_COLUMNS, num, scale_rate_cells
+from l2pop.bench.formatting import (
+    OVS_RSS_STAGES,
+    SCALE_RATE_COLUMNS,
+    kernel_ovs_rate_rows,
+    kernel_ovs_rss_rows,
+    kernel_ovs_time_rows,
+    num,
+    scale_rate_cells,
+)
 from l2pop.console import make_console
 
 
@@ -38,6 +46,46 @@ def show_kernel(r: dict[str, Any]) -> None:
         f"{r['reconcile_unchanged_best_s'] * 1000:.1f} ms best; "
         f"bridge fdb show + ip neigh show: {r['iproute2_show_s'] * 1000:.1f} ms"
     )
+
+
+def show_kernel_ovs(r: dict[str, Any]) -> None:
+    """The OVS datapath's rates beside ovs-ofctl's, its read-back times beside one
+    dump-flows, the daemons' and this process's memory, and each target passed or failed."""
+    from l2pop.bench.targets import kernel_ovs_targets
+
+    console = _console()
+    t = Table(
+        title=f"OVS flow programming ({r.get('ovs_version', '?')}, datapath_type="
+        f"{r.get('datapath_type', '?')}), {r['entries']:,} entries (FDB + neighbour), load "
+        f"{num(r.get('load_average_1m'), 2)}"
+    )
+    for col in ("method", "entries/s", "vs bundle"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for row in kernel_ovs_rate_rows(r):
+        t.add_row(*row)
+    console.print(t)
+    t = Table(title="read back and leave")
+    t.add_column("what")
+    t.add_column("time", justify="right")
+    for row in kernel_ovs_time_rows(r):
+        t.add_row(*row)
+    console.print(t)
+    t = Table(title="RSS (MiB)")
+    for col in ("process", *OVS_RSS_STAGES):
+        t.add_column(col, justify="left" if col == "process" else "right")
+    for row in kernel_ovs_rss_rows(r):
+        t.add_row(*row)
+    console.print(t)
+    console.print(
+        f"one ovs-ofctl add-flow per flow: measured on {r['per_process_flows']} flows, the "
+        "rate extrapolated to the whole install"
+    )
+    for target in kernel_ovs_targets({"result": r}):
+        if target.met is None:
+            verdict = "[yellow]not judged[/]" + (f" ({target.note})" if target.note else "")
+        else:
+            verdict = "[green]PASS[/]" if target.met else "[bold red]FAIL[/]"
+        console.print(f"target: {target.target}: {target.measured}: {verdict}")
 
 
 def show_scale(r: dict[str, Any]) -> None:

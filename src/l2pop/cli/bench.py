@@ -5,8 +5,8 @@ which runs the benchmark and prints it. Each benchmark prints its progress on st
 spinner or bar on a terminal, plain timestamped lines otherwise) and its result on stdout: a
 table, or with ``--json`` exactly one JSON object (NaN and infinities as ``null``). ``--save``
 also writes the result, with the command that produced it and the machine it ran on, to
-``docs/bench/<name>.json`` (``kernel``, ``scale-<engine>``, ``flood``); ``l2pop bench report``
-turns the saved results into ``docs/benchmarks.md`` and its PNG plots.
+``docs/bench/<name>.json`` (``kernel``, ``kernel-ovs``, ``scale-<engine>``, ``flood``);
+``l2pop bench report`` turns the saved results into ``docs/benchmarks.md`` and its PNG plots.
 """
 
 from __future__ import annotations
@@ -81,12 +81,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     k = sub.add_parser(
         "kernel",
-        help="kernel programming speed: l2pop's datapath vs iproute2 (root)",
+        help="kernel programming speed: l2pop's datapath vs iproute2 or ovs-ofctl (root)",
         description=(
             "Install N FDB + N neighbour entries through the agent's linux datapath, reconcile "
             "them unchanged, remove them; the same install with bridge/ip -batch and with one "
-            "process per entry. Works in a throwaway network namespace. Needs root."
+            "process per entry. With --datapath ovs: the same through the agent's Open vSwitch "
+            "datapath (a private ovsdb-server + ovs-vswitchd, userspace datapath) beside "
+            "ovs-ofctl --bundle add-flows, one ovs-ofctl add-flow per flow (on a sample, "
+            "extrapolated) and one dump-flows. Works in a throwaway network namespace. Needs "
+            "root."
         ),
+    )
+    k.add_argument(
+        "--datapath",
+        choices=("linux", "ovs"),
+        default="linux",
+        help="the datapath to measure (default linux; ovs saves as kernel-ovs)",
     )
     k.add_argument(
         "--entries",
@@ -95,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="FDB entries (and as many neighbour entries); default 10000",
     )
-    _common(k, "kernel")
+    _common(k, "kernel[-ovs]")
     k.set_defaults(func=_kernel)
 
     s = sub.add_parser(
@@ -284,9 +294,19 @@ def _need_root(what: str) -> int | None:
 def _kernel(args: argparse.Namespace) -> int:
     if (code := _need_root("kernel")) is not None:
         return code
+    if args.datapath == "ovs":
+        from l2pop.testbed import ovs
+
+        if not ovs.available():
+            print(
+                f"error: Open vSwitch is not installed (missing {', '.join(ovs.missing())}); "
+                "scripts/bootstrap installs openvswitch-switch",
+                file=sys.stderr,
+            )
+            return 2
     from l2pop.bench import runs
 
-    return runs.kernel(args.entries, _output(args))
+    return runs.kernel(args.entries, _output(args), datapath=args.datapath)
 
 
 def _scale(args: argparse.Namespace) -> int:
