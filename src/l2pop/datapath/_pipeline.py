@@ -75,9 +75,15 @@ def _flow(table: int, priority: int, ck: int, match: str, actions: str) -> str:
     return f"table={table},priority={priority},cookie={ck:#x}{m},actions={actions}"
 
 
+#: a strict delete names tag, kind and VNI but not the low bits: with an exact cookie (mask
+#: -1) ovs-vswitchd searches its cookie index, where every entry of a network shares one
+#: cookie, and 20,000 deletes took 11.2 s; with this mask it uses the classifier (0.30 s)
+STRICT_MASK = 0xFFFFFFFFFFFF0000
+
+
 def _strict(table: int, priority: int, ck: int, match: str) -> str:
     m = f",{match}" if match else ""
-    return f"table={table},priority={priority},cookie={ck:#x}/-1{m}"
+    return f"table={table},priority={priority},cookie={ck:#x}/{STRICT_MASK:#x}{m}"
 
 
 # -- the flows -------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ class OvsDatapath:
         self._lock = threading.RLock()
         self._listener: Callable[[], None] | None = None
         self._nets: dict[str, _Net] = {}
-        self._stale = True  # _nets, _wired and the base flows must be re-read first
+        self._stale = True  # _nets and _wired must be read back before they are trusted
+        self._unbased = True  # tunnel ofports and base flows must be (re)made first
         self._lost = False
         self._wired: dict[str, _Wired] = {}
         self._tunnels: dict[Encap, int] = {}
@@ -334,7 +335,7 @@ class OvsDatapath:
     def _switch_changed(self) -> None:
         """ovs-vswitchd went away or is back: its flows and groups are gone."""
         log.warning("ovs-vswitchd connection for %s changed: re-programming", self.bridge)
-        self._stale = True
+        self._stale = self._unbased = True
         self._lost = True
         self._fire()
 
@@ -345,9 +346,10 @@ class OvsDatapath:
         for encap, (port, kind) in TUNNELS.items():
             self._tunnels[encap] = self._db.ensure_tunnel(port, kind)
         self._of.bundle(["flow add " + line for line in pl.base_flows()])
+        self._unbased = False
 
     def _read(self) -> dict[str, NetworkTables]:
-        if self._stale:
+        if self._unbased:
             self._refresh()
         found: dict[int, pl.Found] = {}
         base = pl.parse_flows(self._of.dump_flows(f"cookie={pl.OURS:#x}/{pl.OURS_MASK:#x}"), found)
