@@ -3,14 +3,16 @@
 The kernel benchmark runs as a user runs it (the CLI, ``--json``), on the linux datapath
 and on the OVS one (skipped when Open vSwitch is not installed); the flood benchmark on
 4 hosts checks the point of it all: no ARP broadcast crosses the underlay with l2pop, while
-flood-and-learn sends them to every host, members or not. Every namespace is deleted by
-name at the end.
+flood-and-learn sends them to every host, members or not; on linux hosts, on Open vSwitch
+hosts and on a mixed testbed (skipped without Open vSwitch), where activation is timed to
+OVS flows too. Every namespace is deleted by name at the end, every OVS daemon by pid.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +38,28 @@ def _new_throwaways(before: set[str]) -> set[str]:
     """The benchmarks' throwaway namespaces (``l2pbench-PID-HEX``) not there ``before``;
     only those, since other runs on the machine make and delete namespaces of their own."""
     return {n for n in set(nsx.list_netns()) - before if n.startswith("l2pbench-")}
+
+
+def _running_under(workdir: Path) -> list[str]:
+    """Command lines of running processes that name ``workdir`` (its OVS daemons have
+    their database, sockets and logs there)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(workdir) in cmdline:
+            out.append(cmdline)
+    return out
+
+
+def _left_behind(progress: list[str]) -> list[str]:
+    """Namespaces still there of the runs whose prefixes the benchmark's progress named
+    (others may run benchmarks on this machine meanwhile)."""
+    prefixes = [m.group(1) for line in progress if (m := re.search(r"run prefix (\S+?);", line))]
+    assert prefixes, "the benchmark named no run prefix"
+    return [ns for ns in nsx.list_netns() if any(ns.startswith(p) for p in prefixes)]
 
 
 def test_kernel_smoke_json() -> None:
@@ -116,10 +140,9 @@ def test_flood_smoke_l2pop_sends_no_arp_broadcast(tmp_path: Path) -> None:
     _need_root("ip", "bridge", "ping", "tcpdump")
     from l2pop.bench import flood
 
-    before = set(nsx.list_netns())
     lines: list[str] = []
     result = flood.run((4,), progress=lines.append, workdir=tmp_path)
-    assert set(nsx.list_netns()) <= before  # every namespace deleted by name
+    assert not _left_behind(lines)  # every namespace deleted by name
     [row] = result["results"]
     l2pop, baseline = row["l2pop"], row["flood_and_learn"]
     pings = result["workload"]["pings"]
@@ -132,3 +155,39 @@ def test_flood_smoke_l2pop_sends_no_arp_broadcast(tmp_path: Path) -> None:
     # head-end replication: every ARP request is copied to each of the 3 other hosts
     assert baseline["arp_broadcast"] % 3 == 0
     assert any("flood-and-learn" in line for line in lines)
+
+
+@pytest.mark.parametrize("datapath", ["ovs", "mixed"])
+def test_flood_smoke_on_ovs_hosts(tmp_path: Path, datapath: str) -> None:
+    _need_root("ip", "bridge", "ping", "tcpdump", "ethtool", "stdbuf")
+    if not ovs.available():
+        pytest.skip(f"Open vSwitch is not installed (missing {', '.join(ovs.missing())})")
+    from l2pop.bench import flood
+
+    lines: list[str] = []
+    result = flood.run((4,), progress=lines.append, workdir=tmp_path, datapath=datapath)
+    assert not _left_behind(lines)  # every namespace deleted by name
+    assert not _running_under(tmp_path)  # every OVS daemon and monitor stopped
+    assert result["datapath"] == datapath
+    assert result["kinds"]["4"] == (
+        {"ovs": ["h1", "h2", "h3", "h4"]}
+        if datapath == "ovs"
+        else {"linux": ["h1", "h3"], "ovs": ["h2", "h4"]}
+    )
+    [row] = result["results"]
+    l2pop, baseline = row["l2pop"], row["flood_and_learn"]
+    pings = result["workload"]["pings"]
+    assert l2pop["pings_ok"] == l2pop["pings"] == pings
+    assert baseline["pings_ok"] == baseline["pings"] == pings
+    assert l2pop["arp_broadcast"] == l2pop["nd_multicast"] == l2pop["bum"] == 0
+    assert l2pop["non_member_bum"] == l2pop["non_member_packets"] == 0
+    assert baseline["arp_broadcast"] > 0 and baseline["non_member_bum"] > 0
+    assert baseline["arp_broadcast"] % 3 == 0  # a copy to each other host, OVS or linux
+    # net1 is h1, h2, h3: the VM is on h1, its remote members h2 and h3
+    act = l2pop["activation"]
+    kinds = {"ovs": 2} if datapath == "ovs" else {"linux": 1, "ovs": 1}
+    assert act["remote_kinds"] == kinds and set(act["by_kind"]) == set(kinds)
+    assert 0 < act["min_ms"] <= act["p50_ms"] <= act["max_ms"] < 10_000
+    assert act["max_ms"] == max(k["max_ms"] for k in act["by_kind"].values())
+    label = result["baseline"]["label"]
+    assert label.startswith("flood-and-learn") and any(label in line for line in lines)

@@ -228,3 +228,50 @@ def test_saved_results_are_strict_json(tmp_path: Path) -> None:
 
 def _refuse(name: str) -> None:
     raise AssertionError(f"non-standard JSON constant {name}")
+
+
+def ovs_flood_result(datapath: str) -> dict[str, Any]:
+    """``flood_result`` measured on ``datapath`` hosts."""
+    out = flood_result()
+    split = {"ovs": {"ovs": 2}, "mixed": {"linux": 1, "ovs": 1}}[datapath]
+    for row in out["results"]:
+        by_kind = {k: {"p50_ms": 50.0 + i, "max_ms": 90.0 + i} for i, k in enumerate(split)}
+        row["l2pop"]["activation"] = {"samples": 10, "remote_kernels": 2, "p50_ms": 61.5,
+                                      "max_ms": 99.0, "min_ms": 40.0, "remote_kinds": split,
+                                      "by_kind": by_kind}  # fmt: skip
+    out["datapath"] = datapath
+    out["kinds"] = {"4": {"linux": ["h1", "h3"], "ovs": ["h2", "h4"]}}
+    out["baseline"] = {"label": f"flood-and-learn ({datapath})"}
+    return out
+
+
+def test_ovs_and_mixed_results_get_their_section_plot_and_activation(docs: Path) -> None:
+    bench = docs / "bench"
+    for datapath in ("ovs", "mixed"):
+        command = f"l2pop bench flood --hosts 4,8,16 --datapath {datapath} --save"
+        save(bench, f"flood-{datapath}", ovs_flood_result(datapath), command)
+    page = docs / "benchmarks.md"
+    written = {p.name for p in report.render(bench, page)}
+    assert {"flood.png", "flood-ovs.png", "flood-mixed.png"} <= written
+    text = page.read_text()
+    linux = text.split("## Broadcast reduction: l2pop vs flood-and-learn")[1]
+    linux, ovs = linux.split("## Broadcast reduction on Open vSwitch hosts")
+    assert "| 16 | flood-and-learn | 24/24 | 180 |" in linux and "OVS" not in linux
+    every, mixed = ovs.split("### Mixed: linux and Open vSwitch hosts")
+    assert "--datapath ovs --save" in every and "](bench/flood-ovs.png)" in every
+    assert "| 16 | flood-and-learn (ovs) | 24/24 | 180 |" in every
+    assert "| 4 | 2 (2 ovs) | 10 | 61.5 | 99.0 |" in every  # no per-kind columns
+    assert "--datapath mixed --save" in mixed and "(OVS hosts: h2, h4)" in mixed
+    assert "| 8 | flood-and-learn (mixed) | 24/24 | 84 |" in mixed
+    assert "linux p50 ms | linux max ms | ovs p50 ms | ovs max ms" in mixed
+    assert "| 4 | 2 (1 linux, 1 ovs) | 10 | 61.5 | 99.0 | 50.0 | 90.0 | 51.0 | 91.0 |" in mixed
+    for name in ("flood-ovs.json", "flood-mixed.json"):
+        assert f"`{name}`" in text.split("## How these results")[1]
+
+
+def test_ovs_results_not_measured_say_how(docs: Path) -> None:
+    page = docs / "benchmarks.md"
+    report.render(docs / "bench", page)
+    text = page.read_text().split("## Broadcast reduction on Open vSwitch hosts")[1]
+    for datapath in ("ovs", "mixed"):
+        assert f"`l2pop bench flood --hosts 4,8,16 --datapath {datapath} --save`" in text

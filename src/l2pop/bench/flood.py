@@ -1,9 +1,17 @@
 """Broadcast reduction: what crosses the underlay with l2pop and with flood-and-learn.
 
 For each host count, one VM workload is built twice on the netns testbed
-(``l2pop.testbed.bed.Testbed``): once with l2pop (server, one agent per host on the linux
-datapath) and once as the flood-and-learn baseline (learning VXLAN devices whose flood
-lists hold every other host: head-end replication, Linux VXLAN without L2 population).
+(``l2pop.testbed.bed.Testbed``): once with l2pop (server, one agent per host) and once as
+the flood-and-learn baseline (no server, no agent; MACs learned from the traffic, every
+BUM frame copied to every other host: head-end replication without L2 population).
+
+``datapath`` says what the hosts run (``host_kinds``): ``linux`` (every host ``l2pop agent
+--datapath linux``; the baseline learning Linux VXLAN devices), ``ovs`` (every host its own
+Open vSwitch and ``--datapath ovs``) or ``mixed`` (odd hosts linux, even hosts OVS, so
+every network spans both kinds). The baseline runs on hosts of the same kinds: learning
+Linux VXLAN devices on a linux host, ``learn()`` flows and a flood group holding every other
+host's VTEP on an OVS host (``testbed.floodlearn_ovs``: Neutron's OVS agent without L2
+population); the result names it (``baseline``).
 
 Workload (the same for every host count, so only the number of hosts changes):
 ``networks`` networks (alternately ``neigh_suppress`` and ``proxy``) of ``vms_per_network``
@@ -26,8 +34,9 @@ tcpdump on the underlay bridge counts the VXLAN packets meanwhile (``testbed.cap
 * ``non_member_bum`` / ``non_member_packets``: BUM copies / packets of any kind of network
   N reaching a host that is not a member of N.
 
-On the l2pop build it also times activations on real kernels (``bench.activation``): a new
-VM's port created and plugged -> every remote member kernel holds its FDB entry.
+On the l2pop build it also times activations on real datapaths (``bench.activation``): a
+new VM's port created and plugged -> every remote member holds its entry (a linux host's
+FDB entry, an OVS host's table-40 flow).
 
 Needs root. Every namespace carries a per-run prefix and is deleted by name at teardown.
 """
@@ -50,6 +59,8 @@ from l2pop.testbed.topology import NetworkSpec, Topology, VmSpec
 Progress = Callable[[str], None]
 
 MODES = ("neigh_suppress", "proxy")
+#: what the hosts run (``host_kinds``)
+DATAPATHS = ("linux", "ovs", "mixed")
 #: seconds between building the VMs and the measurement, for both designs alike: the VMs'
 #: own start-up chatter (MLD reports for their new addresses) is not part of the workload
 SETTLE_S = 2.0
@@ -161,23 +172,69 @@ def measure(bed: Testbed, topo: Topology, *, ping_timeout: float = 2.0) -> Count
     )
 
 
+def host_kinds(datapath: str, hosts: int) -> dict[str, Any]:
+    """The ``Testbed`` keyword arguments that make ``hosts`` hosts of ``datapath``: none
+    (linux), ``kind="ovs"`` (ovs) or ``kinds`` naming the even hosts OVS (mixed: h1 linux,
+    h2 ovs, h3 linux...). Raises ``ValueError`` for another name."""
+    if datapath == "linux":
+        return {}
+    if datapath == "ovs":
+        return {"kind": "ovs"}
+    if datapath == "mixed":
+        return {"kinds": {f"h{i}": "ovs" for i in range(2, hosts + 1, 2)}}
+    raise ValueError(f"unknown datapath {datapath!r}; choose one of {', '.join(DATAPATHS)}")
+
+
+def kind_of(datapath: str, host: str) -> str:
+    """The kind (``linux`` or ``ovs``) of ``host`` on a ``datapath`` testbed."""
+    if datapath == "mixed":
+        return "ovs" if _host_index(host) % 2 == 0 else "linux"
+    return datapath
+
+
+def hosts_by_kind(datapath: str, hosts: int) -> dict[str, list[str]]:
+    """Kind -> its hosts, in order, on ``hosts`` hosts of ``datapath`` (kinds with none left
+    out)."""
+    out: dict[str, list[str]] = {}
+    for i in range(1, hosts + 1):
+        out.setdefault(kind_of(datapath, f"h{i}"), []).append(f"h{i}")
+    return dict(sorted(out.items()))
+
+
+def baseline(datapath: str) -> dict[str, str]:
+    """What the flood-and-learn baseline of a ``datapath`` run is, as ``label`` (for tables
+    and plots): on hosts of the same kinds as l2pop's, learning Linux VXLAN on linux hosts,
+    ``learn()`` flows on OVS ones."""
+    labels = {
+        "linux": "flood-and-learn",
+        "ovs": "flood-and-learn (OVS learn() flows)",
+        "mixed": "flood-and-learn (Linux VXLAN + OVS learn() flows)",
+    }
+    return {"label": labels[datapath]}
+
+
 def run_one(
     hosts: int,
     workload: Workload,
     workdir: Path | None = None,
     progress: Progress = print,
     advance: Callable[[], None] | None = None,
+    *,
+    datapath: str = "linux",
 ) -> dict[str, Any]:
-    """Both designs on ``hosts`` hosts; l2pop first, then the baseline with the same MACs."""
+    """Both designs on ``hosts`` hosts of ``datapath`` (``host_kinds``); l2pop first, then
+    the baseline (``baseline``) with the same MACs."""
     topo = workload.topology(hosts)
     out: dict[str, Any] = {"hosts": hosts}
+    base = baseline(datapath)
     for design in ("l2pop", "flood_and_learn"):
-        label = "l2pop" if design == "l2pop" else "flood-and-learn"
+        label = "l2pop" if design == "l2pop" else base["label"]
         progress(f"{hosts} hosts, {label}: building the testbed")
         sub = workdir / f"{hosts}-{design}" if workdir is not None else None
         started = time.monotonic()
         control = FloodAndLearn() if design != "l2pop" else None
-        with Testbed(hosts, control=control, workdir=sub) as bed:
+        kinds = host_kinds(datapath, hosts)
+        with Testbed(hosts, control=control, workdir=sub, **kinds) as bed:
             progress(f"{hosts} hosts, {label}: run prefix {bed.prefix}; VMs and traffic")
             counts = measure(bed, topo)
             row: dict[str, Any] = asdict(counts)
@@ -210,17 +267,22 @@ def run(
     networks: int = 2,
     workdir: Path | None = None,
     advance: Callable[[], None] | None = None,
+    datapath: str = "linux",
 ) -> dict[str, Any]:
-    """The benchmark for each host count (root); ``advance()`` is called after each of the
-    ``2 * len(host_counts)`` testbed runs (for a progress bar)."""
+    """The benchmark for each host count on hosts of ``datapath`` (root; OVS installed for
+    ``ovs`` and ``mixed``); ``advance()`` is called after each of the ``2 *
+    len(host_counts)`` testbed runs (for a progress bar). A linux result is as it always
+    was; another also names its ``datapath``, the hosts of each kind (``kinds``) and its
+    ``baseline``."""
     workload = Workload(networks, vms_per_network)
     for hosts in host_counts:
         workload.topology(hosts)  # refuse a bad size before building anything
+        host_kinds(datapath, hosts)
     results = []
     for hosts in host_counts:
-        results.append(run_one(hosts, workload, workdir, progress, advance))
+        results.append(run_one(hosts, workload, workdir, progress, advance, datapath=datapath))
     pairs = networks * vms_per_network * (vms_per_network - 1)
-    return {
+    out: dict[str, Any] = {
         "workload": {
             "networks": networks,
             "vms_per_network": vms_per_network,
@@ -239,6 +301,11 @@ def run(
         "host_counts": list(host_counts),
         "results": results,
     }
+    if datapath != "linux":
+        out["datapath"] = datapath
+        out["kinds"] = {str(h): hosts_by_kind(datapath, h) for h in host_counts}
+        out["baseline"] = baseline(datapath)
+    return out
 
 
 def _host_index(name: str) -> int:

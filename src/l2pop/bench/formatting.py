@@ -1,5 +1,6 @@
-"""How benchmark figures are written down: numbers, Markdown tables and the per-rate row of a
-scale result, shared by ``docs/benchmarks.md`` and the tables the benchmarks print."""
+"""How benchmark figures are written down: numbers, Markdown tables, the command block of a
+saved result and the per-rate row of a scale result, shared by ``docs/benchmarks.md`` and
+the tables the benchmarks print."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def table(header: list[str], rows: Iterable[list[str]], align: str | None = None
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_command(saved: dict[str, Any]) -> str:
+    """A saved result's command as a Markdown code block, then when it ran and how long it
+    took."""
+    when = saved.get("started_at", "?")
+    took = saved.get("elapsed_s")
+    return f"```\n{saved.get('command', '?')}\n```\n\nRun {when}" + (
+        f", took {num(took, 0)} s." if took is not None else "."
+    )
 
 
 #: one row per churn rate of a scale result: (column, key, digits); the page and the

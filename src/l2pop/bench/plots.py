@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from l2pop.bench.results import ENGINES
+from l2pop.bench.results import ENGINES, FLOOD_RESULTS
 from l2pop.bench.targets import KERNEL_RATIO_TARGET, SCALE_P99_TARGET_MS, SCALE_TARGET_RATE, TIMES
 
 
@@ -164,7 +164,10 @@ def plot_scale_messages(scales: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def plot_flood(result: dict[str, Any], path: Path) -> None:
+    """ARP broadcasts, BUM copies and BUM copies to non-members against the host count, one
+    line per design (the baseline's label from the result, where it has one)."""
     plt = _pyplot()
+    base = result.get("baseline", {}).get("label", "flood-and-learn")
     rows = sorted(result.get("results", []), key=lambda r: r["hosts"])
     hosts = [r["hosts"] for r in rows]
     panels = [
@@ -175,7 +178,7 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.9), sharex=True)
     for ax, (key, title) in zip(axes, panels, strict=True):
         for design, label, color, marker, dy in (
-            ("flood_and_learn", "flood-and-learn", "#d62728", "s", 6),
+            ("flood_and_learn", base, "#d62728", "s", 6),
             ("l2pop", "l2pop", "#1f77b4", "o", -12),
         ):
             ys = [r.get(design, {}).get(key, math.nan) for r in rows]
@@ -197,15 +200,21 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
         top = max(1.0, ax.get_ylim()[1])
         ax.set_ylim(bottom=-0.09 * top, top=top * 1.12)
     axes[0].set_ylabel("packets (copies) during the workload")
-    axes[0].legend(frameon=False)
+    labelled = "baseline" in result  # a long baseline label: one legend under the panels
+    if labelled:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2,
+                   frameon=False)  # fmt: skip
+    else:
+        axes[0].legend(frameon=False)
     w = result.get("workload", {})
+    where = f" on {result['datapath']} hosts" if result.get("datapath") else ""
     fig.suptitle(
-        f"Same VM workload ({w.get('networks', '?')} networks {TIMES} "
+        f"Same VM workload{where} ({w.get('networks', '?')} networks {TIMES} "
         f"{w.get('vms_per_network', '?')} VMs, every pair resolves and pings from cold "
         "caches), l2pop vs flood-and-learn",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1) if labelled else None)
     fig.savefig(path)
     plt.close(fig)
 
@@ -213,7 +222,8 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
 def draw(results: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Path]:
     """Draw into ``bench_dir`` each plot whose result files are in ``results`` (by name, as
     ``load_results`` returns them). Returns the files by plot, in drawing order: ``kernel``,
-    ``scale-latency`` and ``scale-messages`` (every engine on one plot), ``flood``."""
+    ``scale-latency`` and ``scale-messages`` (every engine on one plot), then ``flood``,
+    ``flood-ovs`` and ``flood-mixed`` (one per datapath)."""
     drawn: dict[str, Path] = {}
     kernel = results.get("kernel")
     if kernel is not None:
@@ -225,8 +235,9 @@ def draw(results: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Path]
         plot_scale_latency(scales, drawn["scale-latency"])
         drawn["scale-messages"] = bench_dir / "scale-messages.png"
         plot_scale_messages(scales, drawn["scale-messages"])
-    flood = results.get("flood")
-    if flood is not None:
-        drawn["flood"] = bench_dir / "flood.png"
-        plot_flood(flood["result"], drawn["flood"])
+    for name in FLOOD_RESULTS:
+        flood = results.get(name)
+        if flood is not None:
+            drawn[name] = bench_dir / f"{name}.png"
+            plot_flood(flood["result"], drawn[name])
     return drawn

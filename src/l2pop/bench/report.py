@@ -1,14 +1,15 @@
 """``docs/benchmarks.md``, from the result files ``l2pop bench ... --save`` keeps.
 
 Result files live in ``docs/bench/`` (``kernel.json``, ``kernel-ovs.json``,
-``scale-sqlite.json``, ``scale-postgresql.json``, ``flood.json``; see
-``l2pop.bench.results``). ``render(bench_dir, page)`` writes the page (tables, the machine,
-the exact commands, each target met or not) and its PNG plots (``l2pop.bench.plots``)
-beside the result files. A missing result file leaves its section saying so. The page's
-"Gaps" section lists every target that is missed or not measured; the explanation between
-the ``gaps:begin`` and ``gaps:end`` markers is written by hand and kept when the page is
-regenerated. The sections ``rest`` and ``chaos``
-write themselves (``l2pop.bench.sections``) and are kept as they are.
+``scale-sqlite.json``, ``scale-postgresql.json``, ``flood.json``, ``flood-ovs.json``,
+``flood-mixed.json``; see ``l2pop.bench.results``; the flood sections are
+``l2pop.bench.flood_report``'s). ``render(bench_dir, page)`` writes the page (tables, the
+machine, the exact commands, each target met or not) and its PNG plots
+(``l2pop.bench.plots``) beside the result files. A missing result file leaves its section
+saying so. The page's "Gaps" section lists every target that is missed or not measured; the
+explanation between the ``gaps:begin`` and ``gaps:end`` markers is written by hand and kept
+when the page is regenerated. The sections ``rest`` and ``chaos`` write themselves
+(``l2pop.bench.sections``) and are kept as they are.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from l2pop.bench import sections
+from l2pop.bench import flood_report, sections
 from l2pop.bench.formatting import (
     SCALE_RATE_COLUMNS,
     kernel_ovs_rate_rows,
     kernel_ovs_rss_rows,
     kernel_ovs_time_rows,
     num,
+    run_command,
     scale_rate_cells,
     table,
 )
@@ -52,14 +54,6 @@ GAPS_PLACEHOLDER = (
 
 
 # -- the page -----------------------------------------------------------------------------
-
-
-def _command(saved: dict[str, Any]) -> str:
-    when = saved.get("started_at", "?")
-    took = saved.get("elapsed_s")
-    return f"```\n{saved.get('command', '?')}\n```\n\nRun {when}" + (
-        f", took {num(took, 0)} s." if took is not None else "."
-    )
 
 
 def _machine_section(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -110,7 +104,7 @@ def _kernel_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
         lines += ["_Not measured yet: run `l2pop bench kernel --entries 10000 --save`._", ""]
         return lines
     r = saved["result"]
-    lines += [_command(saved), ""]
+    lines += [run_command(saved), ""]
     batch = r.get("iproute2_batch_entries_per_s") or 0
 
     def ratio(v: Any) -> str:
@@ -186,7 +180,7 @@ def _kernel_ovs_section(saved: dict[str, Any] | None) -> list[str]:
         run = "l2pop bench kernel --datapath ovs --entries 10000 --save"
         return [*lines, f"_Not measured yet: run `{run}`._", ""]
     r = saved["result"]
-    lines += [_command(saved), ""]
+    lines += [run_command(saved), ""]
     lines.append(
         f"Entries: {num(r.get('entries'))} (FDB + neighbour), one flow each; "
         f"{r.get('ovs_version', '?')}, `datapath_type={r.get('datapath_type', '?')}`; load "
@@ -241,7 +235,7 @@ def _scale_section(
             continue
         r = saved["result"]
         cfg = r.get("config", {})
-        lines += [_command(saved), ""]
+        lines += [run_command(saved), ""]
         lines.append(
             f"{num(cfg.get('hosts'))} agents in {num(cfg.get('swarms'))} processes, "
             f"{num(cfg.get('networks'))} networks spanning {cfg.get('min_span', '?')}-"
@@ -268,101 +262,6 @@ def _scale_section(
     if messages_png:
         lines += [f"![messages per event, l2pop vs fanout to all]({messages_png})", ""]
     return lines
-
-
-def _flood_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
-    lines = ["## Broadcast reduction: l2pop vs flood-and-learn", ""]
-    if saved is None:
-        lines += ["_Not measured yet: run `l2pop bench flood --hosts 4,8,16 --save`._", ""]
-        return lines
-    r = saved["result"]
-    w = r.get("workload", {})
-    lines.append(
-        "The netns testbed: hosts and VMs as network namespaces, the underlay one Linux "
-        "bridge, tcpdump on it counting VXLAN packets (each head-end-replicated copy counts "
-        "once). The same VM workload on every host count, built once with l2pop (server, "
-        "one agent per host, linux datapath) and once with flood-and-learn (learning VXLAN "
-        "devices, every other host in each flood list): "
-        f"{w.get('networks', '?')} networks ({', '.join(w.get('modes', []))}) of "
-        f"{w.get('vms_per_network', '?')} VMs, each VM on its own host and with an IPv4 and "
-        "an IPv6 address, each network leaving some hosts out. For every ordered pair of "
-        "VMs of a network and each address, both neighbour caches are flushed and one ping "
-        f"is sent ({w.get('pings', '?')} pings per run): every resolution starts cold."
-    )
-    lines += ["", _command(saved), ""]
-    header = [
-        "hosts",
-        "design",
-        "pings answered",
-        "ARP broadcasts",
-        "ND multicasts",
-        "BUM copies",
-        "unknown-unicast copies",
-        "BUM copies to non-members",
-        "all VXLAN packets",
-    ]
-    rows = []
-    for row in sorted(r.get("results", []), key=lambda x: x["hosts"]):
-        for design, label in (("l2pop", "l2pop"), ("flood_and_learn", "flood-and-learn")):
-            c = row.get(design, {})
-            rows.append(
-                [
-                    str(row["hosts"]),
-                    label,
-                    f"{c.get('pings_ok', '?')}/{c.get('pings', '?')}",
-                    num(c.get("arp_broadcast")),
-                    num(c.get("nd_multicast")),
-                    num(c.get("bum")),
-                    num(c.get("unknown_unicast")),
-                    num(c.get("non_member_bum")),
-                    num(c.get("vxlan")),
-                ]
-            )
-    lines += [table(header, rows, "rl" + "r" * (len(header) - 2)), ""]
-    placement = w.get("placement", {})
-    if placement:
-        lines.append("Members of each network (the other hosts must hear nothing of it):")
-        lines.append("")
-        for hosts, nets in sorted(placement.items(), key=lambda kv: int(kv[0])):
-            text = "; ".join(f"{n}: {', '.join(h)}" for n, h in nets.items())
-            lines.append(f"- {hosts} hosts: {text}")
-        lines.append("")
-    if png:
-        lines += [f"![ARP broadcasts and BUM copies vs hosts]({png})", ""]
-    lines += _activation_lines(r)
-    return lines
-
-
-def _activation_lines(r: dict[str, Any]) -> list[str]:
-    """Activation latency on real kernels, measured on the l2pop builds (``bench.activation``)."""
-    rows = [
-        [
-            str(row["hosts"]),
-            num(a.get("remote_kernels")),
-            num(a.get("samples")),
-            num(a.get("p50_ms"), 1),
-            num(a.get("max_ms"), 1),
-        ]
-        for row in sorted(r.get("results", []), key=lambda x: x["hosts"])
-        if (a := row.get("l2pop", {}).get("activation"))
-    ]
-    if not rows:
-        return []
-    header = ["hosts", "remote member kernels", "VMs", "p50 ms", "max ms"]
-    return [
-        "### Activation on real kernels",
-        "",
-        "On each l2pop build, new VMs are added one at a time to the first network: the clock "
-        "starts before the port is created through the API and the VM's veth is made, and "
-        "stops at the kernel's timestamp (`bridge -timestamp monitor fdb`) of the last remote "
-        "member's `MAC dst VTEP` entry. The path: tap appears, the agent's netlink listener "
-        "enslaves it and reports ACTIVE, the server fans the delta out, each member's agent "
-        "programs its kernel. For comparison, FRR EVPN measured on this machine kind took "
-        "77 ms p50 / 82 ms p99 from a new VM's first frame to the remote kernels (3 hosts).",
-        "",
-        table(header, rows),
-        "",
-    ]
 
 
 def _gaps_section(targets: list[Target], kept: str) -> list[str]:
@@ -426,7 +325,6 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
 
     kernel = results.get("kernel")
     scales = {e: results[f"scale-{e}"] for e in ENGINES if f"scale-{e}" in results}
-    flood = results.get("flood")
     targets = kernel_targets(kernel) + kernel_ovs_targets(results.get("kernel-ovs"))
     for engine in ENGINES:
         targets += scale_targets(engine, scales.get(engine))
@@ -449,7 +347,7 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += _kernel_section(kernel, png.get("kernel"))
     lines += _kernel_ovs_section(results.get("kernel-ovs"))
     lines += _scale_section(scales, png.get("scale-latency"), png.get("scale-messages"))
-    lines += _flood_section(flood, png.get("flood"))
+    lines += flood_report.sections(results, png)
     lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)
     lines += _commands_section(results)
     lines += _gaps_section(targets, kept_gaps(page))

@@ -22,7 +22,9 @@ from typing import Any
 
 #: the result files ``l2pop bench report`` turns into the page (rest and chaos write their
 #: own sections)
-RESULT_FILES = ("kernel", "kernel-ovs", "scale-sqlite", "scale-postgresql", "flood")
+#: the flood benchmark's result per datapath (``l2pop bench flood --datapath``), page order
+FLOOD_RESULTS = ("flood", "flood-ovs", "flood-mixed")
+RESULT_FILES = ("kernel", "kernel-ovs", "scale-sqlite", "scale-postgresql", *FLOOD_RESULTS)
 #: the store engines a result is measured on, in page order
 ENGINES = ("sqlite", "postgresql")
 

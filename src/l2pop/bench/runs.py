@@ -159,23 +159,40 @@ def scale(cfg: ScaleConfig, workdir: Path | None, out: Output) -> int:
     return 0
 
 
-def flood(hosts: list[int], vms_per_network: int, networks: int, out: Output) -> int:
-    """``l2pop bench flood``: l2pop against flood-and-learn for each host count."""
+def flood_name(datapath: str) -> str:
+    """The result a ``bench flood --datapath`` run saves: ``flood`` (linux, as it always
+    was), ``flood-ovs`` or ``flood-mixed``."""
+    return "flood" if datapath == "linux" else f"flood-{datapath}"
+
+
+def flood(
+    hosts: list[int], vms_per_network: int, networks: int, out: Output, datapath: str = "linux"
+) -> int:
+    """``l2pop bench flood``: l2pop against flood-and-learn for each host count, on hosts
+    of ``datapath`` (``bench.flood.DATAPATHS``); 2 for a size or datapath it refuses."""
     from l2pop.bench import flood as bench
 
     try:
         for h in hosts:
             bench.Workload(networks, vms_per_network).topology(h)
+            bench.host_kinds(datapath, h)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     words = ["flood", "--hosts", ",".join(map(str, hosts))]
-    words += ["--vms-per-network", str(vms_per_network), "--networks", str(networks), "--save"]
+    words += ["--vms-per-network", str(vms_per_network), "--networks", str(networks)]
+    if datapath != "linux":
+        words += ["--datapath", datapath]
+    words.append("--save")
     clock = _Clock()
-    title = f"flood: {','.join(map(str, hosts))} hosts, l2pop and flood-and-learn"
+    where = "" if datapath == "linux" else f" on {datapath} hosts"
+    title = f"flood: {','.join(map(str, hosts))} hosts{where}, l2pop and flood-and-learn"
     with Reporter(title, total=2 * len(hosts)) as rep:
-        result = bench.run(hosts, vms_per_network, rep, networks=networks, advance=rep.advance)
-    _publish(out, name="flood", result=result, words=words, clock=clock, show=show_flood)
+        result = bench.run(
+            hosts, vms_per_network, rep, networks=networks, advance=rep.advance, datapath=datapath
+        )
+    name = flood_name(datapath)
+    _publish(out, name=name, result=result, words=words, clock=clock, show=show_flood)
     return 0
 
 

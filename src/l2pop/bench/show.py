@@ -109,8 +109,11 @@ def show_scale(r: dict[str, Any]) -> None:
 
 
 def show_flood(r: dict[str, Any]) -> None:
-    """What crossed the underlay, per host count, for l2pop and for flood-and-learn."""
-    t = Table(title="what crossed the underlay for the same VM workload")
+    """What crossed the underlay, per host count, for l2pop and for flood-and-learn (the
+    baseline's label says where it ran); then, off linux, activation p50/max."""
+    where = f" ({r['datapath']} hosts)" if r.get("datapath") else ""
+    t = Table(title=f"what crossed the underlay for the same VM workload{where}")
+    labels = {"l2pop": "l2pop", "flood_and_learn": r.get("baseline", {}).get("label")}
     cols = (
         "hosts",
         "design",
@@ -129,7 +132,7 @@ def show_flood(r: dict[str, Any]) -> None:
             c = row[design]
             t.add_row(
                 str(row["hosts"]),
-                design.replace("_", "-"),
+                labels[design] or design.replace("_", "-"),
                 f"{c['pings_ok']}/{c['pings']}",
                 num(c["arp_broadcast"]),
                 num(c["nd_multicast"]),
@@ -138,7 +141,17 @@ def show_flood(r: dict[str, Any]) -> None:
                 num(c["non_member_bum"]),
                 num(c["vxlan"]),
             )
-    _console().print(t)
+    console = _console()
+    console.print(t)
+    if not r.get("datapath"):
+        return
+    for row in r["results"]:
+        a = row["l2pop"].get("activation") or {}
+        kinds = ", ".join(f"{n} {k}" for k, n in a.get("remote_kinds", {}).items())
+        console.print(
+            f"{row['hosts']} hosts: activation to {a.get('remote_kernels')} remote members "
+            f"({kinds}): p50 {num(a.get('p50_ms'), 1)} ms, max {num(a.get('max_ms'), 1)} ms"
+        )
 
 
 def show_chaos(r: dict[str, Any]) -> None:

@@ -5,8 +5,9 @@ which runs the benchmark and prints it. Each benchmark prints its progress on st
 spinner or bar on a terminal, plain timestamped lines otherwise) and its result on stdout: a
 table, or with ``--json`` exactly one JSON object (NaN and infinities as ``null``). ``--save``
 also writes the result, with the command that produced it and the machine it ran on, to
-``docs/bench/<name>.json`` (``kernel``, ``kernel-ovs``, ``scale-<engine>``, ``flood``);
-``l2pop bench report`` turns the saved results into ``docs/benchmarks.md`` and its PNG plots.
+``docs/bench/<name>.json`` (``kernel``, ``kernel-ovs``, ``scale-<engine>``, ``flood``,
+``flood-ovs``, ``flood-mixed``); ``l2pop bench report`` turns the saved results into
+``docs/benchmarks.md`` and its PNG plots.
 """
 
 from __future__ import annotations
@@ -189,7 +190,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="VMs per network, one per host (default 3; fewer than the hosts)",
     )
     f.add_argument("--networks", type=_positive, default=2, help="networks (default 2)")
-    _common(f, "flood")
+    f.add_argument(
+        "--datapath",
+        choices=("linux", "ovs", "mixed"),
+        default="linux",
+        help=(
+            "what the hosts run: linux (default), ovs (each host its own Open vSwitch) or "
+            "mixed (odd hosts linux, even hosts OVS); saved as flood-ovs / flood-mixed"
+        ),
+    )
+    _common(f, "flood[-<datapath>]")
     f.set_defaults(func=_flood)
 
     from l2pop.cli import bench_rest  # its own module: this one is long enough
@@ -331,9 +341,21 @@ def _scale(args: argparse.Namespace) -> int:
 def _flood(args: argparse.Namespace) -> int:
     if (code := _need_root("flood")) is not None:
         return code
+    if args.datapath != "linux":
+        from l2pop.testbed import ovs
+
+        if not ovs.available():
+            print(
+                f"error: --datapath {args.datapath} needs Open vSwitch (missing "
+                f"{', '.join(ovs.missing())}; scripts/bootstrap installs it)",
+                file=sys.stderr,
+            )
+            return 2
     from l2pop.bench import runs
 
-    return runs.flood(list(args.hosts), args.vms_per_network, args.networks, _output(args))
+    return runs.flood(
+        list(args.hosts), args.vms_per_network, args.networks, _output(args), args.datapath
+    )
 
 
 def _chaos(args: argparse.Namespace) -> int:
