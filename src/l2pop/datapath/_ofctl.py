@@ -1,6 +1,11 @@
 """OpenFlow for the ovs datapath: ``ovs-ofctl`` for bundles and dumps, and a watch on the
 bridge's management socket that notices ovs-vswitchd going away.
 
+``OfCtl`` is the interface the datapath programs through: ``bundle(lines)`` (text mods,
+atomic) and ``dump()`` (l2pop's flows and groups as ``_pipeline.Found`` + the base-flow
+verdict). ``_ofwire.OfWire`` implements it in binary OpenFlow on the same socket (what the
+datapath uses); this ovs-ofctl implementation is its reference and its fallback.
+
 * Programming goes through ``ovs-ofctl -O OpenFlow15 bundle TARGET -``: one process per batch,
   flow and group mods mixed, applied atomically (all or nothing) by the switch. A process costs
   ~10 ms; a 20,000-line bundle ~0.2 s, so a batch is never split per flow (the per-flow way,
@@ -27,6 +32,8 @@ import struct
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+
+from l2pop.datapath import _pipeline as pl
 
 log = logging.getLogger("l2pop.datapath.ovs")
 
@@ -91,6 +98,15 @@ class OfCtl:
 
     def dump_groups(self) -> list[str]:
         return self._run("dump-groups").splitlines()
+
+    def dump(self) -> tuple[dict[int, pl.Found], bool]:
+        """l2pop's flows and groups read back: VNI -> ``Found``, and whether every base flow
+        is there (``_pipeline.parse_flows``/``parse_groups`` of the two dumps). Raises
+        ``OfctlError`` when the switch cannot be read."""
+        found: dict[int, pl.Found] = {}
+        base = pl.parse_flows(self.dump_flows(f"cookie={pl.OURS:#x}/{pl.OURS_MASK:#x}"), found)
+        pl.parse_groups(self.dump_groups(), found)
+        return found, base
 
 
 class SwitchWatch:

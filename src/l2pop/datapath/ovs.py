@@ -18,13 +18,15 @@ Design notes
   that cookie only, deletes name it; the bridge's ``external_ids:l2pop-net-<vni>`` say which
   network a VNI is (the linux datapath keeps that in the device alias). Other bridges, ports
   and flows are never touched.
-* Reconcile, never flush. ``dump`` is one ``dump-flows`` (our cookie, no counters) and one
-  ``dump-groups``, parsed back into tables; ``apply`` turns a delta into the flow and group mods
-  of the difference only and sends each delta as one atomic OpenFlow bundle (one ovs-ofctl
-  process). Unchanged flows are never rewritten, so their counters survive resyncs and agent
-  restarts. A flood-list change is one bucket inserted or removed, never a rewritten flood
-  flow. Conditional removals are checked against the tables read back (``_nets``: what the
-  last dump found, kept current by every apply; re-read when it may be stale).
+* Reconcile, never flush. ``dump`` is one flow dump (our cookie, no counters) and one group
+  dump, read back into tables; ``apply`` turns a delta into the flow and group mods of the
+  difference only and sends each delta as one atomic OpenFlow bundle. Both go through
+  ``_ofwire`` (binary OpenFlow on the bridge's socket; ovs-ofctl's text was the cost at
+  scale), with ``_ofctl``'s ovs-ofctl as its reference and fallback. Unchanged flows are
+  never rewritten, so their counters survive resyncs and agent restarts. A flood-list change
+  is one bucket inserted or removed, never a rewritten flood flow. Conditional removals are
+  checked against the tables read back (``_nets``: what the last dump found, kept current by
+  every apply; re-read when it may be stale).
 * Damage. A network whose flows or groups are incomplete (a hand deletion, ovs-vswitchd
   restarted: its flows live in memory only) is reported with VNI 0 and no entries, so the
   agent's reconcile rebuilds it. A restart is noticed at once: ``_ofctl.SwitchWatch`` holds an
@@ -56,7 +58,8 @@ from dataclasses import dataclass, field
 from l2pop.datapath import _links, _netns
 from l2pop.datapath import _netlink as nl
 from l2pop.datapath import _pipeline as pl
-from l2pop.datapath._ofctl import OfCtl, OfctlError, SwitchWatch
+from l2pop.datapath._ofctl import OfctlError, SwitchWatch
+from l2pop.datapath._ofwire import OfWire
 from l2pop.datapath._ovsdb import Iface, Ovsdb, OvsdbError
 from l2pop.datapath.abc import TAP_PREFIX, DatapathError, refuse_encap, tap_name
 from l2pop.model import ArpSuppression, Encap, NetworkDelta, NetworkTables
@@ -161,7 +164,7 @@ class OvsDatapath:
             self._closers.append(self._db.close)
             self._db.ensure_bridge(datapath_type)
             mgmt = os.path.join(rundir, f"{bridge}.mgmt")
-            self._of = OfCtl(f"unix:{mgmt}")
+            self._of = OfWire(f"unix:{mgmt}")
             self._refresh()
             self._watch = SwitchWatch(mgmt, self._switch_changed)
             self._closers.append(self._watch.close)
@@ -351,11 +354,9 @@ class OvsDatapath:
     def _read(self) -> dict[str, NetworkTables]:
         if self._unbased:
             self._refresh()
-        found: dict[int, pl.Found] = {}
-        base = pl.parse_flows(self._of.dump_flows(f"cookie={pl.OURS:#x}/{pl.OURS_MASK:#x}"), found)
+        found, base = self._of.dump()
         if not base:
             self._refresh()
-        pl.parse_groups(self._of.dump_groups(), found)
         ifaces = {i.ofport: i for i in self._db.interfaces() if i.ofport is not None}
         out: dict[str, NetworkTables] = {}
         nets: dict[str, _Net] = {}
