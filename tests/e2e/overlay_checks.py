@@ -1,6 +1,7 @@
 """What the overlay suites share (``test_overlay.py`` on linux hosts, ``test_overlay_ovs.py``
 on Open vSwitch and mixed hosts): skipping without root or tools, picking VMs and ping pairs,
-and the one check that a host's datapath holds what the server wants.
+the one check that a host's datapath holds what the server wants, and the scenarios both
+suites run (migration, fixed-IP change).
 """
 
 from __future__ import annotations
@@ -72,3 +73,46 @@ def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+# -- scenarios both overlay suites run (linux hosts; OVS and mixed hosts) --------------------
+
+
+def check_migration(bed: Testbed, name: str, vni: int, hosts: tuple[str, str, str],
+                    encap: str = "vxlan") -> None:  # fmt: skip
+    """b moves from hosts[1] to hosts[2] while a stays on hosts[0]: once b's port is ACTIVE on
+    its new host, a's host forwards b's MAC to the new VTEP, the old host is no longer a
+    member, every host holds the desired state and a and b ping both ways."""
+    home, old, new = hosts
+    bed.add_network(name, vni=vni, encap=encap)
+    a = bed.add_vm(f"{name}-a", name, home, [f"203.0.113.{vni % 100}", f"2001:db8::{vni}:1"])
+    b = bed.add_vm(f"{name}-b", name, old, [f"203.0.113.{vni % 100 + 100}", f"2001:db8::{vni}:2"])
+    assert all(bed.ping_many([(a, ip) for ip in b.ips]))
+    bed.move_vm(b, new)  # delete the veth on old, PATCH host, new veth into new; ACTIVE
+    assert bed.port(b).host == new
+    bed.wait_converged()
+    assert bed.kernel_tables(home)[vni].fdb == {b.mac: bed.hosts[new].vtep_ip}
+    assert vni not in bed.kernel_tables(old)  # no longer a member
+    for host in hosts:
+        assert_tables_match_server(bed, host)
+    assert all(bed.ping_many([(a, ip) for ip in b.ips])), "no connectivity after migration"
+    assert all(bed.ping_many([(b, ip) for ip in a.ips]))
+
+
+def check_fixed_ip_change(bed: Testbed, vni: int, a_host: str, b_host: str) -> None:
+    """b changes its IPs (``proxy`` network): a's host answers for the new ones only, and a
+    reaches b at its new address, not at its old one."""
+    k = vni % 100
+    old = [f"203.0.113.{k}", f"2001:db8::{vni}:1"]
+    new = [f"203.0.113.{k + 100}", f"2001:db8::{vni}:2"]
+    bed.add_network(f"addr-{vni}", vni=vni, arp_suppression="proxy")
+    a = bed.add_vm(f"addr-{vni}-a", f"addr-{vni}", a_host, [f"203.0.113.{k + 50}"])
+    b = bed.add_vm(f"addr-{vni}-b", f"addr-{vni}", b_host, old)
+    assert bed.ping(a, old[0])
+    bed.readdress_vm(b, new)
+    bed.wait_converged()
+    neigh = bed.kernel_tables(a_host)[vni].neigh
+    assert neigh == {ip: b.mac for ip in new}  # the old IPs are gone
+    bed.flush_neigh([a])
+    assert bed.ping(a, new[0])
+    assert not bed.ping(a, old[0], timeout=1)

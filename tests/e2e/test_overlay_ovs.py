@@ -28,6 +28,8 @@ import pytest
 from overlay_checks import (
     all_pairs,
     assert_tables_match_server,
+    check_fixed_ip_change,
+    check_migration,
     failed,
     in_sync,
     need_root,
@@ -208,36 +210,12 @@ def test_migration_restores_connectivity_once_active(
     bed: Testbed, encap: str, vni: int, hosts: tuple[str, str, str]
 ) -> None:
     """b moves from hosts[1] to hosts[2] (OVS to OVS over GRE; linux to OVS over VXLAN)."""
-    home, old, new = hosts
-    name = f"mig-{encap}"
-    bed.add_network(name, vni=vni, encap=encap)
-    a = bed.add_vm(f"{name}-a", name, home, [f"203.0.113.{vni % 100}", f"2001:db8::{vni}:1"])
-    b = bed.add_vm(f"{name}-b", name, old, [f"203.0.113.{vni % 100 + 100}", f"2001:db8::{vni}:2"])
-    assert all(bed.ping_many([(a, ip) for ip in b.ips]))
-    bed.move_vm(b, new)  # delete the veth on old, PATCH host, new veth into new; ACTIVE
-    assert bed.port(b).host == new
-    bed.wait_converged()
-    assert bed.kernel_tables(home)[vni].fdb == {b.mac: bed.hosts[new].vtep_ip}
-    assert vni not in bed.kernel_tables(old)  # no longer a member
-    for host in hosts:
-        assert_tables_match_server(bed, host)
-    assert all(bed.ping_many([(a, ip) for ip in b.ips])), "no connectivity after migration"
-    assert all(bed.ping_many([(b, ip) for ip in a.ips]))
+    check_migration(bed, f"mig-{encap}", vni, hosts, encap)
 
 
 def test_fixed_ip_change(bed: Testbed) -> None:
     """b (linux host) changes its IPs: the OVS host's ARP/ND responder follows."""
-    bed.add_network("addr", vni=4105, arp_suppression="proxy")
-    a = bed.add_vm("addr-a", "addr", "h3", ["203.0.113.31"])
-    b = bed.add_vm("addr-b", "addr", "h1", ["203.0.113.32", "2001:db8::4105:32"])
-    assert bed.ping(a, "203.0.113.32")
-    bed.readdress_vm(b, ["203.0.113.42", "2001:db8::4105:42"])
-    bed.wait_converged()
-    neigh = bed.kernel_tables("h3")[4105].neigh
-    assert neigh == {"203.0.113.42": b.mac, "2001:db8::4105:42": b.mac}  # the old IPs are gone
-    bed.flush_neigh([a])
-    assert bed.ping(a, "203.0.113.42")
-    assert not bed.ping(a, "203.0.113.32", timeout=1)
+    check_fixed_ip_change(bed, 4105, "h3", "h1")
 
 
 def test_agent_kill_restart_converges_without_rewriting(bed: Testbed) -> None:
