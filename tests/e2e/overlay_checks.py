@@ -99,13 +99,15 @@ def check_migration(bed: Testbed, name: str, vni: int, hosts: tuple[str, str, st
     assert all(bed.ping_many([(b, ip) for ip in a.ips]))
 
 
-def check_fixed_ip_change(bed: Testbed, vni: int, a_host: str, b_host: str) -> None:
+def check_fixed_ip_change(
+    bed: Testbed, vni: int, a_host: str, b_host: str, encap: str = "vxlan"
+) -> None:
     """b changes its IPs (``proxy`` network): a's host answers for the new ones only, and a
     reaches b at its new address, not at its old one."""
     k = vni % 100
     old = [f"203.0.113.{k}", f"2001:db8::{vni}:1"]
     new = [f"203.0.113.{k + 100}", f"2001:db8::{vni}:2"]
-    bed.add_network(f"addr-{vni}", vni=vni, arp_suppression="proxy")
+    bed.add_network(f"addr-{vni}", vni=vni, arp_suppression="proxy", encap=encap)
     a = bed.add_vm(f"addr-{vni}-a", f"addr-{vni}", a_host, [f"203.0.113.{k + 50}"])
     b = bed.add_vm(f"addr-{vni}-b", f"addr-{vni}", b_host, old)
     assert bed.ping(a, old[0])

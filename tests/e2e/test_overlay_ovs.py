@@ -203,19 +203,28 @@ def test_unknown_ips_flood_to_the_members_only(bed: Testbed, network: str) -> No
 
 @pytest.mark.parametrize(
     ("encap", "vni", "hosts"),
-    [("gre", 4101, ("h3", "h4", "h5")), ("vxlan", 4102, ("h1", "h2", "h4"))],
-    ids=["ovs-gre", "linux-to-ovs"],
+    [
+        ("vxlan", 4108, ("h3", "h4", "h5")),
+        ("gre", 4101, ("h3", "h4", "h5")),
+        ("vxlan", 4102, ("h1", "h2", "h4")),
+    ],
+    ids=["ovs-vxlan", "ovs-gre", "mixed-linux-to-ovs"],
 )
 def test_migration_restores_connectivity_once_active(
     bed: Testbed, encap: str, vni: int, hosts: tuple[str, str, str]
 ) -> None:
-    """b moves from hosts[1] to hosts[2] (OVS to OVS over GRE; linux to OVS over VXLAN)."""
-    check_migration(bed, f"mig-{encap}", vni, hosts, encap)
+    """b moves from hosts[1] to hosts[2] (OVS to OVS over VXLAN and GRE; linux to OVS)."""
+    check_migration(bed, f"mig-{vni}", vni, hosts, encap)
 
 
-def test_fixed_ip_change(bed: Testbed) -> None:
-    """b (linux host) changes its IPs: the OVS host's ARP/ND responder follows."""
-    check_fixed_ip_change(bed, 4105, "h3", "h1")
+@pytest.mark.parametrize(
+    ("encap", "vni", "a_host", "b_host"),
+    [("vxlan", 4105, "h3", "h4"), ("gre", 4109, "h4", "h5"), ("vxlan", 4107, "h3", "h1")],
+    ids=["ovs-vxlan", "ovs-gre", "mixed"],
+)
+def test_fixed_ip_change(bed: Testbed, encap: str, vni: int, a_host: str, b_host: str) -> None:
+    """b changes its IPs: the ARP/ND responder flows on a's OVS host follow."""
+    check_fixed_ip_change(bed, vni, a_host, b_host, encap)
 
 
 def test_agent_kill_restart_converges_without_rewriting(bed: Testbed) -> None:

@@ -226,14 +226,16 @@ class OvsDatapath:
             iface = self._iface_of(port_id)
             name = iface.name if iface is not None else self.tap_name(port_id)
             link = _links.link_by_name(self._sock, name)
-            if link is None and (iface is None or iface.ofport is None):
-                return  # no device: the listener reports it when it comes
+            if link is None:
+                # no device (OVS may still list its port, even with an ofport): the listener
+                # reports it when it comes
+                return
             net = self._nets.get(network_id)
             if net is None:
                 message = f"network {network_id} is not programmed on this host"
                 raise DatapathError(message, [(f"port {port_id}", errno.ENOENT, message)])
             self._check_mac(port_id, mac)
-            if iface is None and link is not None:
+            if iface is None:
                 self._db.add_vm_port(name, port_id, mac)
                 _links.set_up(self._sock, link.index)
             try:
