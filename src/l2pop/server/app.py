@@ -16,13 +16,13 @@ from l2pop.server.auth import TokenCache
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
 from l2pop.server.errors import install_error_handlers
-from l2pop.server.feed import InProcessFeed
+from l2pop.server.feed import CommitFeed, InProcessFeed
 from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, RequestGuard
 from l2pop.server.metrics import install_metrics
 from l2pop.server.routes import API_PREFIX, router
 from l2pop.server.sessions import SessionRegistry
-from l2pop.store import Store
+from l2pop.store import Store, notify_dsn
 
 #: worker threads for the API's sync routes (see lifespan)
 API_THREADS = 6
@@ -45,6 +45,18 @@ class ForgetTokens:
         pass
 
 
+def make_feed(store: Store, hub: Hub) -> CommitFeed:
+    """The feed for the store's engine: on PostgreSQL other server processes may share the
+    database, so the hub must hear their commits too (``PostgresFeed``); SQLite serves one
+    server process (``server/main.py`` holds its lock), whose own commits are all there are."""
+    dsn = notify_dsn(store.url)
+    if dsn is None:
+        return InProcessFeed(store, hub.notify)
+    from l2pop.server.pgfeed import PostgresFeed  # psycopg: only where PostgreSQL is used
+
+    return PostgresFeed(store, hub.notify, dsn)
+
+
 def create_app(
     store: Store,
     admin_token: str | None,
@@ -58,7 +70,7 @@ def create_app(
     sessions = SessionRegistry()
     tokens = TokenCache(store)
     hub = Hub(store, subscribers=(sessions, ForgetTokens(tokens)))
-    feed = InProcessFeed(store, hub.notify)
+    feed = make_feed(store, hub)
     channel = Channel(
         store,
         hub,
@@ -78,6 +90,7 @@ def create_app(
         # the channel and /healthz (docs/adr/0015-bounded-api-work.md).
         anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
         await asyncio.to_thread(hub.load)
+        feed.start()  # the hub's notify only wakes the loop: safe from the feed's thread
         # the hub now holds every port: freeze them (l2pop.runtime.keep_heap_frozen)
         gc.collect()
         tasks = [
@@ -91,6 +104,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(feed.close)
 
     app = FastAPI(
         title="l2pop",

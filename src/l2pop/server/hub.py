@@ -30,8 +30,9 @@ hub's revision (``ChangeLogTruncated``: pruned by another server on the same dat
 hand) the hub reloads the whole store and tells its subscribers, which answer every session
 with a snapshot, as a resync does.
 
-The hub runs on the server's event loop; ``notify`` may be called from any thread (the store
-calls it in the writer's thread after commit) and only wakes the loop.
+The hub runs on the server's event loop; ``notify`` may be called from any thread (the
+server's ``CommitFeed`` calls it: in the writer's thread after this process's commits, in
+the feed's thread for other replicas' commits on PostgreSQL) and only wakes the loop.
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ class Hub:
         )
 
     def notify(self, revision: int) -> None:
-        """A write committed (any thread): wake the loop to read the change log."""
+        """A write committed, here or in a replica (any thread): wake the loop to read the
+        change log. Revisions the hub already has are ignored."""
         if self._loop is not None and revision > self.revision:
             self._loop.call_soon_threadsafe(self._wake.set)
 

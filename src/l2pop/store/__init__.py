@@ -1,6 +1,9 @@
 """Persistence: the ``Store`` protocol (``abc``) and its SQLAlchemy implementation (``sql``)."""
 
+from pathlib import Path
+
 from l2pop.store.abc import (
+    NOTIFY_CHANNEL,
     Change,
     ChangeLogTruncated,
     CommitListener,
@@ -12,6 +15,7 @@ from l2pop.store.abc import (
 )
 
 __all__ = [
+    "NOTIFY_CHANNEL",
     "Change",
     "ChangeLogTruncated",
     "CommitListener",
@@ -20,7 +24,9 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "WriteTx",
+    "notify_dsn",
     "open_store",
+    "sqlite_path",
 ]
 
 
@@ -32,3 +38,18 @@ def open_store(url: str) -> Store:
     from l2pop.store.sql import SqlStore
 
     return SqlStore(url)
+
+
+def notify_dsn(url: str) -> str | None:
+    """A libpq URI to LISTEN on ``NOTIFY_CHANNEL`` of the store at ``url`` (PostgreSQL), or
+    None for an engine without notifications (SQLite)."""
+    from l2pop.store.engine import notify_dsn
+
+    return notify_dsn(url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The absolute path of the SQLite file of ``url``; None for any other database."""
+    from l2pop.store.engine import sqlite_path
+
+    return sqlite_path(url)

@@ -26,7 +26,10 @@ against each engine):
   ``record_host_report(s)`` outside the revision: it describes agents, not the desired state.
 * **Commit notification** is a hook of the write block: ``subscribe(listener)`` is called
   with the new revision after each committed block that moved it (``server/feed.py`` turns
-  it into the server's ``CommitFeed``).
+  it into the server's ``CommitFeed``). That hook hears this process's commits only; on
+  PostgreSQL every such block also sends ``NOTIFY l2pop_revision, '<revision>'`` in its
+  transaction, delivered only on commit, to every session LISTENing on the database: how
+  other processes (server replicas, ``server/pgfeed.py``) hear it (ADR 21).
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ class ChangeLogTruncated(Exception):
 
 #: called with the new revision after each committed write block that moved it
 CommitListener = Callable[[int], None]
+
+#: the PostgreSQL channel every write block that moved the revision NOTIFYs (payload: the
+#: revision in decimal). Channels are per database: stores on other databases never hear it.
+NOTIFY_CHANNEL = "l2pop_revision"
 
 
 class ReadTx(Protocol):
@@ -415,7 +422,11 @@ class Store(Protocol):
         Blocks run one at a time from their first statement, so revision order is commit
         order: a reader that sees revision R has seen every change <= R. After a block that
         moved the revision commits, each listener given to ``subscribe`` is called with the
-        new revision, in the writer's thread.
+        new revision, in the writer's thread. On PostgreSQL such a block also sends
+        ``NOTIFY`` on ``NOTIFY_CHANNEL`` with the revision in decimal,
+        as part of its transaction: delivered to listening sessions on commit, in revision
+        order, never for a block that rolled back. A notification may still be missed (a
+        listener that was reconnecting), so listeners also read ``revision()`` now and then.
 
         :return: a context manager giving the ``WriteTx``
         :raises RuntimeError: on exit, if a write failed with a database error that the

@@ -1,7 +1,9 @@
 """Engines for the store's two databases, with the settings each needs to keep the contract.
 
 PostgreSQL through psycopg 3; SQLite as a file (WAL, foreign keys, a write block that starts
-with ``BEGIN IMMEDIATE`` when its connection carries ``WRITE_OPTION``).
+with ``BEGIN IMMEDIATE`` when its connection carries ``WRITE_OPTION``). Also what a server
+needs to know of a store URL without SQLAlchemy: the SQLite file (``sqlite_path``) and, on
+PostgreSQL, where to LISTEN for its commits (``notify_dsn``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,26 @@ from sqlalchemy.engine import make_url
 
 #: execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE
 WRITE_OPTION = "l2pop_write"
+
+
+def notify_dsn(url: str) -> str | None:
+    """A libpq connection URI for LISTENing on the store at ``url``; None unless PostgreSQL.
+
+    The same server, database and credentials as the store's engine, so a listener hears
+    exactly the commits of that database.
+    """
+    u = make_url(url)
+    if u.get_backend_name() != "postgresql":
+        return None
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The absolute path of the SQLite file of ``url``; None for any other database."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database).expanduser().resolve()
 
 
 def make_engine(url: str) -> Engine:

@@ -6,7 +6,10 @@ How the contract of ``store/abc.py`` is kept, by job:
   statement: on PostgreSQL each one starts by locking the ``meta`` row (``SELECT ... FOR
   UPDATE``, held until commit), on SQLite with ``BEGIN IMMEDIATE``. So every
   read-validate-write is atomic on both engines, and revision order is commit order. After
-  a block that moved the revision commits, every listener given to ``subscribe`` hears it.
+  a block that moved the revision commits, every listener given to ``subscribe`` hears it;
+  on PostgreSQL the block also sends ``NOTIFY l2pop_revision, '<revision>'`` as its last
+  statement, which the database delivers on commit to every process LISTENing (server
+  replicas, ``server/pgfeed.py``) and drops on rollback.
   Telemetry and pruning run here too, outside the revision.
 * ``_read.py``: the queries of ``ReadTx``, one snapshot per block (SQLite WAL readers see
   the database as of their first read; PostgreSQL reads run REPEATABLE READ, READ ONLY).
@@ -33,7 +36,7 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from l2pop.model import NotFound
 from l2pop.store._read import SqlReadTx, encaps_text
 from l2pop.store._write import SqlWriteTx
-from l2pop.store.abc import CommitListener, HostReport, StoreUnavailable
+from l2pop.store.abc import NOTIFY_CHANNEL, CommitListener, HostReport, StoreUnavailable
 from l2pop.store.engine import WRITE_OPTION, make_engine
 from l2pop.store.schema import changes, hosts, meta, metadata
 
@@ -106,6 +109,12 @@ class SqlStore:
             if tx.failed:
                 # raising here makes conn.begin() roll back
                 raise RuntimeError("a write in this block failed; the block was rolled back")
+            if self._postgres and tx.taken_revision is not None:
+                # Inside the transaction: PostgreSQL delivers it only if the block commits,
+                # after the commit is visible, so a listener that reads on hearing it sees
+                # the revision. Writers are serialised, so notifications go out in revision
+                # order (ADR 21).
+                conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(tx.taken_revision))))
         # committed, and the writer lock is free: listeners never hold up the next writer
         if tx.taken_revision is not None:
             self._committed(tx.taken_revision)
