@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from l2pop.testbed.bed import Testbed
-from l2pop.testbed.nodes import Vm
+from l2pop.testbed.nodes import Vm, wait_for
 
 TOOLS = ("ip", "bridge", "ping", "tcpdump")
 
@@ -118,3 +118,73 @@ def check_fixed_ip_change(
     bed.flush_neigh([a])
     assert bed.ping(a, new[0])
     assert not bed.ping(a, old[0], timeout=1)
+
+
+def wait_tables(bed: Testbed, host: str, timeout: float = 20) -> None:
+    """Until ``host``'s datapath holds the server's desired state (read back)."""
+
+    def matches() -> bool:
+        try:
+            assert_tables_match_server(bed, host)
+        except AssertionError:
+            return False
+        return True
+
+    try:
+        wait_for(f"{host}'s tables to match the server", matches, timeout)
+    except TimeoutError:
+        assert_tables_match_server(bed, host)  # fail with the difference
+        raise
+
+
+def check_agent_kill_restart(
+    bed: Testbed, vni: int, host: str, peers: tuple[str, str, str], encap: str = "vxlan"
+) -> None:
+    """``kill -9`` the agent of ``host`` (its VM a stays), then while it is down: the VM on
+    peers[0] goes, the one on peers[1] changes its IPs, a new one comes on peers[2]. The
+    datapath is left as it was (fail static); once the agent restarts it converges to the
+    server's tables, the changes reach the datapath, and no entry that did not change is
+    removed or even rewritten (the host kind's table monitor)."""
+    k = vni % 100
+    name = f"kill-{vni}"
+
+    def addrs(i: int) -> list[str]:
+        return [f"198.19.{100 + k}.{i}", f"2001:db8::{vni}:{i}"]
+
+    bed.add_network(name, vni=vni, encap=encap)
+    a = bed.add_vm(f"{name}-a", name, host, addrs(1))
+    gone = bed.add_vm(f"{name}-gone", name, peers[0], addrs(2))
+    moved = bed.add_vm(f"{name}-readdressed", name, peers[1], addrs(3))
+    bed.wait_converged()
+    before = bed.kernel_tables(host)
+    agent = bed.hosts[host].agent
+    assert agent is not None
+    old_pid = agent.pid
+    bed.kill_agent(host)
+    assert not agent.alive
+    bed.remove_vm(gone)
+    new_vm = bed.add_vm(f"{name}-new", name, peers[2], addrs(4))
+    bed.readdress_vm(moved, addrs(33))
+    wait_for(f"{host} to fall out of sync", lambda: not in_sync(bed, host), 10)
+    assert bed.kernel_tables(host) == before  # fail static: nobody touched the datapath
+    others = [v for v in before if v != vni]
+    unchanged_macs = [moved.mac] + [mac for v in others for mac in before[v].fdb]
+    unchanged_ips = [ip for v in others for ip in before[v].neigh]
+    with bed.monitor(host) as mon:
+        new = bed.start_agent(host)
+        bed.wait_converged()
+        wait_tables(bed, host)
+    assert new.pid != old_pid
+    tables = bed.kernel_tables(host)[vni]
+    assert tables.fdb == {
+        moved.mac: bed.hosts[peers[1]].vtep_ip,
+        new_vm.mac: bed.hosts[peers[2]].vtep_ip,
+    }
+    assert set(tables.neigh) == set(addrs(33) + addrs(4))
+    # entries that did not change: never removed, not even rewritten
+    assert mon.touched(*unchanged_macs, *unchanged_ips) == []
+    # the changes themselves did reach the datapath through the monitor's window
+    assert mon.deleted(gone.mac), "the gone VM's FDB entry should have been removed"
+    assert mon.deleted(addrs(3)[0]), "the old address should have been removed"
+    assert mon.mentioning(new_vm.mac)
+    assert all(bed.ping_many([(a, ip) for ip in moved.ips + new_vm.ips]))

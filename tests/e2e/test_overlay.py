@@ -21,18 +21,17 @@ import pytest
 from overlay_checks import (
     all_pairs,
     assert_tables_match_server,
+    check_agent_kill_restart,
     check_fixed_ip_change,
     check_migration,
     dead_pid,
     failed,
-    in_sync,
     need_root,
     vms_of,
 )
 
 from l2pop.testbed import leftovers, netns
 from l2pop.testbed.bed import Testbed
-from l2pop.testbed.nodes import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -141,40 +140,7 @@ def test_fixed_ip_change(bed: Testbed) -> None:
 def test_agent_kill_restart_converges_without_blinking(bed: Testbed) -> None:
     """kill -9 h1's agent, change the tables while it is down, restart it: the kernel
     converges, and no entry that did not change is removed (netlink monitor)."""
-    bed.add_network("kill", vni=2004)
-    k1 = bed.add_vm("kill-1", "kill", "h1", ["198.19.4.1", "2001:db8::4:1"])
-    k2 = bed.add_vm("kill-2", "kill", "h2", ["198.19.4.2", "2001:db8::4:2"])
-    k3 = bed.add_vm("kill-3", "kill", "h3", ["198.19.4.3", "2001:db8::4:3"])
-    bed.wait_converged()
-    before = bed.kernel_tables("h1")
-    agent = bed.hosts["h1"].agent
-    assert agent is not None
-    old_pid = agent.pid
-    bed.kill_agent("h1")
-    assert not agent.alive
-    # while it is down: one port goes, one comes, one changes its IPs
-    bed.remove_vm(k3)
-    k4 = bed.add_vm("kill-4", "kill", "h4", ["198.19.4.4", "2001:db8::4:4"])
-    bed.readdress_vm(k2, ["198.19.4.22", "2001:db8::4:22"])
-    wait_for("h1 to fall out of sync", lambda: not in_sync(bed, "h1"), 10)
-    assert bed.kernel_tables("h1") == before  # fail static: nobody touched the kernel
-    unchanged_macs = [k2.mac] + [mac for vni in (NS_VNI, PX_VNI) for mac in before[vni].fdb]
-    unchanged_ips = [ip for vni in (NS_VNI, PX_VNI) for ip in before[vni].neigh]
-    with bed.monitor("h1") as mon:
-        new = bed.start_agent("h1")
-        bed.wait_converged()
-    assert new.pid != old_pid
-    assert_tables_match_server(bed, "h1")
-    tables = bed.kernel_tables("h1")[2004]
-    assert tables.fdb == {k2.mac: "192.0.2.2", k4.mac: "192.0.2.4"}
-    assert sorted(tables.neigh) == ["198.19.4.22", "198.19.4.4", "2001:db8::4:22", "2001:db8::4:4"]
-    # entries that did not change: never removed, not even rewritten
-    assert mon.deleted(*unchanged_macs, *unchanged_ips) == []
-    assert mon.touched(*unchanged_macs, *unchanged_ips) == []
-    # the changes themselves did reach the kernel through the monitor's window
-    assert mon.deleted(k3.mac), "k3's FDB entry should have been removed"
-    assert mon.mentioning(k4.mac)
-    assert all(bed.ping_many([(k1, ip) for ip in k4.ips + k2.ips]))
+    check_agent_kill_restart(bed, 2004, "h1", ("h3", "h2", "h4"))
 
 
 def test_hand_made_devices_and_entries_are_left_untouched(bed: Testbed) -> None:
