@@ -17,6 +17,12 @@ every ``heartbeat_interval`` as its heartbeat. WebSocket pings detect a dead lin
 of the session it reconnects with exponential backoff and full jitter (reset after a session
 that lived long enough), and keeps the kernel as it is meanwhile (fail static).
 
+Failover (ADR 21): the agent may be given several server URLs, replicas of one deployment. It
+starts at a random one (``ServerRotation``: a swarm spreads over the replicas) and after every
+end of a session (refused, closed, ping timeout) the next attempt goes to the next URL, round,
+with the same backoff. The status reporter follows: it always sends to the URL the channel
+uses (or tries) now, so port status reports keep flowing when one replica dies.
+
 TLS: with an https (or wss) server URL both the channel and the status reports use TLS and
 verify the server's certificate with the process's one SSL context (``l2pop.tlsconfig``). A
 certificate that does not verify is logged and retried slowly, like a refused token; the agent
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import time
 from collections.abc import Sequence
@@ -44,6 +51,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from l2pop.agent.backoff import Backoff
 from l2pop.agent.reconciler import Gap, Reconciler
 from l2pop.agent.reporter import StatusReporter
+from l2pop.agent.servers import ServerRotation
 from l2pop.agent.stats import AgentStats
 from l2pop.client import channel_urls
 from l2pop.datapath.abc import Datapath
@@ -99,7 +107,7 @@ class Agent:
 
     def __init__(
         self,
-        server_url: str,
+        server_url: str | Sequence[str],
         host: str,
         vtep_ip: str,
         token: str,
@@ -110,22 +118,29 @@ class Agent:
         reconnect_backoff: Backoff | None = None,
         ssl_context: ssl.SSLContext | None = None,
         inbound_filter: InboundFilter | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        """``ssl_context`` verifies an https/wss server (default: the system trust store);
-        ``http_client``, when given, must have been made with the same context.
-        ``inbound_filter``: see ``InboundFilter`` (tests only; None in production)."""
+        """``server_url``: one URL, several comma-separated, or a sequence of them
+        (replicas; each as ``channel_urls`` takes it, the CLI checks them with
+        ``parse_servers``). ``ssl_context`` verifies an https/wss server (default: the system
+        trust store); ``http_client``, when given, must have been made with the same context.
+        ``inbound_filter``: see ``InboundFilter`` (tests only; None in production).
+        ``rng`` draws the first replica (tests pin it)."""
         self.host = host
         self.vtep_ip = vtep_ip
         self.datapath = datapath
         self.heartbeat_interval = heartbeat_interval
-        self.http_url, self.ws_url = channel_urls(server_url)
+        given = server_url.split(",") if isinstance(server_url, str) else list(server_url)
+        #: (http base URL, channel URL) of each replica, in the order given
+        self._urls = {http: ws for http, ws in (channel_urls(u.strip()) for u in given)}
+        self.servers = ServerRotation(list(self._urls), rng)
         self._token = token
-        if ssl_context is None and self.ws_url.startswith("wss://"):
+        if ssl_context is None and any(ws.startswith("wss://") for ws in self._urls.values()):
             ssl_context = client_context()
-        self._ssl = ssl_context if self.ws_url.startswith("wss://") else None
+        self._ssl_context = ssl_context
         self.reconciler = Reconciler(datapath)
         self.reporter = StatusReporter(
-            self.http_url, token, client=http_client, host=host, ssl_context=self._ssl
+            self.http_url, token, client=http_client, host=host, ssl_context=ssl_context
         )
         self.stats = AgentStats()
         self._inbound = inbound_filter
@@ -144,6 +159,21 @@ class Agent:
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    @property
+    def http_url(self) -> str:
+        """The http(s) base URL of the replica in use (or tried next)."""
+        return self.servers.current
+
+    @property
+    def ws_url(self) -> str:
+        """The agent channel's URL on the replica in use (or tried next)."""
+        return self._urls[self.servers.current]
+
+    @property
+    def _ssl(self) -> ssl.SSLContext | None:
+        """The TLS context for the current replica; None for a plain one."""
+        return self._ssl_context if self.ws_url.startswith("wss://") else None
 
     async def run(self) -> None:
         """Hold a session to the server, reconnecting forever, until ``stop()``."""
@@ -172,7 +202,8 @@ class Agent:
                     self._reconnect.reset()
                 delay = self._reconnect.long() if self._refused else self._reconnect.next()
                 self._refused = False
-                log.debug("%s: reconnecting in %.2fs", self.host, delay)
+                self._fail_over()
+                log.debug("%s: reconnecting to %s in %.2fs", self.host, self.http_url, delay)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
@@ -182,6 +213,14 @@ class Agent:
                 with suppress(asyncio.CancelledError):
                     await task
             await self.reporter.close()
+
+    def _fail_over(self) -> None:
+        """After a session ended: the next attempt, and the status reports, go to the next
+        replica (the same one when there is only one)."""
+        if len(self.servers.urls) > 1:
+            self.servers.advance()
+            self.reporter.use_server(self.http_url)
+            self.stats.failovers += 1
 
     async def stop(self) -> None:
         """End ``run()``: close the session; the datapath keeps its state (fail static)."""
@@ -199,6 +238,7 @@ class Agent:
             "host": self.host,
             "vtep_ip": self.vtep_ip,
             "connected": self.connected,
+            "server": self.http_url,
             "revision": applied[0] if applied else None,
             "digest": applied[1] if applied else None,
             "last_error": self.last_error,

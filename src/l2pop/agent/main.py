@@ -1,10 +1,10 @@
 """Process entry points: ``l2pop agent`` (one host) and the shared serve loop.
 
 ``run_agent`` returns the process exit code: 0 after SIGTERM/SIGINT, 2 for a usage problem
-(unknown or unavailable datapath, Open vSwitch or its Python library missing for ``--datapath
-ovs``, bad control address, unusable CA file). Stopping never touches the datapath's tables:
-a restarted agent reconciles against what the kernel (or the switch) still holds (fail
-static).
+(a ``--server`` list that is not http(s) URLs, unknown or unavailable datapath, Open vSwitch
+or its Python library missing for ``--datapath ovs``, bad control address, unusable CA
+file). Stopping never touches the datapath's tables: a restarted agent reconciles against
+what the kernel (or the switch) still holds (fail static).
 
 ``make_datapath`` is the one place that names concrete datapaths: everything else in the agent
 sees only ``l2pop.datapath.abc``, so a new implementation joins by one entry in ``DATAPATHS``
@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
 from l2pop.agent.options import DatapathOptions
+from l2pop.agent.servers import parse_servers
 from l2pop.datapath.abc import Datapath
 from l2pop.tlsconfig import TlsConfigError, client_context
 
@@ -176,13 +177,15 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
 ) -> int:
     """``l2pop agent``: run one host's agent until SIGTERM/SIGINT; returns the exit code.
 
-    ``options``: the datapath's settings (``options.vtep_ip`` is the host's VTEP, announced
-    to the server). ``tls_ca``: the CA file an https server's certificate is verified with
-    (default: the system trust store); the process builds this one SSL context for all its
-    connections.
+    ``server``: one URL or several comma-separated (replicas the agent fails over between;
+    checked by ``parse_servers``). ``options``: the datapath's settings (``options.vtep_ip``
+    is the host's VTEP, announced to the server). ``tls_ca``: the CA file an https server's
+    certificate is verified with (default: the system trust store); the process builds this
+    one SSL context for all its connections.
     """
     setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "INFO")
     try:
+        servers = parse_servers(server)
         if control:
             parse_address(control)
         ssl_context = client_context(tls_ca)
@@ -191,7 +194,7 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     agent = Agent(
-        server,
+        servers,
         host,
         options.vtep_ip,
         token,

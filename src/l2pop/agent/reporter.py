@@ -8,6 +8,9 @@ exponential backoff and jitter, without bound: pending reports are one per port,
 stays bounded however long the server is away. A 403 or 404 means the port moved to another
 host or is gone: retrying can never succeed, so the report is dropped (and logged); so is any
 other 4xx, which names a bug rather than a passing state.
+
+Failover: ``use_server(url)`` points the reporter at another replica (the agent calls it when
+its channel moves on); reports pending or retried from then on go there.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from contextlib import suppress
 
 import httpx
 
@@ -55,9 +59,19 @@ class StatusReporter:
         self._backoff = backoff or Backoff()
         self._pending: dict[str, PortStatus] = {}
         self._wake = asyncio.Event()
+        self._moved = asyncio.Event()
         self.sent = 0
         self.dropped = 0
         self.failures = 0
+
+    def use_server(self, server_url: str) -> None:
+        """Send from now on to ``server_url`` (another replica of the same deployment, same
+        TLS settings); a call in flight finishes where it went. Reports waiting out a backoff
+        after failures against the old replica are retried at once."""
+        self.base_url = server_url.rstrip("/")
+        self._api.base_url = self.base_url
+        self._backoff.reset()
+        self._moved.set()
 
     def report(self, port_id: str, status: PortStatus) -> None:
         """Queue a report; replaces one still pending for the same port."""
@@ -72,8 +86,11 @@ class StatusReporter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._moved.clear()
             if not await self.flush():
-                await asyncio.sleep(self._backoff.next())
+                # the backoff rate-limits retries against one server; a move cuts it short
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._moved.wait(), self._backoff.next())
                 self._wake.set()  # retry what is left
             else:
                 self._backoff.reset()

@@ -29,6 +29,8 @@ class AgentStats:
     sessions: int = 0
     connect_failures: int = 0
     acks_sent: int = 0
+    #: moves to the next server URL after a session ended (only with several URLs)
+    failovers: int = 0
     #: (revision, time.monotonic()) of each sync that applied a new revision; the clock is
     #: system-wide, so a benchmark in another process can time convergence against it
     applied_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=20_000))
@@ -44,6 +46,7 @@ class AgentStats:
             "refused": self.refused,
             "syncs": self.syncs,
             "full_syncs": self.full_syncs,
+            "failovers": self.failovers,
             "sync_errors": self.sync_errors,
             "sessions": self.sessions,
             "connect_failures": self.connect_failures,

@@ -10,6 +10,9 @@ routes on the control endpoint (the swarm is a test tool; ``l2pop agent`` has no
 ``--encaps vxlan`` makes every memory datapath carry only those encapsulations (default: all),
 so a swarm can stand in for VXLAN-only hosts such as linux ones.
 
+``--server URL1,URL2`` names replicas: each agent starts at a random one and fails over
+(``l2pop.agent.servers``), so the swarm spreads over them.
+
 Hosts file: JSON ``[{"host": NAME, "vtep_ip": IP, "token": T}, ...]``.
 """
 
@@ -28,6 +31,7 @@ import httpx
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
 from l2pop.agent.main import UsageError, serve_agents, setup_logging
+from l2pop.agent.servers import parse_servers
 from l2pop.datapath.memory import ALL_ENCAPS, MemoryDatapath
 from l2pop.model import Encap, InvalidField
 from l2pop.model.validation import parse_encap
@@ -67,7 +71,7 @@ def load_hosts(path: str) -> list[dict[str, str]]:
 
 
 async def _swarm(
-    server: str,
+    server: str | tuple[str, ...],
     hosts: list[dict[str, str]],
     *,
     control: str | None,
@@ -120,9 +124,11 @@ def run_swarm(
 ) -> int:
     """Run every host of ``hosts_file`` until SIGTERM/SIGINT; returns the exit code.
 
+    ``server``: one URL or several comma-separated (replicas; ``parse_servers``).
     ``encaps``: what every memory datapath carries, comma-separated (None: all)."""
     setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "WARNING")
     try:
+        servers = parse_servers(server)
         if control:
             parse_address(control)
         hosts = load_hosts(hosts_file)
@@ -134,7 +140,7 @@ def run_swarm(
     try:
         asyncio.run(
             _swarm(
-                server,
+                servers,
                 hosts,
                 control=control,
                 test_hooks=test_hooks,

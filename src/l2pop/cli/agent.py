@@ -1,9 +1,10 @@
 """``l2pop agent`` and ``l2pop agent-swarm``: parse the options, hand over to ``l2pop.agent``.
 
-``--server`` falls back to the global option (``L2POP_SERVER``), and so does ``--tls-ca``
-(``L2POP_TLS_CA``). The agent's token is its host's token, not the operator's: ``--token`` or
-``--token-file`` here, or ``L2POP_AGENT_TOKEN`` / ``L2POP_AGENT_TOKEN_FILE`` (never
-``L2POP_TOKEN``, which holds the admin token).
+``--server`` falls back to the global option (``L2POP_SERVER``); it may list replicas,
+``URL1,URL2,...``, which the agent fails over between (``l2pop.agent.servers``).
+``--tls-ca`` falls back likewise (``L2POP_TLS_CA``). The agent's token is its host's token,
+not the operator's: ``--token`` or ``--token-file`` here, or ``L2POP_AGENT_TOKEN`` /
+``L2POP_AGENT_TOKEN_FILE`` (never ``L2POP_TOKEN``, which holds the admin token).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ DATAPATH_CHOICES = ("linux", "memory", "ovs")
 
 def _common(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a --server given before the subcommand (global option) stands unless repeated.
-    p.add_argument("--server", default=argparse.SUPPRESS, metavar="URL", help="server URL")
+    p.add_argument(
+        "--server",
+        default=argparse.SUPPRESS,
+        metavar="URL[,URL...]",
+        help="server URL, or replicas' URLs comma-separated: the agent starts at a random one "
+        "and fails over to the next when its session ends (env L2POP_SERVER)",
+    )
     p.add_argument(
         "--tls-ca",
         default=argparse.SUPPRESS,

@@ -53,7 +53,8 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
         "--server",
         default=os.environ.get(ENV_SERVER) or DEFAULT_SERVER,
         metavar="URL",
-        help=f"l2pop server URL (env {ENV_SERVER}; default {DEFAULT_SERVER})",
+        help=f"l2pop server URL, or a list of replicas URL1,URL2 (the first is used; env "
+        f"{ENV_SERVER}; default {DEFAULT_SERVER})",
     )
     group.add_argument(
         "--token",
@@ -117,7 +118,8 @@ def api_command(fn: Callable[[Context], None]) -> Handler:
 
     def handler(args: argparse.Namespace) -> int:
         out = Output(getattr(args, "output", "table"))
-        server = getattr(args, "server", None) or DEFAULT_SERVER
+        # a list of replicas (what agents take, ``URL1,URL2``): any replica serves the API
+        server = (getattr(args, "server", None) or DEFAULT_SERVER).split(",")[0].strip()
         try:
             token = resolve_token(
                 getattr(args, "token", None),
