@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,9 +38,5 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'l2pop.db'}"
         return
     server: pg.ThrowawayPostgres = request.getfixturevalue("postgres")
-    name = f"l2pop_test_{uuid.uuid4().hex[:16]}"
-    url = server.create_database(name)
-    try:
+    with server.database("l2pop_test") as url:
         yield url
-    finally:
-        server.drop_database(name)

@@ -188,3 +188,20 @@ def check_agent_kill_restart(
     assert mon.deleted(addrs(3)[0]), "the old address should have been removed"
     assert mon.mentioning(new_vm.mac)
     assert all(bed.ping_many([(a, ip) for ip in moved.ips + new_vm.ips]))
+
+
+def check_cold_resolution(bed: Testbed, network: str, family: int) -> None:
+    """Every VM of ``network`` pings every other over IPv``family`` from cold neighbour
+    caches: all answer, the capture sees the unicast traffic, and not one ARP broadcast
+    (IPv4) or ND multicast (IPv6) of the network crosses the underlay."""
+    vms = vms_of(bed, network)
+    vni = vms[0].network.vni
+    bed.flush_neigh(vms)
+    pairs = all_pairs(vms, family=family)
+    what = "arp_broadcast" if family == 4 else "nd_multicast"
+    with bed.capture(f"{'arp' if family == 4 else 'nd'}-{network}") as cap:
+        results = bed.ping_many(pairs)
+    assert all(results), f"pings from cold {'ARP' if family == 4 else 'ND'} caches failed"
+    assert cap.result is not None
+    assert cap.result.count("unicast", vni=vni) >= 2 * len(pairs)  # the capture does see them
+    assert cap.result.count(what, vni=vni) == 0, cap.result.select(what)

@@ -22,6 +22,7 @@ from overlay_checks import (
     all_pairs,
     assert_tables_match_server,
     check_agent_kill_restart,
+    check_cold_resolution,
     check_fixed_ip_change,
     check_migration,
     dead_pid,
@@ -84,30 +85,12 @@ def test_every_kernel_holds_the_desired_state(bed: Testbed) -> None:
 
 @pytest.mark.parametrize("network", ["ns", "px"])
 def test_no_arp_broadcast_crosses_the_underlay_for_known_ips(bed: Testbed, network: str) -> None:
-    vms = vms_of(bed, network)
-    vni = vms[0].network.vni
-    bed.flush_neigh(vms)
-    pairs = all_pairs(vms, family=4)
-    with bed.capture(f"arp-{network}") as cap:
-        results = bed.ping_many(pairs)
-    assert all(results), "pings from cold ARP caches failed"
-    assert cap.result is not None
-    assert cap.result.count("unicast", vni=vni) >= 2 * len(pairs)  # the capture does see them
-    assert cap.result.count("arp_broadcast", vni=vni) == 0, cap.result.select("arp_broadcast")
+    check_cold_resolution(bed, network, 4)
 
 
 @pytest.mark.parametrize("network", ["ns", "px"])
 def test_ipv6_nd_is_answered_locally(bed: Testbed, network: str) -> None:
-    vms = vms_of(bed, network)
-    vni = vms[0].network.vni
-    bed.flush_neigh(vms)
-    pairs = all_pairs(vms, family=6)
-    with bed.capture(f"nd-{network}") as cap:
-        results = bed.ping_many(pairs)
-    assert all(results), "ping6 from cold ND caches failed"
-    assert cap.result is not None
-    assert cap.result.count("unicast", vni=vni) >= 2 * len(pairs)
-    assert cap.result.count("nd_multicast", vni=vni) == 0, cap.result.select("nd_multicast")
+    check_cold_resolution(bed, network, 6)
 
 
 def test_the_non_member_host_receives_no_bum_copy(bed: Testbed) -> None:

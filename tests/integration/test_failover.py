@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,13 +82,12 @@ class Pair:
 
 @pytest.fixture
 def pair(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Pair]:
-    name = f"l2pop_failover_{uuid.uuid4().hex[:12]}"
-    p = Pair(tmp_path, postgres.create_database(name))
-    try:
-        yield p
-    finally:
-        p.close()
-        postgres.drop_database(name)
+    with postgres.database("l2pop_failover") as url:
+        p = Pair(tmp_path, url)
+        try:
+            yield p
+        finally:
+            p.close()
 
 
 @pytest.mark.postgres

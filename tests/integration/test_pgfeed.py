@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -26,12 +25,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def pg_url(postgres: ThrowawayPostgres) -> Iterator[str]:
-    name = f"l2pop_feed_{uuid.uuid4().hex[:12]}"
-    url = postgres.create_database(name)
-    try:
+    with postgres.database("l2pop_feed") as url:
         yield url
-    finally:
-        postgres.drop_database(name)
 
 
 @pytest.fixture

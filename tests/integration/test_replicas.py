@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,13 +69,12 @@ class Replicas:
 
 @pytest.fixture
 def replicas(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Replicas]:
-    name = f"l2pop_replicas_{uuid.uuid4().hex[:12]}"
-    r = Replicas(tmp_path, postgres.create_database(name))
-    try:
-        yield r
-    finally:
-        r.close()
-        postgres.drop_database(name)
+    with postgres.database("l2pop_replicas") as url:
+        r = Replicas(tmp_path, url)
+        try:
+            yield r
+        finally:
+            r.close()
 
 
 @pytest.mark.postgres

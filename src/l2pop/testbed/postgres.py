@@ -22,6 +22,9 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from l2pop.testbed.process import free_port
@@ -174,6 +177,17 @@ class ThrowawayPostgres:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
+
+    @contextmanager
+    def database(self, prefix: str) -> Iterator[str]:
+        """A fresh database ``<prefix>_<random>`` for the body: yields its URL, drops it
+        afterwards (whoever is still connected is disconnected)."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        url = self.create_database(name)
+        try:
+            yield url
+        finally:
+            self.drop_database(name)
 
     def drop_database(self, name: str) -> None:
         """Drop ``name``, disconnecting whoever is still connected to it."""
