@@ -92,6 +92,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="open connections, agents included, before new requests get 503 (default 4096)",
     )
+    p.add_argument(
+        "--replica",
+        default=os.environ.get("L2POP_REPLICA") or None,
+        metavar="NAME",
+        help="this server's name among replicas on one database: shown as the holder of "
+        "host sessions and as the replica label of /metrics (env L2POP_REPLICA; default "
+        "HOSTNAME:PORT)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -119,5 +127,6 @@ def _run(args: argparse.Namespace) -> int:
         client_timeout=args.client_timeout,
         max_body=args.max_body,
         max_connections=args.max_connections,
+        replica=args.replica,
     )
     return result if isinstance(result, int) else 0

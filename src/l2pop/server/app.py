@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 
 import anyio.to_thread
@@ -45,6 +47,17 @@ class ForgetTokens:
         pass
 
 
+#: longest replica name (the store's column)
+REPLICA_NAME_MAX = 128
+
+
+def default_replica_name(port: int | None = None) -> str:
+    """``HOSTNAME:PORT`` (``HOSTNAME:PID`` without a port): unique among the replicas of
+    one deployment as long as machines have distinct names."""
+    tail = str(port) if port is not None else f"pid{os.getpid()}"
+    return f"{socket.gethostname()}:{tail}"[:REPLICA_NAME_MAX]
+
+
 def make_feed(store: Store, hub: Hub) -> CommitFeed:
     """The feed for the store's engine: on PostgreSQL other server processes may share the
     database, so the hub must hear their commits too (``PostgresFeed``); SQLite serves one
@@ -65,8 +78,15 @@ def create_app(
     queue_limit: int = 256,
     max_body: int = DEFAULT_MAX_BODY,
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
+    replica: str | None = None,
 ) -> FastAPI:
-    """The server application. ``admin_token`` None means: loopback callers are operators."""
+    """The server application. ``admin_token`` None means: loopback callers are operators.
+
+    ``replica`` names this server process among the replicas sharing the store (what
+    ``host list`` shows as holding a host's session and ``/metrics`` labels its figures
+    with); default ``default_replica_name()``.
+    """
+    replica = replica or default_replica_name()
     sessions = SessionRegistry()
     tokens = TokenCache(store)
     hub = Hub(store, subscribers=(sessions, ForgetTokens(tokens)))
@@ -113,6 +133,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.replica = replica
     app.state.feed = feed
     app.state.admin_token = admin_token
     app.state.sessions = sessions

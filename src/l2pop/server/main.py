@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
-from l2pop.server.app import create_app
+from l2pop.server.app import REPLICA_NAME_MAX, create_app, default_replica_name
 from l2pop.server.channel import MAX_AGENT_FRAME
 from l2pop.server.limits import (
     DEFAULT_CLIENT_TIMEOUT,
@@ -83,6 +83,7 @@ def run(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
     max_body: int = DEFAULT_MAX_BODY,
+    replica: str | None = None,
 ) -> int:
     """Serve until stopped; 2 (after one ``error:`` line) for a bad option or file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -107,6 +108,9 @@ def run(
         except TlsConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if replica is not None and not 0 < len(replica) <= REPLICA_NAME_MAX:
+        print(f"error: --replica must be 1 to {REPLICA_NAME_MAX} characters", file=sys.stderr)
+        return 2
     url = normalise_db_url(db_url)
     database = sqlite_path(url)
     lock_fd: int | None = None
@@ -129,6 +133,7 @@ def run(
             queue_limit=queue_limit,
             max_body=max_body,
             client_timeout=client_timeout,
+            replica=replica or default_replica_name(port),
         )
         scheme = "https" if tls_cert else "http"
         where = store.url.split("@")[-1]
