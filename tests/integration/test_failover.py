@@ -2,7 +2,8 @@
 processes on one throwaway PostgreSQL and a real ``l2pop agent-swarm`` (memory datapath)
 given both URLs. The replica the agent is connected to is killed (``kill -9``, by its pid);
 a change made through the survivor reaches the agent within ``FAILOVER_BOUND``, and a port
-status report the agent makes afterwards reaches the server. Repeated, alternating which
+status report the agent makes afterwards reaches the server. Every move is a resume from the
+agent's revision, never a snapshot. Repeated, alternating which
 replica dies (the dead one is restarted on its port in between), to time the failover."""
 
 from __future__ import annotations
@@ -130,3 +131,8 @@ def test_the_agent_fails_over_when_its_replica_is_killed(pair: Pair) -> None:
     )
     stats = p.swarm.stats("h1")
     assert stats["failovers"] >= RUNS
+    # every move resumed from the agent's revision: the survivor's hub remembered it
+    # (ADR 22), so the only snapshot is the first session's and no sync after it was FULL
+    assert stats["messages"].get("resume", 0) >= RUNS, stats["messages"]
+    assert stats["messages"].get("snapshot", 0) == 1, stats["messages"]
+    assert stats["full_syncs"] == 1, stats

@@ -10,7 +10,9 @@ on its own backoff inside the reconciler (``Reconciler.sync``): the worker also 
 a retry is due, and acks carry the failing networks (``Ack.errors``) until they heal.
 
 Session life: connect with the host token, send ``hello`` (with the datapath's name and the
-encapsulations it carries, ``Datapath.encaps``), then snapshot and deltas arrive. A
+encapsulations it carries, ``Datapath.encaps``, and the revision it can resume from, if it
+holds one it trusts), then a snapshot (or a resume: only what changed since that revision,
+docs/adr/0022-sessions-across-replicas.md) and deltas arrive. A
 gap or a digest mismatch (delta or server heartbeat) sends ``resync`` once and ignores deltas
 until the snapshot comes. The agent acks after each sync that changed what it applied, and
 every ``heartbeat_interval`` as its heartbeat. WebSocket pings detect a dead link. On any end
@@ -65,6 +67,7 @@ from l2pop.wire.channel import (
     ErrorMsg,
     Heartbeat,
     Hello,
+    Resume,
     Resync,
     ServerMessage,
     Snapshot,
@@ -278,8 +281,9 @@ class Agent:
                     vtep_ip=self.vtep_ip,
                     datapath=self.datapath.name,
                     encaps=sorted(self.datapath.encaps),
+                    resume_revision=self.reconciler.resume_point(),
                 )
-                await ws.send(hello.model_dump_json())
+                await ws.send(hello.model_dump_json(exclude_none=True))
                 log.info("%s: connected to %s", self.host, self.ws_url)
                 beat = asyncio.create_task(self._heartbeat(ws))
                 try:
@@ -367,7 +371,7 @@ class Agent:
             log.warning("%s: ignoring a malformed server message: %s", self.host, exc)
             return
         self.stats.messages[msg.type] += 1
-        if isinstance(msg, Snapshot | Delta):
+        if isinstance(msg, Snapshot | Resume | Delta):
             self._note_networks(msg)
         for one in (msg,) if self._inbound is None else self._inbound(msg):
             await self._dispatch(ws, one)
@@ -377,6 +381,15 @@ class Agent:
         if isinstance(msg, Snapshot):
             self.reconciler.on_snapshot(msg)
             self._resync_pending = False
+            self._wake.set()
+        elif isinstance(msg, Resume):
+            try:
+                self.reconciler.on_resume(msg)
+            except Gap as gap:
+                self.stats.gaps_detected += 1
+                await self._request_resync(ws, gap.reason)
+            else:
+                self._resync_pending = False
             self._wake.set()
         elif isinstance(msg, Delta):
             await self._on_delta(ws, msg)
@@ -404,7 +417,7 @@ class Agent:
             self.stats.gaps_detected += 1
             await self._request_resync(ws, gap.reason)
 
-    def _note_networks(self, msg: Snapshot | Delta) -> None:
+    def _note_networks(self, msg: Snapshot | Resume | Delta) -> None:
         seen = self.stats.networks_seen
         seen.update(n.network_id for n in msg.networks)
         seen.update(p.network_id for p in msg.ports)

@@ -78,6 +78,7 @@ from l2pop.wire.channel import (
     Delta,
     Heartbeat,
     LocalPort,
+    Resume,
     Snapshot,
 )
 
@@ -201,6 +202,9 @@ class Reconciler:
         self._reported: dict[str, PortStatus] = {}
         self._wired: dict[str, str] = {}  # port id -> network id it was wired to
         self._session_started = False
+        # the desired state is the server's at ``revision`` (the last message's digest
+        # matched): a new session may offer to resume from it
+        self._trusted = False
 
     # -- messages (event loop side) ---------------------------------------------------
 
@@ -209,6 +213,13 @@ class Reconciler:
         it raise ``Gap``. The desired state and the kernel are kept meanwhile (fail static)."""
         with self._lock:
             self._session_started = False
+
+    def resume_point(self) -> int | None:
+        """The revision a new session may resume from (``Hello.resume_revision``): the last
+        accepted one, if the tables held then hashed to the server's digest and nothing has
+        shown a divergence since; None otherwise (the session then starts with a snapshot)."""
+        with self._lock:
+            return self.revision if self._trusted and self.revision != NO_REVISION else None
 
     def on_snapshot(self, msg: Snapshot) -> None:
         """Replace the desired state and the local ports; the next sync is FULL."""
@@ -226,6 +237,7 @@ class Reconciler:
             self._reported = {}
             self._session_started = True
             mine = as_hex(total)
+            self._trusted = mine == msg.digest
         if mine != msg.digest:
             # The server computed a different hash of the very tables it sent: a server bug,
             # not a lost message. Asking for another snapshot would loop, so only say it.
@@ -239,10 +251,12 @@ class Reconciler:
         """
         with self._lock:
             if not self._session_started:
+                self._trusted = False
                 raise Gap(f"delta at revision {msg.revision} before this session's snapshot")
             if msg.revision <= self.revision:
                 return False
             if msg.prev_revision != self.revision:
+                self._trusted = False
                 raise Gap(
                     f"delta {msg.prev_revision}->{msg.revision} after revision {self.revision}"
                 )
@@ -271,9 +285,50 @@ class Reconciler:
                 self._wired.pop(port_id, None)
             self.revision = msg.revision
             mine = as_hex(self._sum)
+            self._trusted = mine == msg.digest
         if mine != msg.digest:
             raise Gap(f"tables after revision {msg.revision} do not match the server's digest")
         return True
+
+    def on_resume(self, msg: Resume) -> None:
+        """Take a session's resume (``wire.channel.Resume``): replace the networks it brings,
+        drop those it says the host left, replace the local ports, and queue for the fast path
+        only what differs from what is held (no FULL sync, no dump).
+
+        Raises ``Gap`` when it does not start from our revision or when the tables after it do
+        not hash to the server's digest (the agent then asks for a snapshot).
+        """
+        with self._lock:
+            if self.revision == NO_REVISION or msg.prev_revision != self.revision:
+                self._trusted = False
+                raise Gap(f"resume from {msg.prev_revision}, but the agent is at {self.revision}")
+            changed = [(n.network_id, n.tables()) for n in msg.networks]
+            changed += [(nid, None) for nid in msg.networks_left if nid in self.desired]
+            for nid, tables in changed:
+                delta = diff_network(self.desired.get(nid), tables)
+                if delta is not None:
+                    self._plan.append(delta)
+                self._sum -= self._sums.pop(nid, 0)
+                if tables is None:
+                    self.desired.pop(nid, None)
+                else:
+                    self.desired[nid] = tables
+                    self._sums[nid] = network_sum(tables)
+                    self._sum += self._sums[nid]
+            ports = {p.id: p for p in msg.ports}
+            for port_id, old in self.ports.items():
+                new = ports.get(port_id)
+                if new is None or new.status != old.status:
+                    self._reported.pop(port_id, None)  # the server has a new verdict
+                if new is None:
+                    self._wired.pop(port_id, None)
+            self.ports = ports
+            self.revision = msg.revision
+            self._session_started = True
+            mine = as_hex(self._sum)
+            self._trusted = mine == msg.digest
+        if mine != msg.digest:
+            raise Gap(f"tables after the resume to {msg.revision} do not match the server's")
 
     def mismatch(self, hb: Heartbeat) -> str | None:
         """Why a server heartbeat shows we diverged, or None. An older heartbeat than our
@@ -283,6 +338,7 @@ class Reconciler:
                 return None
             mine = as_hex(self._sum)
             if hb.digest != mine:
+                self._trusted = False
                 return f"heartbeat at {hb.revision}: digest differs (mine at {self.revision})"
             return None
 

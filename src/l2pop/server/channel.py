@@ -53,6 +53,8 @@ HELLO_TIMEOUT = 10.0
 #: sessions per host being opened or open at once; one is live, the others replace it or
 #: are refused, so more than a few at a time is a misbehaving or hostile client
 MAX_SESSIONS_PER_HOST = 4
+#: seconds a resuming session waits for this replica's hub to reach the agent's revision
+RESUME_CATCH_UP_S = 1.0
 
 
 class ProtocolViolation(Exception):
@@ -119,16 +121,22 @@ class Channel:
             return
         self._opening[host.name] += 1  # counted while it waits for hello, too
         try:
-            if await self._hello(ws, host):
-                await self._serve(ws, host)
+            hello = await self._hello(ws, host)
+            if hello is not None:
+                await self._serve(ws, host, hello)
         finally:
             self._opening[host.name] -= 1
             if not self._opening[host.name]:
                 del self._opening[host.name]
 
-    async def _serve(self, ws: WebSocket, host: Host) -> None:
+    async def _serve(self, ws: WebSocket, host: Host, hello: Hello) -> None:
+        resume_from = hello.resume_revision
+        if resume_from is not None:
+            await self._catch_up_to(resume_from)
         # the WebSocket is the session's Sender: it has send_text and close
-        session = Session(host.name, ws, self.hub, self.queue_limit, self.stats)
+        session = Session(
+            host.name, ws, self.hub, self.queue_limit, self.stats, resume_from=resume_from
+        )
         old = self.registry.make_live(session)
         if old is not None:
             await old.close(CloseCode.REPLACED, "replaced by a new session")
@@ -153,6 +161,15 @@ class Channel:
             self.registry.closed(host.name)
             log.info("agent %s disconnected", host.name)
 
+    async def _catch_up_to(self, revision: int) -> None:
+        """Wait (bounded) for the hub to reach ``revision``: an agent coming from another
+        replica may have seen a commit this one's hub has not read yet; resuming needs the
+        hub at or past it (else the session starts with a snapshot, which is correct too)."""
+        deadline = time.monotonic() + RESUME_CATCH_UP_S
+        while self.hub.revision < revision and time.monotonic() < deadline:
+            self.hub.notify(revision)
+            await asyncio.sleep(0.01)
+
     async def _token_host(self, ws: WebSocket) -> Host | None:
         """The host whose token rides in the upgrade request, or None (refused)."""
         token = parse_bearer(ws.headers.get("authorization"))
@@ -161,17 +178,17 @@ class Channel:
             await self._refuse(ws, ErrorCode.UNAUTHORIZED, "missing or invalid host token")
         return host
 
-    async def _hello(self, ws: WebSocket, host: Host) -> bool:
+    async def _hello(self, ws: WebSocket, host: Host) -> Hello | None:
         """Wait (bounded) for the agent's hello and check it names ``host`` and its VTEP."""
         try:
             async with asyncio.timeout(self.hello_timeout):
                 hello = Hello.model_validate_json(await receive_text(ws))
         except TimeoutError:
             await self._refuse(ws, ErrorCode.PROTOCOL, f"no hello within {self.hello_timeout:g} s")
-            return False
+            return None
         except (ValidationError, ProtocolViolation, WebSocketDisconnect, RuntimeError):
             await self._refuse(ws, ErrorCode.PROTOCOL, "expected a hello message first")
-            return False
+            return None
         if hello.version != PROTOCOL_VERSION:
             await self._refuse(
                 ws,
@@ -179,21 +196,21 @@ class Channel:
                 f"this server speaks channel protocol {PROTOCOL_VERSION}, the agent "
                 f"{hello.version}: run matching versions",
             )
-            return False
+            return None
         if not hmac.compare_digest(hello.host, host.name):
             await self._refuse(
                 ws, ErrorCode.HOST_MISMATCH, f"this token belongs to host {host.name}"
             )
-            return False
+            return None
         if hello.vtep_ip != host.vtep_ip:
             await self._refuse(
                 ws,
                 ErrorCode.VTEP_MISMATCH,
                 f"host {host.name} is registered with VTEP {host.vtep_ip}, not {hello.vtep_ip}",
             )
-            return False
+            return None
         await self._record_hello(host, hello)
-        return True
+        return hello
 
     async def _record_hello(self, host: Host, hello: Hello) -> None:
         """Save what the agent announced it carries (datapath, encaps) before its session

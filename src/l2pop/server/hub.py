@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -55,6 +55,11 @@ log = logging.getLogger("l2pop.hub")
 
 #: revisions of change log kept behind the hub (for debugging; the hub needs none of it)
 CHANGE_LOG_KEEP = 10_000
+#: batches the hub remembers the touched networks of, so that a reconnecting agent can
+#: resume from its revision with the networks changed since (``resume_of``)
+RESUME_WINDOW = 10_000
+#: a resume touching more networks than this costs about what a snapshot does: send that
+RESUME_MAX_NETWORKS = 4_096
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,20 @@ class HostSnapshot:
     digest: str
     tables: dict[str, NetworkTables]  # network id -> tables, sorted by network id
     ports: list[LocalPort]  # the host's own ports
+
+
+@dataclass(frozen=True)
+class HostResume:
+    """What brings a host from ``base`` (the revision its agent offered) to ``revision``:
+    the whole tables of the networks that changed since ``base`` and that it must hold, the
+    changed ones it must no longer hold, and all its local ports (a channel ``Resume``)."""
+
+    base: int
+    revision: int
+    digest: str
+    tables: dict[str, NetworkTables]
+    left: list[str]
+    ports: list[LocalPort]
 
 
 class HubSubscriber(Protocol):
@@ -168,6 +187,11 @@ class Hub:
         self.batches = 0
         self.reloads = 0
         self._pruned_to = 0
+        # (revision, networks touched by the batch that reached it, host -> networks it
+        # stopped being a member of in it), oldest first; complete for every revision after
+        # _recent_from (the load, or the oldest batch forgotten)
+        self._recent: deque[tuple[int, frozenset[str], dict[str, set[str]]]] = deque()
+        self._recent_from = 0
 
     # -- loading and following the store ------------------------------------------------
 
@@ -201,6 +225,8 @@ class Hub:
 
     def _reset(self, rows: Rows) -> None:
         self.revision = rows.revision
+        self._recent.clear()
+        self._recent_from = rows.revision
         self.vteps = {h.name: h.vtep_ip for h in rows.hosts}
         self.networks = {n.id: n for n in rows.networks}
         self.ports = defaultdict(dict)
@@ -316,8 +342,11 @@ class Hub:
         for port in batch.ports:
             if port.network_id in self.networks:
                 self.ports[port.network_id][port.id] = port
+        departed: dict[str, set[str]] = defaultdict(set)
         for nid in sorted(touched):
             new_state = self._state(nid)
+            for host in old_states[nid].members - new_state.members:
+                departed[host].add(nid)
             for host, delta in host_deltas(old_states[nid], new_state).items():
                 pending[host].deltas.append(delta)
             self._index(nid, old_states[nid].members, new_state)
@@ -330,6 +359,7 @@ class Hub:
             self.local.pop(host, None)
         self.revision = batch.revision
         self.batches += 1
+        self._remember(batch.revision, frozenset(touched), departed)
         updates = {
             host: HostUpdate(self.digest_of(host), p.deltas, p.ports, p.ports_removed)
             for host, p in pending.items()
@@ -341,6 +371,13 @@ class Hub:
             for subscriber in self._subscribers:
                 subscriber.hosts_changed(gone)
         return updates
+
+    def _remember(
+        self, revision: int, touched: frozenset[str], departed: dict[str, set[str]]
+    ) -> None:
+        self._recent.append((revision, touched, dict(departed)))
+        if len(self._recent) > RESUME_WINDOW:
+            self._recent_from = self._recent.popleft()[0]
 
     # -- derived state --------------------------------------------------------------------
 
@@ -420,6 +457,36 @@ class Hub:
         """Everything ``host`` must hold at the hub's revision, with its digest."""
         return HostSnapshot(
             self.revision, self.digest_of(host), self.tables_of(host), self.local_ports_of(host)
+        )
+
+    def resume_of(self, host: str, base: int) -> HostResume | None:
+        """What moves ``host`` from revision ``base`` to the hub's, or None when the hub cannot
+        say (``base`` is before what it remembers, e.g. it loaded after ``base``, or ahead of
+        it, or too much changed since): the caller sends a snapshot instead.
+
+        Over-inclusive by design: a batch that reached a revision after ``base`` counts whole,
+        so a network may come although it changed only at or before ``base`` (another
+        replica may have batched revisions differently); sending it whole is harmless.
+        """
+        if base < self._recent_from or base > self.revision:
+            return None
+        members = self.member_of.get(host, set())
+        touched: set[str] = set()
+        departed: set[str] = set()
+        for revision, networks, gone in reversed(self._recent):
+            if revision <= base:
+                break
+            touched |= networks & members
+            departed |= gone.get(host, set())
+            if len(touched) > RESUME_MAX_NETWORKS:
+                return None
+        tables = {
+            nid: tables_for(host, self.networks[nid], self._state(nid).remote.values())
+            for nid in sorted(touched)
+        }
+        left = sorted(departed - members)
+        return HostResume(
+            base, self.revision, self.digest_of(host), tables, left, self.local_ports_of(host)
         )
 
     def hosts(self) -> Iterable[str]:

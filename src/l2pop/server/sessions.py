@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from l2pop.server.hub import HostSnapshot, HostUpdate
+from l2pop.server.hub import HostResume, HostSnapshot, HostUpdate
 from l2pop.wire.channel import (
     Ack,
     AckError,
@@ -37,6 +37,7 @@ from l2pop.wire.channel import (
     Message,
     NetworkDeltaMsg,
     NetworkTablesMsg,
+    Resume,
     Snapshot,
 )
 
@@ -52,9 +53,11 @@ class Sender(Protocol):
 
 
 class SnapshotSource(Protocol):
-    """Where a session's snapshots come from (the hub)."""
+    """Where a session's snapshots and resumes come from (the hub)."""
 
     def snapshot_of(self, host: str) -> HostSnapshot: ...
+
+    def resume_of(self, host: str, base: int) -> HostResume | None: ...
 
 
 @dataclass
@@ -64,6 +67,8 @@ class ChannelStats:
     messages_sent: Counter[str] = field(default_factory=Counter)  # message type -> count
     bytes_sent: Counter[str] = field(default_factory=Counter)  # message type -> bytes
     coalesced: int = 0  # slow-agent backlogs replaced by a snapshot
+    resumes: int = 0  # sessions that began with a resume instead of a snapshot
+    resumes_refused: int = 0  # resumes offered that got a snapshot (revision not covered)
     resyncs: int = 0  # snapshots asked for by agents
     refused_sessions: int = 0  # sessions over MAX_SESSIONS_PER_HOST
     protocol_violations: int = 0  # sessions closed for breaking the protocol
@@ -87,8 +92,16 @@ class Session:
         snapshots: SnapshotSource,
         queue_limit: int,
         stats: ChannelStats,
+        *,
+        resume_from: int | None = None,
+        generation: int = 0,
     ) -> None:
+        """``resume_from``: the revision the agent offered to resume from (its hello); the
+        first message is then a resume when the hub still knows what changed since.
+        ``generation``: the host's session generation this session holds (the store's)."""
         self.host = host
+        self.generation = generation
+        self._resume_from = resume_from
         self._sender = sender
         self._snapshots = snapshots
         self._queue_limit = queue_limit
@@ -174,6 +187,31 @@ class Session:
             self._outbox.append(message)
         self._wake.set()
 
+    def _first_or_snapshot(self) -> Snapshot | Resume:
+        """A snapshot, or a resume as the session's first message when the agent offered one
+        and the hub covers it (it is offered once: a later snapshot is a snapshot)."""
+        base, self._resume_from = self._resume_from, None
+        if base is None:
+            return self._snapshot()
+        resume = self._snapshots.resume_of(self.host, base)
+        if resume is None:
+            self._stats.resumes_refused += 1
+            return self._snapshot()
+        self._stats.resumes += 1
+        return self._resume(resume)
+
+    def _resume(self, resume: HostResume) -> Resume:
+        self.prev_revision = resume.revision
+        return Resume.model_construct(
+            type="resume",
+            revision=resume.revision,
+            prev_revision=resume.base,
+            digest=resume.digest,
+            networks=[NetworkTablesMsg.of(t) for t in resume.tables.values()],
+            networks_left=resume.left,
+            ports=resume.ports,
+        )
+
     def _snapshot(self) -> Snapshot:
         current = self._snapshots.snapshot_of(self.host)
         self.prev_revision = current.revision
@@ -194,7 +232,7 @@ class Session:
                 if self._needs_snapshot:
                     self._needs_snapshot = False
                     self._outbox.clear()
-                    message: Message = self._snapshot()
+                    message: Message = self._first_or_snapshot()
                 else:
                     message = self._outbox.popleft()
                 text = message.model_dump_json()

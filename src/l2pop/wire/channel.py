@@ -2,12 +2,17 @@
 WebSocket).
 
     agent -> server   hello    who I am (host, vtep_ip) and what I carry (datapath, encaps);
-                               the token rides in the upgrade
+                               the token rides in the upgrade; ``resume_revision``: the
+                               revision my tables are at, if I can resume from it
                       ack      I have applied everything up to ``revision``; my tables hash to
                                ``digest``; ``errors`` names the networks I failed to program
                                (bounded). Also sent as the agent's heartbeat.
                       resync   I lost track (gap, digest mismatch): send me a snapshot
     server -> agent   snapshot the host's whole state at ``revision``
+                      resume   instead of a snapshot, to an agent that offered to resume from
+                               ``prev_revision``: the whole tables of every network that changed
+                               since then (``networks``), the networks it no longer holds
+                               (``networks_left``) and all of its local ports
                       delta    what changed for this host at ``revision``; ``prev_revision`` is
                                the revision of the message sent before it on this session, so a
                                lost message is a visible gap
@@ -192,6 +197,10 @@ class Hello(Message):
     #: not know (a newer agent's) are dropped, since no network here can have them
     encaps: list[Encap] = Field(default_factory=_vxlan_only, max_length=ENCAPS_MAX)
 
+    #: the revision the agent's tables are at, offered for a resume (absent: it has none it
+    #: trusts, e.g. after a start or a gap; the server then sends a snapshot)
+    resume_revision: int | None = Field(default=None, ge=0, le=REVISION_MAX)
+
     @field_validator("encaps", mode="before")
     @classmethod
     def _known_encaps(cls, value: Any) -> Any:
@@ -247,6 +256,24 @@ class Snapshot(Message):
     ports: list[LocalPort] = []
 
 
+class Resume(Message):
+    """The first message of a session whose agent offered ``prev_revision`` and whose server
+    still knows what changed since then (docs/adr/0022-sessions-across-replicas.md): every
+    network that changed since ``prev_revision`` and that the host must hold comes whole in
+    ``networks`` (the agent diffs it against what it holds and programs only the
+    difference); ``networks_left`` are networks that changed and that the host no longer
+    holds; ``ports`` is the host's whole list of local ports. Networks in neither list are as
+    the agent has them. ``digest`` is what the host's tables hash to at ``revision``."""
+
+    type: Literal["resume"] = "resume"
+    revision: int
+    prev_revision: int
+    digest: str
+    networks: list[NetworkTablesMsg] = []
+    networks_left: list[str] = []
+    ports: list[LocalPort] = []
+
+
 class Delta(Message):
     type: Literal["delta"] = "delta"
     revision: int
@@ -269,5 +296,7 @@ class ErrorMsg(Message):
     message: str
 
 
-ServerMessage = Annotated[Snapshot | Delta | Heartbeat | ErrorMsg, Field(discriminator="type")]
+ServerMessage = Annotated[
+    Snapshot | Resume | Delta | Heartbeat | ErrorMsg, Field(discriminator="type")
+]
 server_message = TypeAdapter(ServerMessage)
