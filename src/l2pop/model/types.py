@@ -79,6 +79,8 @@ class Host:
     ``datapath`` and ``encaps`` are what the host's agent last announced in its hello: the
     datapath's name (``None``: unknown, an agent older than the field) and the encapsulations
     it carries. ``encaps`` is ``None`` while no agent of the host has ever connected.
+    ``session_replica`` may name a replica that died: the live replicas are the store's
+    ``replicas`` with a recent beat.
     """
 
     name: str
@@ -89,3 +91,7 @@ class Host:
     applied_digest: str | None = None
     datapath: str | None = None
     encaps: frozenset[Encap] | None = None
+    #: the server replica holding the host's agent session (None: none claimed it, or it
+    #: ended), and how many sessions were ever claimed: the newest claim wins (ADR 22)
+    session_replica: str | None = field(default=None, compare=False)
+    session_generation: int = field(default=0, compare=False)

@@ -22,6 +22,7 @@ from l2pop.server.feed import CommitFeed, InProcessFeed
 from l2pop.server.hub import HostUpdate, Hub
 from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, RequestGuard
 from l2pop.server.metrics import install_metrics
+from l2pop.server.replicas import Presence
 from l2pop.server.routes import API_PREFIX, router
 from l2pop.server.sessions import SessionRegistry
 from l2pop.store import Store, notify_dsn
@@ -58,7 +59,7 @@ def default_replica_name(port: int | None = None) -> str:
     return f"{socket.gethostname()}:{tail}"[:REPLICA_NAME_MAX]
 
 
-def make_feed(store: Store, hub: Hub) -> CommitFeed:
+def make_feed(store: Store, hub: Hub, presence: Presence) -> CommitFeed:
     """The feed for the store's engine: on PostgreSQL other server processes may share the
     database, so the hub must hear their commits too (``PostgresFeed``); SQLite serves one
     server process (``server/main.py`` holds its lock), whose own commits are all there are."""
@@ -67,7 +68,7 @@ def make_feed(store: Store, hub: Hub) -> CommitFeed:
         return InProcessFeed(store, hub.notify)
     from l2pop.server.pgfeed import PostgresFeed  # psycopg: only where PostgreSQL is used
 
-    return PostgresFeed(store, hub.notify, dsn)
+    return PostgresFeed(store, hub.notify, dsn, on_session=presence.claimed)
 
 
 def create_app(
@@ -90,12 +91,14 @@ def create_app(
     sessions = SessionRegistry()
     tokens = TokenCache(store)
     hub = Hub(store, subscribers=(sessions, ForgetTokens(tokens)))
-    feed = make_feed(store, hub)
+    presence = Presence(store, replica, sessions, heartbeat_interval)
+    feed = make_feed(store, hub, presence)
     channel = Channel(
         store,
         hub,
         sessions,
         tokens,
+        presence,
         queue_limit=queue_limit,
         heartbeat_interval=heartbeat_interval,
         hello_timeout=client_timeout,
@@ -116,6 +119,8 @@ def create_app(
         tasks = [
             asyncio.create_task(hub.follow()),
             asyncio.create_task(channel.heartbeat_loop()),
+            asyncio.create_task(channel.report_loop()),
+            asyncio.create_task(presence.run()),
             asyncio.create_task(keep_heap_frozen()),
         ]
         try:

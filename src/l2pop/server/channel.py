@@ -20,6 +20,7 @@ import hmac
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from l2pop.model import Host
 from l2pop.server.auth import TokenCache, find_host, parse_bearer
 from l2pop.server.hub import Hub
+from l2pop.server.replicas import Presence
 from l2pop.server.sessions import ChannelStats, Session, SessionRegistry
 from l2pop.store import HostReport, Store
 from l2pop.wire.channel import (
@@ -57,6 +59,20 @@ MAX_SESSIONS_PER_HOST = 4
 RESUME_CATCH_UP_S = 1.0
 
 
+#: seconds between saves of the agents' latest acks, which other replicas read
+REPORT_FLUSH_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatus:
+    """A host's session as the REST API shows it; ``replica``: who holds it."""
+
+    connected: bool
+    applied_revision: int | None
+    in_sync: bool
+    replica: str | None
+
+
 class ProtocolViolation(Exception):
     """The agent sent something the protocol does not allow; the session is closed."""
 
@@ -78,12 +94,15 @@ class Channel:
         hub: Hub,
         registry: SessionRegistry,
         tokens: TokenCache,
+        presence: Presence,
         *,
         queue_limit: int = 256,
         heartbeat_interval: float = 5.0,
         hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
         self.store = store
+        self.presence = presence
+        self.replica = presence.replica
         self.hello_timeout = hello_timeout
         self.hub = hub
         self.registry = registry
@@ -94,10 +113,16 @@ class Channel:
         self._reports: dict[str, HostReport] = {}  # host -> last ack not yet saved
         self._opening: Counter[str] = Counter()  # host -> sessions being served
 
+    async def report_loop(self) -> None:
+        """Save the agents' latest acks every ``REPORT_FLUSH_S`` (at most one transaction,
+        none when no ack came): what other replicas show of this one's hosts."""
+        while True:
+            await asyncio.sleep(min(REPORT_FLUSH_S, self.heartbeat_interval))
+            await self.flush_reports()
+
     async def heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            await self.flush_reports()
             deadline = time.monotonic() - 3 * self.heartbeat_interval
             for session in self.registry.live():
                 if session.last_heard < deadline:
@@ -130,13 +155,35 @@ class Channel:
                 del self._opening[host.name]
 
     async def _serve(self, ws: WebSocket, host: Host, hello: Hello) -> None:
+        generation = await self._claim(ws, host, hello)
+        if generation is None:
+            return
+        try:
+            await self._serve_claimed(ws, host, hello, generation)
+        finally:
+            await self._release(host.name, generation)
+
+    async def _serve_claimed(
+        self, ws: WebSocket, host: Host, hello: Hello, generation: int
+    ) -> None:
         resume_from = hello.resume_revision
         if resume_from is not None:
             await self._catch_up_to(resume_from)
         # the WebSocket is the session's Sender: it has send_text and close
         session = Session(
-            host.name, ws, self.hub, self.queue_limit, self.stats, resume_from=resume_from
+            host.name,
+            ws,
+            self.hub,
+            self.queue_limit,
+            self.stats,
+            resume_from=resume_from,
+            generation=generation,
         )
+        current = self.registry.get(host.name)
+        if current is not None and current.generation > generation:
+            # a newer claim went live while ours was being written: ours lost the race
+            await session.close(CloseCode.REPLACED, "replaced by a newer session")
+            return
         old = self.registry.make_live(session)
         if old is not None:
             await old.close(CloseCode.REPLACED, "replaced by a new session")
@@ -209,21 +256,36 @@ class Channel:
                 f"host {host.name} is registered with VTEP {host.vtep_ip}, not {hello.vtep_ip}",
             )
             return None
-        await self._record_hello(host, hello)
         return hello
 
-    async def _record_hello(self, host: Host, hello: Hello) -> None:
-        """Save what the agent announced it carries (datapath, encaps) before its session
-        goes live, so a bind checked after the connect sees it (docs/adr/0017). Telemetry,
-        like acks: it takes no write lock and moves no revision; a failure is logged and the
-        session goes on (the bind check then sees the previous announcement)."""
+    async def _claim(self, ws: WebSocket, host: Host, hello: Hello) -> int | None:
+        """Claim the host's session for this replica (``Store.claim_session``: the newest
+        claim on any replica holds it) and save what the agent announced it carries
+        (datapath, encaps) before the session goes live, so a bind checked after the connect
+        sees it (docs/adr/0017). Returns the session's generation; None when the store
+        cannot take the claim: the agent is told to come back later (it keeps its tables)."""
         report = HostReport(
             host.name, datetime.now(UTC), datapath=hello.datapath, encaps=frozenset(hello.encaps)
         )
         try:
-            await asyncio.to_thread(self.store.record_host_reports, [report])
-        except Exception:
-            log.exception("saving what agent %s carries failed", host.name)
+            return await asyncio.to_thread(self.store.claim_session, report, self.replica)
+        except Exception as exc:
+            log.warning("agent %s: cannot claim its session: %s", host.name, exc)
+            with contextlib.suppress(Exception):
+                message = "the store is unavailable; try again later"
+                await ws.send_text(
+                    ErrorMsg(code=ErrorCode.CLOSED, message=message).model_dump_json()
+                )
+                await ws.close(CloseCode.TRY_AGAIN, message)
+            return None
+
+    async def _release(self, name: str, generation: int) -> None:
+        """The session ended: the host has no holder any more (unless a newer claim)."""
+        try:
+            await asyncio.to_thread(self.store.release_session, name, self.replica, generation)
+        except Exception as exc:
+            # the beat's check and the replica's TTL cover it: the others see it go stale
+            log.warning("agent %s: releasing its session failed: %s", name, exc)
 
     async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
         log.warning("agent refused: %s", message)
@@ -281,22 +343,32 @@ class Channel:
 
     # -- views for the REST API ---------------------------------------------------------------
 
-    def host_status(self, host: Host) -> tuple[bool, int | None, bool]:
-        """(connected, applied revision, in sync) of ``host`` for the REST API.
+    def host_status(self, host: Host) -> HostStatus:
+        """``host``'s session as every replica tells it (docs/adr/0022).
 
-        In sync: the digest the agent last acknowledged equals the digest of what the host
-        must hold now. A connected, in-sync agent with nothing in flight is current as of
-        the hub's revision even if no message concerned it since.
+        Held here: what this session's agent acknowledged. Held by another live replica:
+        what the store has of the agent's acks (flushed every ``REPORT_FLUSH_S``). Neither:
+        disconnected, with the store's last word. In sync: the digest the agent last
+        acknowledged equals the digest of what the host must hold now; an in-sync host with
+        nothing in flight is current as of the hub's revision even if no message concerned
+        it since.
         """
         expected = self.hub.digest_of(host.name)
         session = self.registry.get(host.name)
-        if session is None:
-            return False, host.applied_revision, host.applied_digest == expected
-        in_sync = session.acked_digest == expected
-        applied = session.acked_revision
-        if in_sync and session.idle:
+        if session is not None:
+            in_sync = session.acked_digest == expected
+            applied = session.acked_revision
+            if in_sync and session.idle:
+                applied = max(applied or 0, self.hub.revision)
+            return HostStatus(True, applied, in_sync, self.replica)
+        in_sync = host.applied_digest == expected
+        holder = host.session_replica
+        if holder is None or holder == self.replica or not self.presence.alive(holder):
+            return HostStatus(False, host.applied_revision, in_sync, None)
+        applied = host.applied_revision
+        if in_sync:
             applied = max(applied or 0, self.hub.revision)
-        return True, applied, in_sync
+        return HostStatus(True, applied, in_sync, holder)
 
     def host_errors(self, name: str) -> list[AckError]:
         """The networks host ``name``'s agent reported failing in its last ack; empty when

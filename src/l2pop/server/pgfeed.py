@@ -26,14 +26,24 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
 
 from l2pop.agent.backoff import Backoff
-from l2pop.store import NOTIFY_CHANNEL, CommitListener, Store, StoreUnavailable
+from l2pop.store import (
+    NOTIFY_CHANNEL,
+    SESSION_CHANNEL,
+    CommitListener,
+    Store,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("l2pop.feed")
+
+#: called with (host, generation) for each session claim heard (the feed's thread)
+SessionListener = Callable[[str, int], None]
 
 #: seconds between reads of the store's revision: the most a lost notification delays a change
 POLL_INTERVAL = 1.0
@@ -69,11 +79,13 @@ class PostgresFeed:
         *,
         channel: str = NOTIFY_CHANNEL,
         poll_interval: float = POLL_INTERVAL,
+        on_session: SessionListener | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         self._store = store
         self._on_commit = on_commit
+        self._on_session = on_session
         self._dsn = dsn
         self._channel = channel
         self.poll_interval = poll_interval
@@ -170,6 +182,8 @@ class PostgresFeed:
             return False
         try:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            if self._on_session is not None:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(SESSION_CHANNEL)))
         except psycopg.Error as exc:
             log.warning("feed: LISTEN failed (%s)", _first_line(exc))
             conn.close()
@@ -198,6 +212,9 @@ class PostgresFeed:
             conn.pgconn.consume_input()
             while (notify := conn.pgconn.notifies()) is not None:
                 self.notifications += 1
+                if notify.relname.decode() == SESSION_CHANNEL:
+                    self._session_claimed(notify.extra.decode())
+                    continue
                 try:
                     revision = int(notify.extra)
                 except ValueError:
@@ -209,6 +226,17 @@ class PostgresFeed:
             # notifications sent meanwhile are lost, the poll covers them
             log.warning("feed: LISTEN connection lost (%s); reconnecting", _first_line(exc))
             self._disconnect()
+
+    def _session_claimed(self, payload: str) -> None:
+        """``"<generation> <host>"`` from a session claim (``Store.claim_session``)."""
+        generation, _, host = payload.partition(" ")
+        if self._on_session is None or not generation.isdigit() or not host:
+            log.warning("feed: ignoring session notification %r", payload[:80])
+            return
+        try:
+            self._on_session(host, int(generation))
+        except Exception:
+            log.exception("feed: session listener failed")
 
     def _poll(self) -> None:
         try:

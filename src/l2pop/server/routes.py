@@ -319,9 +319,10 @@ def create_host(body: HostCreate, store: StoreDep, _: Admin) -> HostCreated:
 
 def host_out(request: Request, host: Host) -> HostOut:
     channel: Channel = request.app.state.channel
-    connected, applied, in_sync = channel.host_status(host)
-    out = HostOut.of(host, connected=connected, in_sync=in_sync)
-    out.applied_revision = applied
+    status = channel.host_status(host)
+    out = HostOut.of(host, connected=status.connected, in_sync=status.in_sync)
+    out.replica = status.replica
+    out.applied_revision = status.applied_revision
     out.errors = [HostError(**e.model_dump()) for e in channel.host_errors(host.name)]
     return out
 

@@ -323,9 +323,21 @@ class SessionRegistry:
         for host in gone:
             session = self._live.get(host)
             if session is not None:
-                task = asyncio.create_task(session.close(CloseCode.HOST_GONE, "host deleted"))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._close_later(session, CloseCode.HOST_GONE, "host deleted")
+
+    def supersede(self, host: str, generation: int) -> None:
+        """A session of ``host`` was claimed at ``generation`` (here or on another replica):
+        the live session here, if older, is closed as replaced (event loop only)."""
+        session = self._live.get(host)
+        if session is not None and session.generation < generation:
+            del self._live[host]
+            log.info("agent %s: a newer session took over; closing this one", host)
+            self._close_later(session, CloseCode.REPLACED, "replaced by a newer session")
+
+    def _close_later(self, session: Session, code: int, reason: str) -> None:
+        task = asyncio.create_task(session.close(code, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def reloaded(self, revision: int) -> None:
         for session in self._live.values():

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from l2pop.store.abc import (
     NOTIFY_CHANNEL,
+    SESSION_CHANNEL,
     Change,
     ChangeLogTruncated,
     CommitListener,
@@ -16,6 +17,7 @@ from l2pop.store.abc import (
 
 __all__ = [
     "NOTIFY_CHANNEL",
+    "SESSION_CHANNEL",
     "Change",
     "ChangeLogTruncated",
     "CommitListener",

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, func, select
 from l2pop.model import ArpSuppression, Encap, Host, Network, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
 from l2pop.store.abc import Change, ChangeLogTruncated, iter_chunks
-from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports
+from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports, replicas
 
 #: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
 CHUNK = 1000
@@ -79,6 +79,8 @@ def host_of(row: Any) -> Host:
         applied_digest=row.applied_digest,
         datapath=row.datapath,
         encaps=encaps_of(row.encaps),
+        session_replica=row.session_replica,
+        session_generation=row.session_generation,
     )
 
 
@@ -219,6 +221,10 @@ class SqlReadTx:
 
     def list_hosts(self) -> list[Host]:
         return sorted((host_of(r) for r in self._c.execute(select(hosts))), key=lambda h: h.name)
+
+    def list_replicas(self) -> dict[str, datetime]:
+        rows = self._c.execute(select(replicas.c.name, replicas.c.last_seen))
+        return {r.name: r.last_seen for r in rows}
 
     def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
         """Change rows after ``revision`` in (revision, seq) order.

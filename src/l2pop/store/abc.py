@@ -88,6 +88,10 @@ class ChangeLogTruncated(Exception):
 #: called with the new revision after each committed write block that moved it
 CommitListener = Callable[[int], None]
 
+#: the PostgreSQL channel a session claim NOTIFYs (payload: "<generation> <host>"), so the
+#: replica holding an older session of that host closes it at once
+SESSION_CHANNEL = "l2pop_session"
+
 #: the PostgreSQL channel every write block that moved the revision NOTIFYs (payload: the
 #: revision in decimal). Channels are per database: stores on other databases never hear it.
 NOTIFY_CHANNEL = "l2pop_revision"
@@ -239,6 +243,14 @@ class ReadTx(Protocol):
         Every registered host.
 
         :return: all hosts, ordered by name as Python orders strings
+        """
+        ...
+
+    def list_replicas(self) -> dict[str, datetime]:
+        """
+        Every server replica that ever beat on this store (``Store.beat_replica``).
+
+        :return: replica name -> the time of its last beat
         """
         ...
 
@@ -473,6 +485,38 @@ class Store(Protocol):
         order); hosts that are not registered (deleted meanwhile) are skipped.
 
         :param reports: one report per host (none: nothing happens)
+        """
+        ...
+
+    def claim_session(self, report: HostReport, replica: str) -> int:
+        """
+        Make ``replica`` the holder of host ``report.name``'s agent session, atomically: the
+        host's session generation goes up by one and is returned, so of two claims racing on
+        any replicas the later one has the higher generation. Saves the report's telemetry
+        in the same transaction (as ``record_host_reports``). On PostgreSQL the transaction
+        also sends ``NOTIFY SESSION_CHANNEL, '<generation> <host>'``, delivered on commit.
+        Telemetry: takes no write lock and moves no revision.
+
+        :param report: the agent's hello (``last_seen``, ``datapath``, ``encaps``)
+        :param replica: the claiming replica's name
+        :return: the host's new session generation
+        :raises NotFound: no host ``report.name`` is registered
+        """
+        ...
+
+    def release_session(self, name: str, replica: str, generation: int) -> bool:
+        """
+        A session ended: host ``name`` has no session holder any more, if its generation is
+        still ``generation`` and ``replica`` holds it (a newer claim is left alone).
+
+        :return: whether the holder was cleared
+        """
+        ...
+
+    def beat_replica(self, replica: str, now: datetime) -> None:
+        """
+        Say that ``replica`` is alive at ``now``: its row in ``list_replicas`` is created
+        or refreshed (telemetry, outside the revision).
         """
         ...
 

@@ -59,6 +59,7 @@ metadata = MetaData()
 ID = 36  # canonical UUID text
 HOST_NAME = 63
 IP = 45  # longest IPv6 text form
+REPLICA_NAME = 128
 
 #: one row (id = 1): the global revision and the change-log pruning watermark
 meta = Table(
@@ -102,6 +103,10 @@ hosts = Table(
     # ``encaps`` is the sorted, comma-separated list ("gre,vxlan")
     Column("datapath", String(32), nullable=True),
     Column("encaps", String(64), nullable=True),
+    # the replica holding the agent's session, and the count of sessions ever claimed
+    # (docs/adr/0022-sessions-across-replicas.md)
+    Column("session_replica", String(REPLICA_NAME), nullable=True),
+    Column("session_generation", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("name", name="pk_hosts"),
     UniqueConstraint("vtep_ip", name="uq_hosts_vtep_ip"),
     UniqueConstraint("token_hash", name="uq_hosts_token_hash"),
@@ -137,6 +142,26 @@ port_ips = Table(
     PrimaryKeyConstraint("port_id", "ip", name="pk_port_ips"),
     ForeignKeyConstraint(["port_id"], ["ports.id"], name="fk_port_ips_port_id", ondelete="CASCADE"),
     UniqueConstraint("network_id", "ip", name="uq_port_ips_network_id_ip"),
+)
+
+#: one row per server replica that ever ran on this database: its beat says it is alive
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("name", String(REPLICA_NAME), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("name", name="pk_replicas"),
+)
+
+#: columns added after the first release, as (table, column): ``SqlStore`` adds those a store
+#: made before them lacks, when it opens it (each is nullable or has a default)
+ADDED_COLUMNS = (
+    ("networks", "encap"),
+    ("hosts", "datapath"),
+    ("hosts", "encaps"),
+    ("hosts", "session_replica"),
+    ("hosts", "session_generation"),
 )
 
 changes = Table(

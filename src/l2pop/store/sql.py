@@ -28,17 +28,26 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, inspect, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
+from sqlalchemy.schema import CreateColumn
 
 from l2pop.model import NotFound
 from l2pop.store._read import SqlReadTx, encaps_text
 from l2pop.store._write import SqlWriteTx
-from l2pop.store.abc import NOTIFY_CHANNEL, CommitListener, HostReport, StoreUnavailable
+from l2pop.store.abc import (
+    NOTIFY_CHANNEL,
+    SESSION_CHANNEL,
+    CommitListener,
+    HostReport,
+    StoreUnavailable,
+)
 from l2pop.store.engine import WRITE_OPTION, make_engine
-from l2pop.store.schema import changes, hosts, meta, metadata
+from l2pop.store.schema import ADDED_COLUMNS, changes, hosts, meta, metadata, replicas
 
 log = logging.getLogger("l2pop.store")
 
@@ -64,6 +73,7 @@ class SqlStore:
             if self._postgres:  # two processes opening a new database must not both create it
                 conn.execute(text("SELECT pg_advisory_xact_lock(7216505)"))
             metadata.create_all(conn)
+            add_missing_columns(conn)
             if conn.execute(select(meta.c.id)).first() is None:
                 conn.execute(insert(meta).values(id=1, revision=0, pruned_before=0))
 
@@ -187,6 +197,50 @@ class SqlStore:
             if announced:
                 conn.execute(carries, announced)
 
+    def claim_session(self, report: HostReport, replica: str) -> int:
+        values: dict[str, Any] = {
+            "last_seen": report.last_seen,
+            "session_replica": replica,
+            "session_generation": hosts.c.session_generation + 1,
+        }
+        if report.encaps is not None:
+            values["datapath"] = report.datapath
+            values["encaps"] = encaps_text(report.encaps)
+        stmt = (
+            update(hosts)
+            .where(hosts.c.name == report.name)
+            .values(**values)
+            .returning(hosts.c.session_generation)
+        )
+        with self._begin(write=True) as conn:
+            generation = conn.execute(stmt).scalar()
+            if generation is None:
+                raise NotFound(f"host {report.name} not found")
+            if self._postgres:
+                payload = f"{generation} {report.name}"
+                conn.execute(select(func.pg_notify(SESSION_CHANNEL, payload)))
+        return int(generation)
+
+    def release_session(self, name: str, replica: str, generation: int) -> bool:
+        stmt = (
+            update(hosts)
+            .where(
+                hosts.c.name == name,
+                hosts.c.session_replica == replica,
+                hosts.c.session_generation == generation,
+            )
+            .values(session_replica=None)
+        )
+        with self._begin(write=True) as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    def beat_replica(self, replica: str, now: datetime) -> None:
+        upsert = pg_insert if self._postgres else sqlite_insert
+        stmt = upsert(replicas).values(name=replica, started_at=now, last_seen=now)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"last_seen": now})
+        with self._begin(write=True) as conn:
+            conn.execute(stmt)
+
     def prune_changes(self, before_revision: int) -> int:
         with self._begin(write=True) as conn:
             current, pruned = conn.execute(select(meta.c.revision, meta.c.pruned_before)).one()
@@ -203,3 +257,18 @@ class SqlStore:
 
     def __repr__(self) -> str:
         return f"SqlStore({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+
+def add_missing_columns(conn: Connection) -> None:
+    """Add the columns of ``ADDED_COLUMNS`` that a store made by an older version lacks
+    (``ALTER TABLE ... ADD COLUMN``, with the column's type, nullability and default), so an
+    upgraded server opens an old database as it is; existing rows take the default."""
+    inspector = inspect(conn)
+    present = {t: {c["name"] for c in inspector.get_columns(t)} for t, _ in ADDED_COLUMNS}
+    for table_name, column_name in ADDED_COLUMNS:
+        if column_name in present[table_name]:
+            continue
+        column = metadata.tables[table_name].c[column_name]
+        ddl = CreateColumn(column).compile(dialect=conn.dialect)
+        log.info("store: adding column %s.%s", table_name, column_name)
+        conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {ddl}"))

@@ -321,6 +321,8 @@ class HostOut(Response):
     datapath: str | None = None
     #: the encapsulations it announced it carries, sorted (null: no agent ever connected)
     encaps: list[Encap] | None = None
+    #: the server replica holding the agent's session (null: not connected)
+    replica: str | None = None
 
     @classmethod
     def of(cls, host: Host, *, connected: bool = False, in_sync: bool = False) -> HostOut:

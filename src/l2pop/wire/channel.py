@@ -44,6 +44,7 @@ class CloseCode(enum.IntEnum):
     REPLACED = 4000  # a newer session of the same host took over
     REFUSED = 4401  # authentication or hello refused (an ``ErrorMsg`` says why)
     HOST_GONE = 4404  # the host was deleted
+    TRY_AGAIN = 1013  # RFC 6455 "try again later": the server cannot take the session now
     UNSUPPORTED = 1003  # RFC 6455: a binary frame; the channel is JSON text
     POLICY = 1008  # RFC 6455: a message the protocol does not allow
 
