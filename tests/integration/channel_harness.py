@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from l2pop.client import Client
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
@@ -130,12 +131,14 @@ class Cluster:
             time.sleep(0.05)
         raise AssertionError(f"port {port_id} not {status} after {timeout}s")
 
-    def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.api.metrics().splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+    def metric(self, sample: str, **labels: str) -> float:
+        """The sum of the ``/metrics`` samples named ``sample`` that carry ``labels``."""
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(self.api.metrics())
+            for s in family.samples
+            if s.name == sample and labels.items() <= s.labels.items()
+        )
 
     def close(self) -> None:
         for swarm in self.swarms:

@@ -13,14 +13,21 @@ def error_of(response: object) -> dict[str, str]:
 
 def test_health_metrics_and_openapi(api: Api) -> None:
     http = api.http
-    assert http.get("/healthz").json()["status"] == "ok"
+    health = http.get("/healthz").json()
+    assert health["status"] == "ok"
+    replica = health["replica"]  # HOSTNAME:PORT by default
+    assert replica.endswith(f":{api.server.port}")
     paths = http.get("/openapi.json").json()["paths"]
     for path in ("/v1/networks", "/v1/ports/{port_id}/status", "/v1/hosts/{name}/fdb"):
         assert path in paths
     api.network(name="blue")
     metrics = http.get("/metrics").text
-    assert "l2pop_networks 1.0" in metrics
-    assert 'l2pop_http_requests_total{method="POST",route="/v1/networks",status="201"}' in metrics
+    # every sample carries the replica's name (labels come sorted)
+    assert f'l2pop_networks{{replica="{replica}"}} 1.0' in metrics
+    assert (
+        f'l2pop_http_requests_total{{method="POST",replica="{replica}",route="/v1/networks",'
+        'status="201"}' in metrics
+    )
 
 
 def test_network_lifecycle(api: Api) -> None:

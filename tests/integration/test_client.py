@@ -4,6 +4,7 @@ route, typed answers, every page of a list, and the error body parsed into ``Api
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -63,7 +64,7 @@ def test_every_route_round_trips(server: ServerProcess) -> None:
         api.delete_host("h2")
         assert api.networks() == [] and [h.name for h in api.hosts()] == ["h1"]
         assert api.healthz()
-        assert "l2pop_networks 0.0" in api.metrics()
+        assert re.search(r'^l2pop_networks\{replica="[^"]+"\} 0\.0$', api.metrics(), re.M)
 
 
 def test_lists_follow_every_page(server: ServerProcess) -> None:

@@ -16,7 +16,7 @@ ENV_ADMIN_TOKEN = "L2POP_ADMIN_TOKEN"
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``l2pop server [--db URL] [--listen HOST:PORT] [--admin-token[-file] T|FILE]
-    [--tls-cert FILE --tls-key FILE]``."""
+    [--tls-cert FILE --tls-key FILE] [--replica NAME] [--workers N] ...``."""
     p = subparsers.add_parser(
         "server",
         help="run the l2pop server (REST API and agent channel)",
@@ -100,7 +100,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "host sessions and as the replica label of /metrics (env L2POP_REPLICA; default "
         "HOSTNAME:PORT)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_env_workers(),
+        metavar="N",
+        help="serve with N worker processes behind the one --listen address (SO_REUSEPORT), "
+        "each a replica named <replica>/w<i>, restarted if it dies; PostgreSQL only; "
+        "--max-connections is per worker (env L2POP_WORKERS; default 1)",
+    )
+    # set by the --workers supervisor on the workers it starts: the supervisor's pid
+    p.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
+
+
+def _env_workers() -> int | str:
+    """L2POP_WORKERS, else 1; argparse converts (and refuses) a string default itself."""
+    return os.environ.get("L2POP_WORKERS") or 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,5 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         max_connections=args.max_connections,
         replica=args.replica,
+        workers=args.workers,
+        worker_of=args.worker_of,
     )
     return result if isinstance(result, int) else 0

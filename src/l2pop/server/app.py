@@ -154,7 +154,7 @@ def create_app(
         max_body=max_body,
         body_timeout=client_timeout,
     )
-    install_metrics(app, store, sessions, channel.stats, lambda: feed.revision)
+    install_metrics(app, store, sessions, channel.stats, lambda: feed.revision, replica=replica)
     app.include_router(router)
     app.include_router(channel_router, prefix=API_PREFIX)
 
@@ -162,6 +162,6 @@ def create_app(
     async def healthz() -> dict[str, object]:
         # async: answered on the event loop, never queued behind API calls in the worker
         # threads, so a liveness probe with a 1 s timeout does not kill a busy server
-        return {"status": "ok", "revision": feed.revision}
+        return {"status": "ok", "revision": feed.revision, "replica": replica}
 
     return app

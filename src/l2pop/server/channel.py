@@ -31,7 +31,7 @@ from l2pop.server.auth import TokenCache, find_host, parse_bearer
 from l2pop.server.hub import Hub
 from l2pop.server.replicas import Presence
 from l2pop.server.sessions import ChannelStats, Session, SessionRegistry
-from l2pop.store import HostReport, Store
+from l2pop.store import HostReport, Store, StoreUnavailable
 from l2pop.wire.channel import (
     PROTOCOL_VERSION,
     Ack,
@@ -329,6 +329,12 @@ class Channel:
         reports, self._reports = list(self._reports.values()), {}
         try:
             await asyncio.to_thread(self.store.record_host_reports, reports)
+        except StoreUnavailable as exc:
+            # the database is away: one line, not one per agent; keep the newest acks for
+            # the next flush unless newer ones came meanwhile
+            log.warning("saving %d agent reports failed: %s", len(reports), exc)
+            for report in reports:
+                self._reports.setdefault(report.name, report)
         except Exception:
             # one host's report must not cost the others theirs: retry one by one
             log.exception("saving %d agent reports failed; saving them one by one", len(reports))

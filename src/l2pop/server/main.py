@@ -1,10 +1,17 @@
-"""``l2pop server``: open the store, build the app, serve it with uvicorn."""
+"""``l2pop server``: check the options, open the store, build the app, serve it with uvicorn.
+
+With ``--workers N`` (N > 1) this process only supervises N worker processes
+(``server/workers.py``); each worker is this module again, serving on its own
+``SO_REUSEPORT`` socket.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -18,6 +25,13 @@ from l2pop.server.limits import (
     GuardedHttpProtocol,
     is_loopback,
 )
+from l2pop.server.workers import (
+    MAX_WORKERS,
+    bind_reuseport,
+    die_with_parent,
+    format_listen,
+    supervise,
+)
 from l2pop.store import open_store, sqlite_path
 from l2pop.tlsconfig import TlsConfigError, check_server_files
 
@@ -27,6 +41,8 @@ log = logging.getLogger("l2pop.server")
 KEEP_ALIVE_TIMEOUT = 5
 #: open connections (agents' channels included) before new requests get 503
 DEFAULT_MAX_CONNECTIONS = 4096
+#: uvicorn's exit status when the server could not start (its ``STARTUP_FAILURE``)
+STARTUP_FAILURE = 3
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -71,6 +87,72 @@ def lock_sqlite(database: Path) -> int:
     return fd
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """``l2pop server``'s options once checked (``check_options``)."""
+
+    db_url: str
+    host: str
+    port: int
+    admin_token: str | None
+    heartbeat_interval: float = 5.0
+    queue_limit: int = 256
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    max_body: int = DEFAULT_MAX_BODY
+    #: as given (None: ``default_replica_name(port)``); workers append ``/w<i>``
+    replica: str | None = None
+    workers: int = 1
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def replica_name(self) -> str:
+        return self.replica or default_replica_name(self.port)
+
+
+class OptionError(Exception):
+    """A bad option or file: reported as one ``error:`` line, exit status 2."""
+
+
+def check_options(options: ServerOptions) -> None:
+    """Every start-up rule that needs no store and no socket.
+
+    :raises OptionError: with the message of the ``error:`` line
+    """
+    if not options.admin_token and not is_loopback(options.host):
+        raise OptionError(
+            f"refusing to listen on {options.host}: without --admin-token (or "
+            "L2POP_ADMIN_TOKEN) the API is open, so it listens on loopback only"
+        )
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise OptionError("--tls-cert and --tls-key go together: give both or neither")
+    if options.tls_cert and options.tls_key:
+        try:
+            check_server_files(options.tls_cert, options.tls_key)
+        except TlsConfigError as exc:
+            raise OptionError(str(exc)) from None
+    workers = options.workers
+    if not 1 <= workers <= MAX_WORKERS:
+        raise OptionError(f"--workers must be 1 to {MAX_WORKERS}, got {workers}")
+    if workers > 1 and sqlite_path(options.db_url) is not None:
+        raise OptionError(
+            f"--workers {workers} needs PostgreSQL: SQLite serves one server process "
+            "(run one worker, or use postgresql://...)"
+        )
+    if options.replica is not None:
+        longest = len(options.replica)
+        if workers > 1:  # the longest worker's name, uncut (worker_replica_name cuts)
+            longest += len(f"/w{workers - 1}")
+        if not options.replica or longest > REPLICA_NAME_MAX:
+            suffix = ", its /wN suffix included" if workers > 1 else ""
+            raise OptionError(f"--replica must be 1 to {REPLICA_NAME_MAX} characters{suffix}")
+
+
 def run(
     db_url: str,
     listen: str,
@@ -84,35 +166,67 @@ def run(
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT,
     max_body: int = DEFAULT_MAX_BODY,
     replica: str | None = None,
+    workers: int = 1,
+    worker_of: int | None = None,
 ) -> int:
-    """Serve until stopped; 2 (after one ``error:`` line) for a bad option or file."""
+    """Serve until stopped; 2 (after one ``error:`` line) for a bad option or file.
+
+    ``workers`` > 1: supervise that many worker processes instead (``server/workers.py``).
+    ``worker_of`` (a supervisor's pid) makes this process one of its workers: it serves on
+    its own ``SO_REUSEPORT`` socket and ends with the supervisor.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         host, port = parse_listen(listen)
-    except ValueError as exc:
+        options = ServerOptions(
+            normalise_db_url(db_url),
+            host,
+            port,
+            admin_token or None,
+            heartbeat_interval=heartbeat_interval,
+            queue_limit=queue_limit,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            max_connections=max_connections,
+            client_timeout=client_timeout,
+            max_body=max_body,
+            replica=replica,
+            workers=workers,
+        )
+        check_options(options)
+    except (ValueError, OptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not admin_token and not is_loopback(host):
-        print(
-            f"error: refusing to listen on {host}: without --admin-token (or L2POP_ADMIN_TOKEN)"
-            " the API is open, so it listens on loopback only",
-            file=sys.stderr,
-        )
-        return 2
-    if bool(tls_cert) != bool(tls_key):
-        print("error: --tls-cert and --tls-key go together: give both or neither", file=sys.stderr)
-        return 2
-    if tls_cert and tls_key:
-        try:
-            check_server_files(tls_cert, tls_key)
-        except TlsConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    if options.workers > 1:
+        try:  # the supervisor's own socket on the address (see server/workers.py)
+            reserve = bind_reuseport(options.host, options.port)
+        except OSError as exc:
+            where = format_listen(options.host, options.port)
+            print(f"error: cannot listen on {where}: {exc}", file=sys.stderr)
             return 2
-    if replica is not None and not 0 < len(replica) <= REPLICA_NAME_MAX:
-        print(f"error: --replica must be 1 to {REPLICA_NAME_MAX} characters", file=sys.stderr)
-        return 2
-    url = normalise_db_url(db_url)
-    database = sqlite_path(url)
+        with reserve:
+            warn_insecure(options)
+            return supervise(options, reserve)
+    return serve(options, worker_of=worker_of)
+
+
+def warn_insecure(options: ServerOptions) -> None:
+    """Once per server (by the supervisor, not by each worker), after every refusal."""
+    if not options.tls_cert and not is_loopback(options.host):
+        log.warning("no TLS: tokens and tables cross the network to %s in clear", options.host)
+    if not options.admin_token:
+        log.warning("no admin token: the API is open to local callers on %s", options.host)
+
+
+def serve(options: ServerOptions, *, worker_of: int | None = None) -> int:
+    """One server process: lock SQLite, open the store, serve until stopped."""
+    sock: socket.socket | None = None
+    if worker_of is not None:
+        if not die_with_parent(worker_of):
+            log.error("the supervisor (pid %d) is gone: not starting", worker_of)
+            return 1
+        sock = bind_reuseport(options.host, options.port)  # OSError: a traceback, exit 1
+    database = sqlite_path(options.db_url)
     lock_fd: int | None = None
     if database is not None:
         try:
@@ -120,46 +234,62 @@ def run(
         except DatabaseInUse as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    if not tls_cert and not is_loopback(host):
-        log.warning("no TLS: tokens and tables cross the network to %s in clear", host)
-    if not admin_token:
-        log.warning("no admin token: the API is open to local callers on %s", host)
+    if worker_of is None:
+        warn_insecure(options)
     try:
-        store = open_store(url)
+        store = open_store(options.db_url)
         app = create_app(
             store,
-            admin_token or None,
-            heartbeat_interval=heartbeat_interval,
-            queue_limit=queue_limit,
-            max_body=max_body,
-            client_timeout=client_timeout,
-            replica=replica or default_replica_name(port),
+            options.admin_token,
+            heartbeat_interval=options.heartbeat_interval,
+            queue_limit=options.queue_limit,
+            max_body=options.max_body,
+            client_timeout=options.client_timeout,
+            replica=options.replica_name,
         )
-        scheme = "https" if tls_cert else "http"
         where = store.url.split("@")[-1]
-        log.info("l2pop server on %s://%s:%d, store %s", scheme, host, port, where)
+        log.info(
+            "l2pop server on %s://%s, store %s, replica %s",
+            options.scheme,
+            format_listen(options.host, options.port),
+            where,
+            options.replica_name,
+        )
+        server = uvicorn.Server(uvicorn_config(app, options))
         try:
-            uvicorn.run(
-                app,
-                host=host,
-                port=port,
-                log_level="warning",
-                access_log=False,
-                ws_ping_interval=heartbeat_interval,
-                ws_ping_timeout=3 * heartbeat_interval,
-                ws_per_message_deflate=False,  # see agent/channel.py: CPU over bytes
-                ssl_certfile=tls_cert,
-                ssl_keyfile=tls_key,
-                # bounded before authentication (server/limits.py): request heads, idle
-                # keep-alive connections, agent frames and the number of connections
-                http=GuardedHttpProtocol.with_timeout(client_timeout),
-                timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-                ws_max_size=MAX_AGENT_FRAME,
-                limit_concurrency=max_connections,
-            )
+            server.run(sockets=None if sock is None else [sock])
+        except KeyboardInterrupt:
+            pass
         finally:
             store.close()
+        if not server.started:
+            return STARTUP_FAILURE  # uvicorn logged why (the address in use, say)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)  # the kernel would too, at exit; this is for in-process callers
+        if sock is not None:
+            sock.close()
     return 0
+
+
+def uvicorn_config(app: object, options: ServerOptions) -> uvicorn.Config:
+    """How every server process runs uvicorn, alone or as a worker."""
+    interval = options.heartbeat_interval
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        ws_ping_interval=interval,
+        ws_ping_timeout=3 * interval,
+        ws_per_message_deflate=False,  # see agent/channel.py: CPU over bytes
+        ssl_certfile=options.tls_cert,
+        ssl_keyfile=options.tls_key,
+        # bounded before authentication (server/limits.py): request heads, idle
+        # keep-alive connections, agent frames and the number of connections
+        http=GuardedHttpProtocol.with_timeout(options.client_timeout),
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        ws_max_size=MAX_AGENT_FRAME,
+        limit_concurrency=options.max_connections,
+    )

@@ -1,13 +1,19 @@
-"""Prometheus metrics: request counts and latency, plus store gauges read at scrape time."""
+"""Prometheus metrics: request counts and latency, plus store gauges read at scrape time.
+
+Every sample carries a ``replica`` label, the server process's replica name (added to
+its labels, which the exposition sorts by name), so that the figures of replicas and workers
+behind one address stay apart.
+"""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,6 +80,23 @@ class ChannelCollector(Collector):
         )
 
 
+class ReplicaLabel(Collector):
+    """Every metric of ``inner`` with a ``replica`` label added to each of its samples."""
+
+    def __init__(self, inner: CollectorRegistry, replica: str) -> None:
+        self.inner = inner
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.inner.collect():
+            labelled = copy.copy(metric)
+            labelled.samples = [
+                sample._replace(labels={**sample.labels, "replica": self.replica})
+                for sample in metric.samples
+            ]
+            yield labelled
+
+
 class ObserveMiddleware:
     """Pure ASGI middleware: request count and latency per route, and the ``L2pop-Revision``
     header on ``/v1`` answers. (Starlette's ``BaseHTTPMiddleware`` costs a task and a body
@@ -123,7 +146,11 @@ def install_metrics(
     sessions: SessionRegistry,
     channel_stats: ChannelStats,
     revision: Callable[[], int],
+    *,
+    replica: str,
 ) -> None:
+    """``/metrics`` and the middleware that counts requests; ``replica`` labels every
+    sample."""
     registry = CollectorRegistry()
     requests = Counter(
         "l2pop_http_requests",
@@ -139,9 +166,11 @@ def install_metrics(
     )
     registry.register(StoreCollector(store, sessions))
     registry.register(ChannelCollector(channel_stats))
-    app.state.metrics_registry = registry
+    exposed = CollectorRegistry()
+    exposed.register(ReplicaLabel(registry, replica))
+    app.state.metrics_registry = exposed
     app.add_middleware(ObserveMiddleware, requests=requests, latency=latency, revision=revision)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)

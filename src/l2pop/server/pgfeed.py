@@ -147,6 +147,7 @@ class PostgresFeed:
     def _run(self) -> None:
         next_connect = 0.0
         next_poll = 0.0  # poll at once: covers commits between construction and LISTEN
+        store_answered = True  # whether the last poll reached the store
         while not self._stop.is_set():
             now = time.monotonic()
             if self._conn is None and now >= next_connect:
@@ -155,7 +156,14 @@ class PostgresFeed:
                 else:
                     next_connect = time.monotonic() + self._backoff.next()
             if now >= next_poll:
-                self._poll()
+                answered = self._poll()
+                if answered and not store_answered and self._conn is None:
+                    # the database is back after an outage: LISTEN again at once rather
+                    # than after a backoff grown while it was down (up to RECONNECT_CAP,
+                    # all that time hearing other replicas only through the poll)
+                    self._backoff.reset()
+                    next_connect = 0.0
+                store_answered = answered
                 next_poll = time.monotonic() + self.poll_interval
             until = min(next_poll, next_connect) if self._conn is None else next_poll
             self._wait(max(0.0, until - time.monotonic()))
@@ -238,19 +246,21 @@ class PostgresFeed:
         except Exception:
             log.exception("feed: session listener failed")
 
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
+        """Read the store's revision; whether the store answered."""
         try:
             with self._store.read() as tx:
                 revision = tx.revision()
         except StoreUnavailable as exc:
             log.debug("feed: poll failed: %s", exc)
-            return
+            return False
         except Exception:
             # the feed's thread must survive anything the store raises: it is the server's
             # only news of other replicas' commits
             log.exception("feed: poll failed")
-            return
+            return False
         self._heard(revision)
+        return True
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
