@@ -9,9 +9,11 @@ from typing import Any
 import httpx
 import pytest
 from channel_harness import Cluster
+from replica_harness import Trio
 
 from l2pop.client import Client
 from l2pop.store import Store, open_store
+from l2pop.testbed.postgres import ThrowawayPostgres
 from l2pop.testbed.process import ServerProcess
 
 ADMIN = "admin-secret"
@@ -92,3 +94,23 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def trio(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Trio]:
+    with postgres.database("l2pop_faults") as url:
+        t = Trio(tmp_path, url, agents=True)
+        try:
+            yield t
+        finally:
+            t.close()
+
+
+@pytest.fixture
+def bare_trio(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Trio]:
+    with postgres.database("l2pop_races") as url:
+        t = Trio(tmp_path, url, agents=False)
+        try:
+            yield t
+        finally:
+            t.close()

@@ -78,6 +78,15 @@ class ChannelCollector(Collector):
         yield CounterMetricFamily(
             "l2pop_channel_resyncs", "Resyncs requested by agents", self.stats.resyncs
         )
+        sessions = CounterMetricFamily(
+            "l2pop_channel_session_starts",
+            "Agent sessions by how they began: resumed from the agent's revision, or a "
+            "snapshot because this replica's hub did not cover it",
+            labels=["start"],
+        )
+        sessions.add_metric(["resume"], self.stats.resumes)
+        sessions.add_metric(["snapshot_refused_resume"], self.stats.resumes_refused)
+        yield sessions
 
 
 class ReplicaLabel(Collector):
