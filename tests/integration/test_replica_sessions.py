@@ -11,6 +11,9 @@ on one throwaway PostgreSQL and real ``l2pop agent-swarm`` processes:
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -134,6 +137,16 @@ def test_host_status_is_the_same_through_every_replica(duo: Duo) -> None:
         )
 
     wait_until(agreed, 15, "both replicas tell the same, in sync")
+    # the operator's table names the replica holding each session, through either replica
+    server = duo.servers["b"]
+    cmd = [sys.executable, "-m", "l2pop", "--server", server.url]
+    cmd += ["--token", str(server.admin_token), "host", "list"]
+    env = {**os.environ, "COLUMNS": "200"}
+    listed = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=True)
+    header, *lines = [line.split() for line in listed.stdout.splitlines() if line.strip()]
+    column = header.index("replica")
+    holders = {cells[0]: cells[column] for cells in lines if cells[0] in ("h1", "h2")}
+    assert holders == {"h1": "a", "h2": "b"}, listed.stdout
     duo.api("b").create_port(duo.net, host="h2", fixed_ips=["198.19.0.12"])
     wait_until(agreed, 10, "the same again after a change")
     revisions = {v[2] for v in duo.view("a").values()}
