@@ -109,6 +109,18 @@ class HostResume:
     ports: list[LocalPort]
 
 
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """What one batch did, as resumes and waits need it: the revision it reached, the
+    networks it touched, host -> networks the host stopped being a member of, and the hosts
+    it had something to tell."""
+
+    revision: int
+    touched: frozenset[str]
+    departed: dict[str, set[str]]
+    told: frozenset[str]
+
+
 class HubSubscriber(Protocol):
     """What hears the hub. Every method is called on the event loop, in order, and must not
     block: it queues work and returns."""
@@ -187,10 +199,9 @@ class Hub:
         self.batches = 0
         self.reloads = 0
         self._pruned_to = 0
-        # (revision, networks touched by the batch that reached it, host -> networks it
-        # stopped being a member of in it), oldest first; complete for every revision after
+        # what each recent batch did, oldest first; complete for every revision after
         # _recent_from (the load, or the oldest batch forgotten)
-        self._recent: deque[tuple[int, frozenset[str], dict[str, set[str]]]] = deque()
+        self._recent: deque[_Remembered] = deque()
         self._recent_from = 0
 
     # -- loading and following the store ------------------------------------------------
@@ -359,12 +370,14 @@ class Hub:
             self.local.pop(host, None)
         self.revision = batch.revision
         self.batches += 1
-        self._remember(batch.revision, frozenset(touched), departed)
         updates = {
             host: HostUpdate(self.digest_of(host), p.deltas, p.ports, p.ports_removed)
             for host, p in pending.items()
             if p.deltas or p.ports or p.ports_removed
         }
+        self._remember(
+            _Remembered(batch.revision, frozenset(touched), dict(departed), frozenset(updates))
+        )
         for subscriber in self._subscribers:
             subscriber.host_updates(batch.revision, updates)
         if batch.vteps is not None:
@@ -372,12 +385,10 @@ class Hub:
                 subscriber.hosts_changed(gone)
         return updates
 
-    def _remember(
-        self, revision: int, touched: frozenset[str], departed: dict[str, set[str]]
-    ) -> None:
-        self._recent.append((revision, touched, dict(departed)))
+    def _remember(self, batch: _Remembered) -> None:
+        self._recent.append(batch)
         if len(self._recent) > RESUME_WINDOW:
-            self._recent_from = self._recent.popleft()[0]
+            self._recent_from = self._recent.popleft().revision
 
     # -- derived state --------------------------------------------------------------------
 
@@ -473,11 +484,11 @@ class Hub:
         members = self.member_of.get(host, set())
         touched: set[str] = set()
         departed: set[str] = set()
-        for revision, networks, gone in reversed(self._recent):
-            if revision <= base:
+        for batch in reversed(self._recent):
+            if batch.revision <= base:
                 break
-            touched |= networks & members
-            departed |= gone.get(host, set())
+            touched |= batch.touched & members
+            departed |= batch.departed.get(host, set())
             if len(touched) > RESUME_MAX_NETWORKS:
                 return None
         tables = {
@@ -488,6 +499,17 @@ class Hub:
         return HostResume(
             base, self.revision, self.digest_of(host), tables, left, self.local_ports_of(host)
         )
+
+    def told_at(self, revision: int) -> tuple[int, frozenset[str]] | None:
+        """The batch that carried ``revision`` to the hosts: (the revision it brought them
+        to, the hosts it had something to tell). None when the hub does not remember it
+        (before its load or its window) or has not reached it yet."""
+        if revision <= self._recent_from or revision > self.revision:
+            return None
+        for batch in self._recent:  # oldest first: the first batch that reached it
+            if batch.revision >= revision:
+                return batch.revision, batch.told
+        return None
 
     def hosts(self) -> Iterable[str]:
         return self.vteps.keys()
