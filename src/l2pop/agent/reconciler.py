@@ -302,6 +302,7 @@ class Reconciler:
             if self.revision == NO_REVISION or msg.prev_revision != self.revision:
                 self._trusted = False
                 raise Gap(f"resume from {msg.prev_revision}, but the agent is at {self.revision}")
+            changed: list[tuple[str, NetworkTables | None]]
             changed = [(n.network_id, n.tables()) for n in msg.networks]
             changed += [(nid, None) for nid in msg.networks_left if nid in self.desired]
             for nid, tables in changed:
