@@ -44,6 +44,7 @@ from l2pop._answers import (
     unreachable,
 )
 from l2pop.wire import HostCreated, HostFdb, HostOut, NetworkOut, PortOut
+from l2pop.wire.api import RevisionOut
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -113,6 +114,18 @@ def _host(name: str) -> str:
 
 def _host_fdb(name: str) -> str:
     return f"/v1/hosts/{_quote(name)}/fdb"
+
+
+def _revision_path(revision: int) -> str:
+    return f"/v1/revisions/{int(revision)}"
+
+
+#: seconds an HTTP call waiting for a revision may take beyond the wait itself
+WAIT_SLACK_S = 10.0
+
+
+def _wait_timeout(wait: float) -> httpx.Timeout:
+    return httpx.Timeout(wait + WAIT_SLACK_S, connect=5.0)
 
 
 def _given(**fields: Any) -> dict[str, Any]:
@@ -291,6 +304,19 @@ class Client:
         """The flood list, FDB and neighbour entries ``name`` must hold, with their digest."""
         return self._call(HostFdb, "GET", _host_fdb(name))
 
+    # -- revisions
+
+    def wait_revision(self, revision: int, timeout: float = 0.0) -> RevisionOut:
+        """How far store revision ``revision`` (an answer's ``L2pop-Revision``) reached:
+        with ``timeout`` > 0, once every host it had to reach applied it. Raises ``ApiError``
+        with status 504 (code ``timeout``, the hosts behind in its message) when ``timeout``
+        seconds ran out, 404 for a revision the store has not reached."""
+        params = {"wait": timeout} if timeout else None
+        response = self._request(
+            "GET", _revision_path(revision), params=params, timeout=_wait_timeout(timeout)
+        )
+        return parse(RevisionOut, response, "GET", _revision_path(revision))
+
     # -- operations
 
     def healthz(self) -> bool:
@@ -340,7 +366,9 @@ class Client:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = self._http.request(
                 method,
@@ -348,6 +376,7 @@ class Client:
                 json=json,
                 params=dict(params) if params else None,
                 headers=self._headers,
+                **extra,
             )
         except httpx.UnsupportedProtocol:
             raise ClientError(
@@ -466,6 +495,16 @@ class AsyncClient:
         """See ``Client.host_fdb``."""
         return await self._call(HostFdb, "GET", _host_fdb(name))
 
+    # -- revisions
+
+    async def wait_revision(self, revision: int, timeout: float = 0.0) -> RevisionOut:
+        """See ``Client.wait_revision``."""
+        params = {"wait": timeout} if timeout else None
+        response = await self._request(
+            "GET", _revision_path(revision), params=params, timeout=_wait_timeout(timeout)
+        )
+        return parse(RevisionOut, response, "GET", _revision_path(revision))
+
     # -- plumbing
 
     async def _call(self, model: type[Model], method: str, path: str, **kwargs: Any) -> Model:
@@ -499,8 +538,10 @@ class AsyncClient:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         url = path if "://" in path else self.base_url + path
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             response = await self._http.request(
                 method,
@@ -508,6 +549,7 @@ class AsyncClient:
                 json=json,
                 params=dict(params) if params else None,
                 headers=self._headers,
+                **extra,
             )
         except httpx.UnsupportedProtocol:
             raise ClientError(

@@ -175,6 +175,17 @@ def test_a_replica_restarted_since_the_agents_revision_sends_a_snapshot(duo: Duo
     wait_until(lambda: placed() is not None, 10, "h1 connected")
     holder = placed()
     assert holder is not None
+    # h1's own port's ACTIVE report is a change h1 hears: let it land before the restart,
+    # or the restarted replica would remember h1's revision and rightly resume it
+    api = duo.api(holder)
+    wait_until(
+        lambda: (
+            {p.status for p in api.ports(host="h1")} == {"ACTIVE"}
+            and next(h for h in api.hosts() if h.name == "h1").in_sync
+        ),
+        10,
+        "h1's port ACTIVE and h1 in sync",
+    )
     other = "b" if holder == "a" else "a"
     duo.servers[other].kill()
     # a change that does not concern h1: the store moves on, h1's revision does not

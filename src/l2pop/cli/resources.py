@@ -6,11 +6,21 @@ the server's JSON, since the server encodes the same ``l2pop.wire`` models), pri
 ``-o json`` and rendered as tables otherwise. ``NET`` arguments take a network id or a network
 name; a name is resolved through the network list (``Client.networks``) and must match
 exactly one network.
+
+``--wait [--timeout S]`` on the writes (``network create|set|delete``, ``port
+create|bind|unbind|set|delete``): once the answer is printed, wait for its revision
+(``L2pop-Revision``) to be applied by every host that had to hear it
+(``Client.wait_revision``, docs/adr/0024). The wait's line (``revision 42 applied by 3 hosts
+in 12 ms``) goes to stderr in every output mode, so stdout stays the answer (valid JSON with
+``-o json``); a wait that runs out is ``error: ...`` naming the hosts behind, exit code 1
+(the write itself is done).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,6 +36,8 @@ if TYPE_CHECKING:
 ARP_MODES = ("neigh_suppress", "proxy", "off")
 ENCAPS = ("vxlan", "gre")
 PORT_STATUSES = ("DOWN", "BUILD", "ACTIVE")
+#: ``--timeout`` of ``--wait`` when not given, seconds (the server allows at most 60)
+WAIT_TIMEOUT_S = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,6 +108,51 @@ def _show(ctx: Context, answer: Any, render: Any, *extra: Any) -> None:
         ctx.out.emit_json(data)
     else:
         render(ctx.out, data, *extra)
+    _wait_if_asked(ctx)
+
+
+def _writes(*parsers: argparse.ArgumentParser) -> None:
+    """``--wait`` and ``--timeout`` on each write command."""
+    for p in parsers:
+        p.add_argument(
+            "--wait",
+            action="store_true",
+            help="then wait until every host that must hear the change has applied it",
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            metavar="S",
+            help=f"with --wait: give up after S seconds (default {WAIT_TIMEOUT_S:g}, at most 60)",
+        )
+
+
+def _wait_if_asked(ctx: Context) -> None:
+    """With ``--wait``: wait for the revision of the last answer (see the module notes)."""
+    from l2pop.client import ApiError
+
+    a = ctx.args
+    if not getattr(a, "wait", False):
+        if getattr(a, "timeout", None) is not None:
+            raise CliError("--timeout is for --wait")
+        return
+    timeout = WAIT_TIMEOUT_S if a.timeout is None else a.timeout
+    if not 0 < timeout <= 60:
+        raise CliError(f"--timeout must be more than 0 and at most 60 seconds, not {timeout:g}")
+    revision = ctx.api.revision
+    if revision is None:
+        raise CliError("the server's answer named no revision: cannot wait for it")
+    start = time.monotonic()
+    try:
+        reached = ctx.api.wait_revision(revision, timeout)
+    except ApiError as exc:
+        if exc.status == 504:
+            raise CliError(f"the write is done (revision {revision}), but {exc.detail}") from None
+        raise
+    took = round((time.monotonic() - start) * 1000)
+    count = len(reached.hosts)
+    hosts = "1 host" if count == 1 else f"{count} hosts"
+    print(f"revision {revision} applied by {hosts} in {took} ms", file=sys.stderr)
 
 
 # -- networks ---------------------------------------------------------------------------
@@ -117,6 +174,7 @@ def _register_networks(
         "(default vxlan)",
     )
     p.set_defaults(func=api_command(_network_create))
+    _writes(p)
 
     p = _leaf(group, "list", "list networks")
     p.set_defaults(func=api_command(_network_list))
@@ -130,10 +188,12 @@ def _register_networks(
     p.add_argument("--name", help="new name")
     p.add_argument("--arp-suppression", choices=ARP_MODES, help="new mode")
     p.set_defaults(func=api_command(_network_set))
+    _writes(p)
 
     p = _leaf(group, "delete", "delete a network (refused while it has ports)")
     p.add_argument("network", metavar="NET", help="network id or name")
     p.set_defaults(func=api_command(_network_delete))
+    _writes(p)
 
 
 def _network_create(ctx: Context) -> None:
@@ -166,6 +226,7 @@ def _network_delete(ctx: Context) -> None:
     net_id = resolve_network(ctx.api, ctx.args.network)
     ctx.api.delete_network(net_id)
     ctx.out.message(f"Deleted network {net_id}.")
+    _wait_if_asked(ctx)
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -187,6 +248,7 @@ def _register_ports(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--name", help="port name")
     p.add_argument("--host", help="bind to this host at once")
     p.set_defaults(func=api_command(_port_create))
+    _writes(p)
 
     p = _leaf(group, "list", "list ports, optionally filtered")
     p.add_argument("--network", metavar="NET", help="only ports of this network (id or name)")
@@ -202,10 +264,12 @@ def _register_ports(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("port", metavar="ID", help="port id")
     p.add_argument("--host", required=True, help="host name")
     p.set_defaults(func=api_command(_port_bind))
+    _writes(p)
 
     p = _leaf(group, "unbind", "unbind a port from its host")
     p.add_argument("port", metavar="ID", help="port id")
     p.set_defaults(func=api_command(_port_unbind))
+    _writes(p)
 
     p = _leaf(group, "set", "change a port's fixed IPs, MAC or name")
     p.add_argument("port", metavar="ID", help="port id")
@@ -215,10 +279,12 @@ def _register_ports(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--mac", help="new MAC (refused while the port is ACTIVE)")
     p.add_argument("--name", help="new name")
     p.set_defaults(func=api_command(_port_set))
+    _writes(p)
 
     p = _leaf(group, "delete", "delete a port")
     p.add_argument("port", metavar="ID", help="port id")
     p.set_defaults(func=api_command(_port_delete))
+    _writes(p)
 
 
 def _port_create(ctx: Context) -> None:
@@ -262,6 +328,7 @@ def _port_set(ctx: Context) -> None:
 def _port_delete(ctx: Context) -> None:
     ctx.api.delete_port(ctx.args.port)
     ctx.out.message(f"Deleted port {ctx.args.port}.")
+    _wait_if_asked(ctx)
 
 
 # -- hosts ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from l2pop.server.metrics import install_metrics
 from l2pop.server.replicas import Presence
 from l2pop.server.routes import API_PREFIX, router
 from l2pop.server.sessions import SessionRegistry
+from l2pop.server.waits import Waits
 from l2pop.store import Store, notify_dsn
 
 #: worker threads for the API's sync routes (see lifespan)
@@ -145,6 +146,7 @@ def create_app(
     app.state.hub = hub
     app.state.channel = channel
     app.state.tokens = tokens
+    app.state.waits = Waits(store, hub, channel, feed)
     install_error_handlers(app)
     # inside the metrics middleware, so that refusals are counted too
     app.add_middleware(

@@ -60,7 +60,7 @@ RESUME_CATCH_UP_S = 1.0
 
 
 #: seconds between saves of the agents' latest acks, which other replicas read
-REPORT_FLUSH_S = 0.5
+REPORT_FLUSH_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)

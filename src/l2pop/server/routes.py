@@ -10,10 +10,11 @@ operation documents every status it can answer, all with the ``ErrorBody`` shape
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,6 +25,8 @@ from l2pop.server import usecases
 from l2pop.server.auth import Caller, require_admin, require_admin_or_host, require_agent
 from l2pop.server.channel import Channel
 from l2pop.server.desired import host_tables
+from l2pop.server.errors import RETRY_AFTER_SECONDS, error_response
+from l2pop.server.waits import MAX_WAIT_S, TooManyWaits, WaitResult, Waits
 from l2pop.store import Store
 from l2pop.wire import (
     ErrorBody,
@@ -39,7 +42,17 @@ from l2pop.wire import (
     PortStatusReport,
     PortUpdate,
 )
-from l2pop.wire.api import HostError, HostFilter, HostName, NetworkFdb, NetworkId, PortId
+from l2pop.wire.api import (
+    HostError,
+    HostFilter,
+    HostName,
+    NetworkFdb,
+    NetworkId,
+    PortId,
+    RevisionHost,
+    RevisionOut,
+)
+from l2pop.wire.channel import REVISION_MAX
 
 # -- the statuses each operation documents ------------------------------------------------
 
@@ -52,7 +65,10 @@ _STATUS_TEXT = {
     409: "Well formed, but it collides with the current state",
     413: "The request body is too large",
     422: "Malformed input: `error.field` names the body field, path or query parameter",
-    503: "The store is unavailable; retry after the `Retry-After` seconds",
+    503: "The store is unavailable (or, for a wait, too many waits are under way); retry "
+    "after the `Retry-After` seconds",
+    504: "The wait ran out before every host applied the revision: `error.message` names "
+    "the hosts behind and why",
 }
 
 
@@ -366,3 +382,52 @@ def host_fdb(name: HostName, store: StoreDep, _: AdminOrHost) -> Response:
     networks = [NetworkFdb.model_validate(n) for n in canonical(tables)]
     fdb = HostFdb(host=name, revision=revision, digest=digest(tables), networks=networks)
     return json_response(fdb.model_dump_json().encode())
+
+
+# -- revisions --------------------------------------------------------------------------
+
+WAIT = error_responses(*_ALWAYS, 404, 504)
+RevisionNumber = Annotated[
+    int, Path(ge=0, le=REVISION_MAX, description="a store revision (`L2pop-Revision`)")
+]
+WaitSeconds = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description=f"seconds to wait for every host to apply it (0: answer at once; at most "
+        f"{MAX_WAIT_S:g})",
+    ),
+]
+
+
+def revision_out(result: WaitResult) -> RevisionOut:
+    hosts = [RevisionHost(**asdict(h)) for h in result.hosts]
+    return RevisionOut(
+        revision=result.revision,
+        server_revision=result.server_revision,
+        batch_revision=result.batch_revision,
+        hosts=hosts,
+        behind=[h.name for h in result.behind],
+        complete=result.complete,
+        waited_ms=result.waited_ms,
+    )
+
+
+@router.get("/revisions/{revision}", response_model=RevisionOut, responses=WAIT)
+async def get_revision(
+    revision: RevisionNumber, request: Request, _: Admin, wait: WaitSeconds = 0.0
+) -> Response:
+    """Which hosts revision ``revision`` had to reach and which applied it; with ``wait``,
+    answers once all did (200) or when ``wait`` seconds ran out (504 naming those behind)."""
+    waits: Waits = request.app.state.waits
+    try:
+        result = await waits.wait(revision, wait)
+    except TooManyWaits as exc:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return error_response(503, "unavailable", str(exc), headers=headers)
+    if wait > 0 and not result.complete:
+        message = f"revision {revision} not applied after {wait:g} s: {result.why_not()}"
+        return error_response(504, "timeout", message)
+    return json_response(revision_out(result).model_dump_json().encode())

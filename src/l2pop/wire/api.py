@@ -375,6 +375,37 @@ class HostFdb(Response):
     networks: list[NetworkFdb]
 
 
+# -- revisions ---------------------------------------------------------------------------
+
+
+class RevisionHost(Response):
+    """One host a revision had to reach: what its agent applied, and why it is behind."""
+
+    name: str
+    connected: bool
+    applied_revision: int | None = None
+    #: null when it applied the revision; else why not (``not connected``, ``applied 40 of 42``)
+    behind: str | None = None
+
+
+class RevisionOut(Response):
+    """How far a revision reached (``GET /v1/revisions/{revision}``, docs/adr/0024).
+
+    ``batch_revision`` is the revision of the hub's batch that carried it to the hosts (what
+    they ack; null when this server does not remember the batch, or has not read it yet);
+    ``hosts`` are the hosts that batch had something to tell (every member of a network when
+    the batch is not remembered); ``behind`` names those that have not applied it."""
+
+    revision: int
+    #: the revision this server's view of the store (its hub) has reached
+    server_revision: int
+    batch_revision: int | None = None
+    hosts: list[RevisionHost] = []
+    behind: list[str] = []
+    complete: bool
+    waited_ms: int
+
+
 # -- errors -----------------------------------------------------------------------------
 
 
@@ -385,7 +416,7 @@ ERROR_CODES: dict[str, str] = {
     "forbidden": "403: the token may not do this (an agent token acts only for its host)",
     "not_found": "404: no such network, port or host",
     "method_not_allowed": "405: the path exists but not with this method",
-    "timeout": "408: the request body did not arrive in time",
+    "timeout": "408: the request body did not arrive in time; 504: a wait ran out",
     "conflict": "409: well formed, but it collides with the current state",
     "too_large": "413: the request body is too large",
     "invalid": "422: malformed input; `field` names it (`body` for the body as a whole)",
@@ -420,6 +451,7 @@ CODE_OF_STATUS: dict[int, ErrorCode] = {
     422: "invalid",
     500: "error",
     503: "unavailable",
+    504: "timeout",
 }
 
 
