@@ -275,3 +275,32 @@ def test_ovs_results_not_measured_say_how(docs: Path) -> None:
     text = page.read_text().split("## Broadcast reduction on Open vSwitch hosts")[1]
     for datapath in ("ovs", "mixed"):
         assert f"`l2pop bench flood --hosts 4,8,16 --datapath {datapath} --save`" in text
+
+
+def test_replicas_table_and_plot(tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    one = {**scale_result("postgresql", 300.0, 5.0), "replicas": 1,
+           "agents_per_replica": {"r1": 1000}}  # fmt: skip
+    two = {**scale_result("postgresql", 1500.0, None), "replicas": 2,
+           "agents_per_replica": {"r1": 489, "r2": 511}, "failover_killed": "r1",
+           "failover_agents_moved": 489, "failover_resync_s": 3.31}  # fmt: skip
+    two["max_rate_p99_le_1s"] = 50.0
+    two["rates"][2]["failed_calls"] = 20
+    for row in two["rates"]:
+        row["server_rss_mib_per_replica"] = [400.0, 410.5]
+    cfg = {**one["config"], "replicas": [1, 2]}
+    result = {"config": cfg, "passes": [one, two]}
+    save(bench, "scale-replicas", result,
+         "l2pop bench scale --engine postgresql --replicas 1,2 --save")  # fmt: skip
+    page = tmp_path / "benchmarks.md"
+    written = report.render(bench, page)
+    assert "scale-replicas.png" in {p.name for p in written}
+    assert (bench / "scale-replicas.png").read_bytes().startswith(PNG_MAGIC)
+    text = page.read_text()
+    assert "### Replicas" in text and "p50 / p99 ms at 100/s" in text
+    [row1] = [line for line in text.splitlines() if line.startswith("| 1 | r1: 1,000 |")]
+    assert "45.0 / 300.0" in row1 and "100 /s" in row1 and "5.0 s restart" in row1
+    [row2] = [line for line in text.splitlines() if line.startswith("| 2 | r1: 489, r2: 511 |")]
+    assert "45.0 / 1,500.0 (20 of 2,020 calls failed)" in row2 and "50 /s" in row2
+    assert "3.3 s failover (489 agents moved)" in row2 and "400.0, 410.5" in row2
+    assert "![convergence p50/p99 vs churn rate per replica count]" in text

@@ -63,6 +63,69 @@ def scale_rate_cells(row: dict[str, Any]) -> list[str]:
     return [num(row.get(key), digits) for _, key, digits in SCALE_RATE_FIELDS]
 
 
+def replica_rates(passes: list[dict[str, Any]]) -> list[float]:
+    """Every churn rate any pass of a ``scale-replicas`` result measured, ascending."""
+    return sorted({r["rate"] for p in passes for r in p.get("rates", []) if "rate" in r})
+
+
+def replica_columns(rates: list[float]) -> list[str]:
+    """The header of the replicas table (``replica_cells``): one p50/p99 column per rate."""
+    return [
+        "replicas",
+        "agents per replica",
+        *(f"p50 / p99 ms at {x:g}/s" for x in rates),
+        "highest rate with p99 ≤ 1 s",
+        "server CPU ms/event, all replicas (per rate)",
+        "RSS MiB per replica",
+        "resync after kill -9",
+    ]
+
+
+def _named(values: dict[str, Any] | list[Any] | None, digits: int = 0) -> str:
+    if not values:
+        return "-"
+    if isinstance(values, dict):
+        return ", ".join(f"{k}: {num(v, digits)}" for k, v in values.items())
+    return ", ".join(num(v, digits) for v in values)
+
+
+def replica_cells(p: dict[str, Any], rates: list[float]) -> list[str]:
+    """One pass (replica count) of a ``scale-replicas`` result, ``replica_columns`` order.
+    RSS: each replica's at the end of the last rate; the resync is the restart's with one
+    replica, the failover's (one replica killed, agents moved to the others) with more. A
+    rate at which API calls failed says how many: its latencies are the others' only."""
+    by_rate = {r["rate"]: r for r in p.get("rates", [])}
+    lat = []
+    for x in rates:
+        r = by_rate.get(x, {})
+        cell = f"{num(r.get('p50_ms'), 1)} / {num(r.get('p99_ms'), 1)}"
+        if r.get("failed_calls"):  # the overloaded run's refused calls: not in the figures
+            calls = r["failed_calls"] + (r.get("events") or 0)
+            cell += f" ({num(r['failed_calls'])} of {num(calls)} calls failed)"
+        lat.append(cell)
+    cpu = " / ".join(num(by_rate.get(x, {}).get("server_cpu_ms_per_event"), 2) for x in rates)
+    last = p.get("rates", [])[-1] if p.get("rates") else {}
+    rss = last.get("server_rss_mib_per_replica") or p.get("server_rss_mib_per_replica")
+    if p.get("failover_resync_s") is not None:
+        resync = f"{num(p['failover_resync_s'], 1)} s failover"
+        if p.get("failover_agents_moved") is not None:
+            resync += f" ({num(p['failover_agents_moved'])} agents moved)"
+    elif p.get("restart_resync_s") is not None:
+        resync = f"{num(p['restart_resync_s'], 1)} s restart"
+    else:
+        resync = "-"
+    best = p.get("max_rate_p99_le_1s")
+    return [
+        num(p.get("replicas")),
+        _named(p.get("agents_per_replica")),
+        *lat,
+        "none" if best is None and p.get("rates") else num(best, 0, "/s"),
+        cpu,
+        _named(rss, 1),
+        resync,
+    ]
+
+
 def _identity(text: str) -> str:
     return text
 

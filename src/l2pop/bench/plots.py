@@ -117,6 +117,47 @@ def plot_scale_latency(scales: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _replicas_color(n: int) -> str:
+    return ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")[(n - 1) % 5]
+
+
+def plot_scale_replicas(result: dict[str, Any], path: Path) -> None:
+    """p50 (dashed) and p99 (solid) against the churn rate, one colour per replica count."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    values = []
+    for p in result.get("passes", []):
+        rows = [r for r in p.get("rates", []) if r.get("rate") is not None]
+        if not rows:
+            continue
+        n = int(p.get("replicas") or 1)
+        rates = [r["rate"] for r in rows]
+        for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
+            ys = [r.get(key) if r.get(key) is not None else math.nan for r in rows]
+            values += [y for y in ys if math.isfinite(y)]
+            label = f"{n} replica{'s' if n > 1 else ''} {key[:3]}"
+            ax.plot(rates, ys, style, marker="o", color=_replicas_color(n), label=label)
+    # the table's "highest rate with p99 <= 1 s", and the scale target
+    ax.axhline(1000, color="#7f7f7f", linestyle="-.", linewidth=1.0, label="p99 ≤ 1 s")
+    ax.axhline(
+        SCALE_P99_TARGET_MS,
+        color="#d62728",
+        linestyle=":",
+        linewidth=1.5,
+        label=f"target p99 ≤ {SCALE_P99_TARGET_MS:.0f} ms at {SCALE_TARGET_RATE:.0f}/s",
+    )
+    if values and max(values) / max(min(values), 1e-3) > 30:
+        ax.set_yscale("log")
+    ax.set_xlabel("port activations per second (steady churn, writes round-robin)")
+    ax.set_ylabel("API call → every member applied (ms)")
+    hosts = result.get("config", {}).get("hosts")
+    ax.set_title(f"Convergence under churn per replica count ({hosts} agents, PostgreSQL)")
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_scale_messages(scales: dict[str, dict[str, Any]], path: Path) -> None:
     plt = _pyplot()
     rates = sorted({r["rate"] for s in scales.values() for r in s.get("rates", [])})
@@ -222,7 +263,8 @@ def plot_flood(result: dict[str, Any], path: Path) -> None:
 def draw(results: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Path]:
     """Draw into ``bench_dir`` each plot whose result files are in ``results`` (by name, as
     ``load_results`` returns them). Returns the files by plot, in drawing order: ``kernel``,
-    ``scale-latency`` and ``scale-messages`` (every engine on one plot), then ``flood``,
+    ``scale-latency`` and ``scale-messages`` (every engine on one plot), ``scale-replicas``
+    (p99 vs rate per replica count), then ``flood``,
     ``flood-ovs`` and ``flood-mixed`` (one per datapath)."""
     drawn: dict[str, Path] = {}
     kernel = results.get("kernel")
@@ -235,6 +277,10 @@ def draw(results: dict[str, dict[str, Any]], bench_dir: Path) -> dict[str, Path]
         plot_scale_latency(scales, drawn["scale-latency"])
         drawn["scale-messages"] = bench_dir / "scale-messages.png"
         plot_scale_messages(scales, drawn["scale-messages"])
+    replicas = results.get("scale-replicas")
+    if replicas is not None and replicas["result"].get("passes"):
+        drawn["scale-replicas"] = bench_dir / "scale-replicas.png"
+        plot_scale_replicas(replicas["result"], drawn["scale-replicas"])
     for name in FLOOD_RESULTS:
         flood = results.get(name)
         if flood is not None:

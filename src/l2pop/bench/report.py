@@ -1,8 +1,8 @@
 """``docs/benchmarks.md``, from the result files ``l2pop bench ... --save`` keeps.
 
 Result files live in ``docs/bench/`` (``kernel.json``, ``kernel-ovs.json``,
-``scale-sqlite.json``, ``scale-postgresql.json``, ``flood.json``, ``flood-ovs.json``,
-``flood-mixed.json``; see ``l2pop.bench.results``; the flood sections are
+``scale-sqlite.json``, ``scale-postgresql.json``, ``scale-replicas.json``, ``flood.json``,
+``flood-ovs.json``, ``flood-mixed.json``; see ``l2pop.bench.results``; the flood sections are
 ``l2pop.bench.flood_report``'s). ``render(bench_dir, page)`` writes the page (tables, the
 machine, the exact commands, each target met or not) and its PNG plots
 (``l2pop.bench.plots``) beside the result files. A missing result file leaves its section
@@ -27,6 +27,9 @@ from l2pop.bench.formatting import (
     kernel_ovs_rss_rows,
     kernel_ovs_time_rows,
     num,
+    replica_cells,
+    replica_columns,
+    replica_rates,
     run_command,
     scale_rate_cells,
     table,
@@ -264,6 +267,47 @@ def _scale_section(
     return lines
 
 
+def _replicas_section(saved: dict[str, Any] | None, png: str | None) -> list[str]:
+    lines = ["### Replicas", ""]
+    lines.append(
+        "The same benchmark on N `l2pop server` replicas sharing one PostgreSQL database "
+        "(`--replica r1..rN`, each hub following the others' commits through LISTEN/NOTIFY), "
+        "one full pass per replica count on a fresh store of the same size and the same "
+        "churn. Every agent is given all N URLs and starts at a random one; agents per "
+        "replica are each replica's `l2pop_hosts_connected` after the initial sync. The "
+        "churn's API calls go round-robin over the replicas; server CPU per event is summed "
+        "over them, RSS is each replica's. With one replica the server is killed "
+        "(`kill -9`) and restarted; with N ≥ 2, replica r1 is killed and not restarted, and "
+        "the failover resync is the time until every agent is connected to a surviving "
+        "replica and every host is `in_sync` through one. API calls the overloaded machine "
+        "failed (refused or timed out) are counted and left out of the latencies."
+    )
+    lines.append("")
+    if saved is None:
+        run = "l2pop bench scale --engine postgresql --replicas 1,2 --save"
+        return [*lines, f"_Not measured yet: run `{run}`._", ""]
+    r = saved["result"]
+    cfg = r.get("config", {})
+    passes = r.get("passes", [])
+    lines += [run_command(saved), ""]
+    lines.append(
+        f"{num(cfg.get('hosts'))} agents in {num(cfg.get('swarms'))} processes, "
+        f"{num(cfg.get('networks'))} networks, {num(cfg.get('ports'))} ports; "
+        f"{num(cfg.get('duration'), 0)} s of churn per rate."
+    )
+    lines.append("")
+    rates = replica_rates(passes)
+    lines += [table(replica_columns(rates), [replica_cells(p, rates) for p in passes]), ""]
+    for p in passes:
+        n = p.get("replicas")
+        lines += [f"{num(n)} replica(s), per rate (messages and CPU summed over replicas):", ""]
+        rows = [scale_rate_cells(x) for x in p.get("rates", [])]
+        lines += [table(list(SCALE_RATE_COLUMNS), rows), ""]
+    if png:
+        lines += [f"![convergence p50/p99 vs churn rate per replica count]({png})", ""]
+    return lines
+
+
 def _gaps_section(targets: list[Target], kept: str) -> list[str]:
     lines = ["## Gaps", ""]
     missed = [t for t in targets if t.met is False]
@@ -347,6 +391,7 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += _kernel_section(kernel, png.get("kernel"))
     lines += _kernel_ovs_section(results.get("kernel-ovs"))
     lines += _scale_section(scales, png.get("scale-latency"), png.get("scale-messages"))
+    lines += _replicas_section(results.get("scale-replicas"), png.get("scale-replicas"))
     lines += flood_report.sections(results, png)
     lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)
     lines += _commands_section(results)

@@ -24,7 +24,14 @@ from typing import Any
 #: own sections)
 #: the flood benchmark's result per datapath (``l2pop bench flood --datapath``), page order
 FLOOD_RESULTS = ("flood", "flood-ovs", "flood-mixed")
-RESULT_FILES = ("kernel", "kernel-ovs", "scale-sqlite", "scale-postgresql", *FLOOD_RESULTS)
+RESULT_FILES = (
+    "kernel",
+    "kernel-ovs",
+    "scale-sqlite",
+    "scale-postgresql",
+    "scale-replicas",
+    *FLOOD_RESULTS,
+)
 #: the store engines a result is measured on, in page order
 ENGINES = ("sqlite", "postgresql")
 

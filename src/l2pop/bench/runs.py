@@ -28,6 +28,7 @@ from l2pop.bench.show import (
     show_kernel_ovs,
     show_rest,
     show_scale,
+    show_scale_replicas,
 )
 
 if TYPE_CHECKING:
@@ -139,23 +140,32 @@ def _scale_words(cfg: ScaleConfig) -> list[str]:
         "--duration": f"{cfg.duration:g}",
     }
     words = ["scale", *(w for k, v in options.items() for w in (k, str(v)))]
+    if cfg.replicas:
+        words += ["--replicas", ",".join(str(n) for n in cfg.replicas)]
     if not cfg.restart:
         words.append("--no-restart")
     return [*words, "--save"]
 
 
 def scale(cfg: ScaleConfig, workdir: Path | None, out: Output) -> int:
-    """``l2pop bench scale``: a real server and many simulated agents under churn."""
-    from l2pop.bench import scale as bench
+    """``l2pop bench scale``: a real server and many simulated agents under churn; with
+    ``cfg.replicas``, a pass per replica count (``scale_replicas``, saved as
+    ``scale-replicas``)."""
+    if cfg.replicas:
+        from l2pop.bench import scale_replicas as bench
+    else:
+        from l2pop.bench import scale as bench  # type: ignore[no-redef]
 
     words = _scale_words(cfg)
     clock = _Clock()
     title = f"scale ({cfg.engine}): {cfg.hosts:,} agents, {cfg.ports:,} ports"
+    if cfg.replicas:
+        title += f", replicas {','.join(str(n) for n in cfg.replicas)}"
     with _workdir(workdir, "l2pop-bench-scale-") as where, Reporter(title) as rep:
         result = bench.run(cfg, where, rep)
-    _publish(
-        out, name=f"scale-{cfg.engine}", result=result, words=words, clock=clock, show=show_scale
-    )
+    name = "scale-replicas" if cfg.replicas else f"scale-{cfg.engine}"
+    show = show_scale_replicas if cfg.replicas else show_scale
+    _publish(out, name=name, result=result, words=words, clock=clock, show=show)
     return 0
 
 

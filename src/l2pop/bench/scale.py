@@ -14,6 +14,10 @@ What it measures:
 (c) server restart (``kill -9``): seconds until every agent is ``in_sync`` again.
 (d) server memory (RSS) and CPU seconds per event (``/proc/<pid>``).
 
+With ``replicas`` (PostgreSQL), ``l2pop.bench.scale_replicas`` runs the same measurements
+once per replica count, N servers on one database; the functions here take a list of servers
+(the replicas, or just the one) for that.
+
 The agents run the memory datapath in ``l2pop agent-swarm`` processes, one real WebSocket
 each, spread over several processes so both cores work. The store is populated in bulk
 (``insert_ports``), ports already ACTIVE, as after a long steady state.
@@ -22,19 +26,20 @@ each, spread over several processes so both cores work. The store is populated i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from l2pop.client import AsyncClient, Client
+from l2pop.client import AsyncClient, Client, ClientError, Unreachable
 from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
 from l2pop.server.usecases import hash_token
 from l2pop.store import open_store
@@ -42,6 +47,20 @@ from l2pop.testbed.agents import AgentSwarm, HostCredentials
 from l2pop.testbed.process import ServerProcess
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
+
+
+def retrying(read: Callable[[], T], attempts: int = 3) -> T:
+    """``read()`` (an idempotent GET), again after a transport error: on a loaded machine a
+    kept-alive connection the server has just closed fails the next request."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except Unreachable:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -57,6 +76,8 @@ class ScaleConfig:
     duration: float = 20.0  # seconds of churn per rate
     restart: bool = True
     seed: int = 1
+    # server replicas per pass (PostgreSQL; ``scale_replicas``); None: the one server
+    replicas: list[int] | None = None
 
 
 @dataclass
@@ -142,7 +163,7 @@ def proc_stats(pid: int) -> tuple[float, int]:
 
 def channel_counters(api: Client) -> dict[str, float]:
     out: dict[str, float] = {}
-    for line in api.metrics().splitlines():
+    for line in retrying(api.metrics).splitlines():
         if line.startswith("l2pop_channel_") and not line.startswith("#"):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
@@ -161,37 +182,66 @@ def counter_delta(before: dict[str, float], after: dict[str, float], name: str) 
 def wait_all_active(api: Client, timeout: float) -> None:
     """Until no port is BUILD: every activation of the churn has been reported."""
     deadline = time.monotonic() + timeout
-    while api.ports(status="BUILD", limit=1):
+    while retrying(lambda: api.ports(status="BUILD", limit=1)):
         if time.monotonic() > deadline:
             raise TimeoutError(f"ports still BUILD after {timeout}s")
         time.sleep(0.2)
 
 
-def wait_in_sync(api: Client, timeout: float) -> float:
+def lagging_hosts(apis: Sequence[Client]) -> list[str]:
+    """Hosts no server of ``apis`` holds connected and in sync (each replica knows only the
+    sessions it holds itself: a host counts as in sync through any one of them)."""
+    hosts: set[str] = set()
+    good: set[str] = set()
+    for api in apis:
+        for h in retrying(api.hosts):
+            hosts.add(h.name)
+            if h.connected and h.in_sync:
+                good.add(h.name)
+    return sorted(hosts - good)
+
+
+def wait_in_sync(api: Client | Sequence[Client], timeout: float, poll: float = 0.5) -> float:
+    """Seconds until every host is connected and in sync (through one of ``api``, when
+    several replicas are given)."""
+    apis = [api] if isinstance(api, Client) else list(api)
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if all(h.connected and h.in_sync for h in api.hosts()):
+        if not lagging_hosts(apis):
             return time.monotonic() - start
-        time.sleep(0.5)
-    lagging = [h.name for h in api.hosts() if not h.in_sync]
+        time.sleep(poll)
+    lagging = lagging_hosts(apis)
     raise TimeoutError(f"{len(lagging)} hosts not in sync after {timeout}s: {lagging[:5]}")
 
 
 async def churn(
-    server: ServerProcess, plan: Plan, rate: float, duration: float, rng: random.Random
-) -> list[tuple[float, str, str, list[str]]]:
-    """Open-loop: one activation every 1/rate s for ``duration`` s, whatever the replies.
+    servers: Sequence[ServerProcess],
+    plan: Plan,
+    rate: float,
+    duration: float,
+    rng: random.Random,
+) -> tuple[list[tuple[float, str, str, list[str]]], int]:
+    """Open-loop: one activation every 1/rate s for ``duration`` s, whatever the replies;
+    the API calls go to ``servers`` in turn (round-robin over the replicas).
 
-    Returns (t0, port id, binding host, other member hosts) per event.
+    Returns (t0, port id, binding host, other member hosts) per event, and how many calls
+    failed (a transport error or an error status, e.g. the 408 of a request body that the
+    overloaded load generator sent too late: not retried, a create is not idempotent).
     """
     events: list[tuple[float, str, str, list[str]]] = []
+    failed = 0
     networks = list(plan.spans)
-    api = AsyncClient(server.url, server.admin_token, timeout=60, verify=server.verify)
+    apis = [AsyncClient(s.url, s.admin_token, timeout=60, verify=s.verify) for s in servers]
     try:
 
-        async def one(net_id: str, host: str, ip: str) -> None:
+        async def one(api: AsyncClient, net_id: str, host: str, ip: str) -> None:
+            nonlocal failed
             t0 = time.monotonic()
-            port = await api.create_port(net_id, host=host, fixed_ips=[ip])
+            try:
+                port = await api.create_port(net_id, host=host, fixed_ips=[ip])
+            except ClientError:  # unreachable, or refused when overloaded (408, 503)
+                failed += 1
+                return
             others = [h for h in plan.spans[net_id] if h != host]
             events.append((t0, port.id, host, others))
 
@@ -204,11 +254,13 @@ async def churn(
             net_id = rng.choice(networks)
             host = rng.choice(plan.spans[net_id])
             plan.next_ip[net_id] += 1
-            tasks.append(asyncio.create_task(one(net_id, host, ip_of(plan.next_ip[net_id]))))
+            ip = ip_of(plan.next_ip[net_id])
+            tasks.append(asyncio.create_task(one(apis[i % len(apis)], net_id, host, ip)))
         await asyncio.gather(*tasks)
     finally:
-        await api.close()
-    return events
+        for api in apis:
+            await api.close()
+    return events, failed
 
 
 def latencies(
@@ -224,7 +276,7 @@ def latencies(
         )
     out = []
     for t0, port_id, _host, others in events:
-        port = api.port(port_id)
+        port = retrying(functools.partial(api.port, port_id))
         if port.status != "ACTIVE":
             continue
         revision = port.revision
@@ -266,47 +318,63 @@ def admin_client(server: ServerProcess) -> Client:
     return Client(server.url, server.admin_token, timeout=60, verify=server.verify)
 
 
-def start_swarms(
-    cfg: ScaleConfig, server: ServerProcess, plan: Plan, workdir: Path
-) -> list[AgentSwarm]:
+def start_swarms(cfg: ScaleConfig, server_url: str, plan: Plan, workdir: Path) -> list[AgentSwarm]:
+    """The agents in ``cfg.swarms`` processes; ``server_url`` may list replicas (``A,B``)."""
     per = -(-len(plan.creds) // cfg.swarms)
     swarms = []
     for i in range(cfg.swarms):
         chunk = plan.creds[i * per : (i + 1) * per]
         if chunk:
-            swarm = AgentSwarm(server.url, chunk, workdir, name=f"swarm{i}", test_hooks=False)
+            swarm = AgentSwarm(server_url, chunk, workdir, name=f"swarm{i}", test_hooks=False)
             swarms.append(swarm.start(timeout=120))
     return swarms
 
 
+def summed_counters(apis: Sequence[Client]) -> dict[str, float]:
+    """The channel counters of every server of ``apis``, added up."""
+    out: dict[str, float] = {}
+    for api in apis:
+        for key, value in channel_counters(api).items():
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
 def measure_rate(
     cfg: ScaleConfig,
-    server: ServerProcess,
+    servers: ServerProcess | Sequence[ServerProcess],
     swarms: list[AgentSwarm],
     plan: Plan,
     *,
     rate: float,
     rng: random.Random,
 ) -> dict[str, Any]:
-    """Steady churn at ``rate`` events/s: latency percentiles, cost per event."""
-    api = admin_client(server)
-    before = channel_counters(api)
-    cpu_before, _ = proc_stats(server.pid)
+    """Steady churn at ``rate`` events/s: latency percentiles, cost per event. With several
+    servers (replicas) the writes go round-robin, messages and CPU are summed over them and
+    RSS is given per server (``server_rss_mib``: the largest)."""
+    servers = [servers] if isinstance(servers, ServerProcess) else list(servers)
+    apis = [admin_client(s) for s in servers]
+    api = apis[0]
+    before = summed_counters(apis)
+    cpu_before = sum(proc_stats(s.pid)[0] for s in servers)
     swarm_before = sum(proc_stats(s.pid)[0] for s in swarms)
     driver_before = time.process_time()
-    events = asyncio.run(churn(server, plan, rate, cfg.duration, rng))
+    events, failed = asyncio.run(churn(servers, plan, rate, cfg.duration, rng))
     wait_all_active(api, 300)  # the agents' status reports may still be on their way
-    wait_in_sync(api, 300)
-    cpu_after, rss = proc_stats(server.pid)
+    wait_in_sync(apis, 300)
+    stats = [proc_stats(s.pid) for s in servers]
+    cpu_after = sum(cpu for cpu, _ in stats)
+    rss_each = [round(rss / 2**20, 1) for _, rss in stats]
     swarm_cpu = sum(proc_stats(s.pid)[0] for s in swarms) - swarm_before
     driver_cpu = time.process_time() - driver_before
-    after = channel_counters(api)
+    after = summed_counters(apis)
     lat = latencies(api, swarms, events)
-    api.close()
+    for each in apis:
+        each.close()
     n = max(len(events), 1)
     return {
         "rate": rate,
         "events": len(events),
+        "failed_calls": failed,
         "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
         "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
         "max_ms": round(max(lat, default=float("nan")) * 1000, 1),
@@ -322,7 +390,8 @@ def measure_rate(
         # share them with the server
         "agents_cpu_ms_per_event": round(swarm_cpu / n * 1000, 2),
         "driver_cpu_ms_per_event": round(driver_cpu / n * 1000, 2),
-        "server_rss_mib": round(rss / 2**20, 1),
+        "server_rss_mib": max(rss_each),
+        "server_rss_mib_per_replica": rss_each,
     }
 
 
@@ -348,7 +417,7 @@ def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str
         server.start(timeout=600)
         result["server_start_s"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
-        swarms = start_swarms(cfg, server, plan, workdir)
+        swarms = start_swarms(cfg, server.url, plan, workdir)
         with admin_client(server) as api:
             wait_in_sync(api, 900)
         result["initial_sync_s"] = round(time.monotonic() - t, 2)

@@ -16,6 +16,9 @@ from l2pop.bench.formatting import (
     kernel_ovs_rss_rows,
     kernel_ovs_time_rows,
     num,
+    replica_cells,
+    replica_columns,
+    replica_rates,
     scale_rate_cells,
 )
 from l2pop.console import make_console
@@ -86,6 +89,30 @@ def show_kernel_ovs(r: dict[str, Any]) -> None:
         else:
             verdict = "[green]PASS[/]" if target.met else "[bold red]FAIL[/]"
         console.print(f"target: {target.target}: {target.measured}: {verdict}")
+
+
+def show_scale_replicas(r: dict[str, Any]) -> None:
+    """One row per replica count, then each pass's per-rate table."""
+    cfg = r.get("config", {})
+    passes = r.get("passes", [])
+    rates = replica_rates(passes)
+    t = Table(
+        title=f"control-plane scale, replicas ({cfg.get('engine')}): {cfg.get('hosts')} "
+        f"agents, {cfg.get('ports'):,} ports"
+    )
+    for col in replica_columns(rates):
+        t.add_column(col, justify="right")
+    for p in passes:
+        t.add_row(*replica_cells(p, rates))
+    console = _console()
+    console.print(t)
+    for p in passes:
+        each = Table(title=f"{p.get('replicas')} replica(s)")
+        for col in SCALE_RATE_COLUMNS:
+            each.add_column(col, justify="right")
+        for x in p.get("rates", []):
+            each.add_row(*scale_rate_cells(x))
+        console.print(each)
 
 
 def show_scale(r: dict[str, Any]) -> None:

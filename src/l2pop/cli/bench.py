@@ -154,6 +154,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="seconds of churn per rate (default 20)",
     )
+    s.add_argument(
+        "--replicas",
+        type=_int_list,
+        default=None,
+        metavar="N1,N2,..",
+        help=(
+            "server replicas on one PostgreSQL database, one full pass per count side by side "
+            "(e.g. 1,2): agents get every replica's URL, churn writes go round-robin, and with "
+            "N >= 2 one replica is killed (kill -9) for the failover resync time instead of "
+            "the restart; saved as scale-replicas (--engine postgresql)"
+        ),
+    )
     s.add_argument("--no-restart", action="store_true", help="skip the server restart")
     s.add_argument(
         "--workdir",
@@ -335,6 +347,16 @@ def _scale(args: argparse.Namespace) -> int:
     )
     if args.rates is not None:
         cfg.rates = list(args.rates)
+    if args.replicas is not None:
+        if args.engine != "postgresql" and max(args.replicas) > 1:
+            print(
+                "error: --replicas above 1 needs --engine postgresql (replicas share one "
+                "PostgreSQL database; SQLite serves one server process)",
+                file=sys.stderr,
+            )
+            return 2
+        if args.engine == "postgresql":
+            cfg.replicas = list(dict.fromkeys(args.replicas))
     return runs.scale(cfg, args.workdir, _output(args))
 
 
