@@ -15,11 +15,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from replica_harness import wait_for
 
 from l2pop.client import Client
 from l2pop.server.replicas import REPLICA_TTL_BEATS
@@ -99,24 +100,16 @@ def duo(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Duo]:
             d.close()
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, f"{what}: not within {timeout}s"
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def test_a_newer_session_on_another_replica_closes_the_older(duo: Duo) -> None:
     first = duo.swarm("h1", "a")
-    wait_until(lambda: duo.view("b")["h1"][:2] == (True, "a"), 10, "h1 held by a, seen by b")
+    wait_for(lambda: duo.view("b")["h1"][:2] == (True, "a"), 10, "h1 held by a, seen by b")
     assert duo.view("a")["h1"][:2] == (True, "a")
     started = time.monotonic()
     second = duo.swarm("h1", "b")  # another agent of h1 (e.g. the host was re-imaged)
-    wait_until(
+    wait_for(
         lambda: not first.agents()[0]["connected"], REPLACE_BOUND, "a closed its older session"
     )
-    wait_until(lambda: second.agents()[0]["connected"], 10, "the newer session is up")
+    wait_for(lambda: second.agents()[0]["connected"], 10, "the newer session is up")
     took = time.monotonic() - started
     for via in ("a", "b"):
         assert duo.view(via)["h1"][:2] == (True, "b"), via
@@ -136,7 +129,7 @@ def test_host_status_is_the_same_through_every_replica(duo: Duo) -> None:
             and {h: v[:2] for h, v in a.items()} == both_held
         )
 
-    wait_until(agreed, 15, "both replicas tell the same, in sync")
+    wait_for(agreed, 15, "both replicas tell the same, in sync")
     # the operator's table names the replica holding each session, through either replica
     server = duo.servers["b"]
     cmd = [sys.executable, "-m", "l2pop", "--server", server.url]
@@ -148,12 +141,12 @@ def test_host_status_is_the_same_through_every_replica(duo: Duo) -> None:
     holders = {cells[0]: cells[column] for cells in lines if cells[0] in ("h1", "h2")}
     assert holders == {"h1": "a", "h2": "b"}, listed.stdout
     duo.api("b").create_port(duo.net, host="h2", fixed_ips=["198.19.0.12"])
-    wait_until(agreed, 10, "the same again after a change")
+    wait_for(agreed, 10, "the same again after a change")
     revisions = {v[2] for v in duo.view("a").values()}
     assert len(revisions) == 1, f"in sync hosts at one revision, got {revisions}"
     killed = time.monotonic()
     duo.servers["a"].kill()  # kill -9: no release, no goodbye; h1's agent has nowhere to go
-    took = wait_until(
+    took = wait_for(
         lambda: duo.view("b")["h1"][:2] == (False, None), DISCONNECT_BOUND, "h1 disconnected via b"
     )
     assert duo.view("b")["h2"][:2] == (True, "b")
@@ -172,13 +165,13 @@ def test_a_replica_restarted_since_the_agents_revision_sends_a_snapshot(duo: Duo
             return None
         return next(n for n, s in duo.servers.items() if s.url == agent["server"])
 
-    wait_until(lambda: placed() is not None, 10, "h1 connected")
+    wait_for(lambda: placed() is not None, 10, "h1 connected")
     holder = placed()
     assert holder is not None
     # h1's own port's ACTIVE report is a change h1 hears: let it land before the restart,
     # or the restarted replica would remember h1's revision and rightly resume it
     api = duo.api(holder)
-    wait_until(
+    wait_for(
         lambda: (
             {p.status for p in api.ports(host="h1")} == {"ACTIVE"}
             and next(h for h in api.hosts() if h.name == "h1").in_sync
@@ -193,9 +186,9 @@ def test_a_replica_restarted_since_the_agents_revision_sends_a_snapshot(duo: Duo
     duo.servers[other].restart()  # its hub loads after h1's revision: it cannot resume it
     before = swarm.stats("h1")["messages"]
     duo.servers[holder].kill()
-    wait_until(lambda: placed() == other, 15, "h1 moved to the restarted replica")
+    wait_for(lambda: placed() == other, 15, "h1 moved to the restarted replica")
     fdb = duo.api(other).host_fdb("h1").model_dump(mode="json")
-    wait_until(lambda: swarm.tables("h1")["digest"] == fdb["digest"], 10, "h1 holds its /fdb again")
+    wait_for(lambda: swarm.tables("h1")["digest"] == fdb["digest"], 10, "h1 holds its /fdb again")
     assert swarm.tables("h1")["networks"] == fdb["networks"]
     after = swarm.stats("h1")["messages"]
     assert after.get("snapshot", 0) == before.get("snapshot", 0) + 1, (before, after)
