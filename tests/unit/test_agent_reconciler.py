@@ -244,6 +244,7 @@ def test_heartbeat_mismatch() -> None:
 def test_port_status_follows_the_device() -> None:
     dp = MemoryDatapath()
     rec = Reconciler(dp)
+    dp.set_port_listener(rec.mark_ports_dirty)  # as the agent does
     s1 = {"n1": tables("n1", 100, (M2, V2, "198.19.0.2"))}
     dp.unplug("p2")  # p2's VM has not started yet
     rec.on_snapshot(snapshot(1, s1, [local("p1"), local("p2"), local("p3", "n9")]))

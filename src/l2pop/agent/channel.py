@@ -182,7 +182,8 @@ class Agent:
         """Hold a session to the server, reconnecting forever, until ``stop()``."""
         loop = asyncio.get_running_loop()
 
-        def wake() -> None:  # called from the datapath's thread
+        def wake() -> None:  # called from the datapath's thread: a device came or went
+            self.reconciler.mark_ports_dirty()
             loop.call_soon_threadsafe(self._wake.set)
 
         self.datapath.set_port_listener(wake)

@@ -40,9 +40,12 @@ Contracts:
 * ``errors()`` describes the failing networks (network, VNI, the entry the datapath named,
   its message, attempts in a row), bounded as ``wire.channel.AckError`` allows; the agent
   sends them with its acks and shows them on its control endpoint.
-* Port wiring: every sync asks the datapath which local ports' devices are present, wires those
+* Port wiring: a sync asks the datapath which local ports' devices are present, wires those
   whose network is programmed and not failing, and returns the status reports the server still
-  has to hear.
+  has to hear. It does so only when something it depends on may have changed (FULL, local ports
+  in a message, a network joined or left, a device event from the datapath's listener, a
+  network failing or retried); a sync that only moved entries of networks already programmed
+  skips it, so a delta costs O(delta), not O(local ports).
 
 Thread safety: the message handlers and ``sync`` may run on different threads; a lock guards
 the shared fields, and ``sync`` does its datapath calls outside it on a copy. Only one ``sync``
@@ -202,6 +205,9 @@ class Reconciler:
         self._reported: dict[str, PortStatus] = {}
         self._wired: dict[str, str] = {}  # port id -> network id it was wired to
         self._session_started = False
+        # something the ports step depends on may have changed since it last ran: the local
+        # ports, their devices (the datapath's listener), the networks programmed or failing
+        self._ports_dirty = True
         # the desired state is the server's at ``revision`` (the last message's digest
         # matched): a new session may offer to resume from it
         self._trusted = False
@@ -231,6 +237,7 @@ class Reconciler:
             self._sum = total
             self._sums = sums
             self.ports = {p.id: p for p in msg.ports}
+            self._ports_dirty = True
             self.revision = msg.revision
             self._full = True
             self._plan = []
@@ -267,6 +274,8 @@ class Reconciler:
                 change = delta_sum_change(before, delta)
                 self._sum += change
                 tables = apply_delta(before, delta)
+                if before is None or tables is None or before.vni != tables.vni:
+                    self._ports_dirty = True  # joined, left or remade: its ports need wiring
                 if tables is None:
                     self.desired.pop(delta.network_id, None)
                     self._sums.pop(delta.network_id, None)
@@ -283,6 +292,8 @@ class Reconciler:
                 self.ports.pop(port_id, None)
                 self._reported.pop(port_id, None)
                 self._wired.pop(port_id, None)
+            if msg.ports or msg.ports_removed:
+                self._ports_dirty = True
             self.revision = msg.revision
             mine = as_hex(self._sum)
             self._trusted = mine == msg.digest
@@ -324,6 +335,7 @@ class Reconciler:
                 if new is None:
                     self._wired.pop(port_id, None)
             self.ports = ports
+            self._ports_dirty = True
             self.revision = msg.revision
             self._session_started = True
             mine = as_hex(self._sum)
@@ -355,6 +367,12 @@ class Reconciler:
             failing = sorted(self._failing.items())
         return [f.error for _, f in failing[:ACK_ERRORS_MAX]]
 
+    def mark_ports_dirty(self) -> None:
+        """A device came or went (the datapath's port listener, any thread): the next sync
+        looks at the local ports again."""
+        with self._lock:
+            self._ports_dirty = True
+
     def mark_full(self) -> None:
         """Force the next sync to be FULL (after an error, or on demand)."""
         with self._lock:
@@ -382,6 +400,8 @@ class Reconciler:
             plan = self._plan
             self._plan = []
             self._full = False
+            ports_dirty = self._ports_dirty
+            self._ports_dirty = False
             desired = dict(self.desired)  # values are immutable: a shallow copy is a snapshot
             sums = dict(self._sums)
             total = self._sum
@@ -411,7 +431,8 @@ class Reconciler:
             if full:  # mark and sweep for ports too: unbound while we were away
                 self.datapath.sweep_ports(ports)
             skip = waiting | set(failed)
-            reports, unwired = self._ports_step(ports, desired, skip)
+            wiring = ports_dirty or full or bool(due) or bool(failed)
+            reports, unwired = self._ports_step(ports, desired, skip) if wiring else ([], {})
             for nid, what in unwired.items():
                 failed[nid] = (desired[nid].vni, what)
         except BaseException:
