@@ -120,6 +120,10 @@ def _revision_path(revision: int) -> str:
     return f"/v1/revisions/{int(revision)}"
 
 
+def _trace() -> str:
+    return "/v1/trace"
+
+
 #: seconds an HTTP call waiting for a revision may take beyond the wait itself
 WAIT_SLACK_S = 10.0
 
@@ -316,6 +320,16 @@ class Client:
             "GET", _revision_path(revision), params=params, timeout=_wait_timeout(timeout)
         )
         return parse(RevisionOut, response, "GET", _revision_path(revision))
+
+    def trace(self, after: int = 0) -> dict[str, Any]:
+        """The server's recent revisions, each step with its monotonic time (admin):
+        ``{now, revision, commits: [{revision, at}], batches: [{revision, prev_revision,
+        read_at, applied_at, hosts}], sent: [{host, type, revision, at}]}``, only revisions
+        after ``after``."""
+        body = self._request("GET", _trace(), params={"after": after} if after else None).json()
+        if not isinstance(body, dict):
+            raise UnexpectedAnswer(f"GET {_trace()}: not a JSON object", 200)
+        return body
 
     # -- operations
 

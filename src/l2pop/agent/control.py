@@ -14,6 +14,10 @@ of simulated agents, keyed by host name. JSON in, JSON out; errors use the serve
                                                     {host, revision, digest, networks}
     GET  /agents/{host}/stats                       the agent's counters
     GET  /applied                                   every agent's (revision, monotonic) log
+    GET  /trace                                     every agent's recent port and revision
+                                                    events, [monotonic, event, subject,
+                                                    detail] (``agent.stats.Trace``)
+    GET  /agents/{host}/trace                       ... of one agent
     POST /agents/{host}/ports/{port_id}/unplug      simulate a VM's device going (only with
                                                     a datapath that has ``PortPlugging``,
                                                     e.g. memory; 409 otherwise)
@@ -107,6 +111,8 @@ class ControlServer:
         if parts == ["applied"] and method == "GET":
             # every agent's (revision, monotonic time) log at once: for benchmarks
             return 200, {h: list(a.stats.applied_log) for h, a in self.agents.items()}
+        if parts == ["trace"] and method == "GET":
+            return 200, {h: a.reconciler.trace.as_list() for h, a in self.agents.items()}
         if not parts or parts[0] != "agents":
             return error_reply(404, "not_found", f"no route {path}")
         if len(parts) == 1:
@@ -122,9 +128,11 @@ class ControlServer:
             return 200, await self._tables(agent)
         if method == "GET" and rest == ["stats"]:
             return 200, {"host": agent.host, **agent.stats.as_dict()}
+        if method == "GET" and rest == ["trace"]:
+            return 200, {"host": agent.host, "events": agent.reconciler.trace.as_list()}
         if method == "POST" and len(rest) == 3 and rest[0] == "ports":
             return await self._port(agent, rest[1], rest[2])
-        if rest in (["tables"], ["stats"]) or (rest and rest[0] == "ports"):
+        if rest in (["tables"], ["stats"], ["trace"]) or (rest and rest[0] == "ports"):
             return error_reply(405, "method", f"{method} is not allowed on {path}")
         return error_reply(404, "not_found", f"no route {path}")
 

@@ -60,6 +60,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from l2pop.agent.stats import Trace
 from l2pop.datapath.abc import Datapath, DatapathError, refuse_encap
 from l2pop.model import (
     ArpSuppression,
@@ -211,6 +212,8 @@ class Reconciler:
         # the desired state is the server's at ``revision`` (the last message's digest
         # matched): a new session may offer to resume from it
         self._trusted = False
+        #: recent port and revision events with their monotonic times (telemetry only)
+        self.trace = Trace()
 
     # -- messages (event loop side) ---------------------------------------------------
 
@@ -267,6 +270,9 @@ class Reconciler:
                 raise Gap(
                     f"delta {msg.prev_revision}->{msg.revision} after revision {self.revision}"
                 )
+            self.trace.add("delta", msg.revision)
+            for port in msg.ports:
+                self.trace.add("port", port.id, msg.revision)
             deltas = [n.delta() for n in msg.networks]
             for delta in deltas:
                 before = self.desired.get(delta.network_id)
@@ -416,18 +422,7 @@ class Reconciler:
                 self._wired = {p: n for p, n in self._wired.items() if n not in due}
         try:
             work = self._work(full, plan, desired, waiting, due)
-            failed: dict[str, tuple[int, tuple[str | None, str]]] = {}
-            applied = 0
-            for nid, deltas in work.items():
-                try:
-                    self._refuse_uncarried(desired.get(nid), deltas)
-                    if deltas:
-                        self.datapath.apply(deltas)
-                except Exception as exc:  # one network's trouble: isolate it, go on
-                    vni = desired[nid].vni if nid in desired else deltas[0].vni
-                    failed[nid] = (vni, _describe(exc, deltas))
-                else:
-                    applied += len(deltas)
+            failed, applied = self._apply(work, desired, revision)
             if full:  # mark and sweep for ports too: unbound while we were away
                 self.datapath.sweep_ports(ports)
             skip = waiting | set(failed)
@@ -448,6 +443,27 @@ class Reconciler:
                 len(failing),
             )
         return SyncResult(full, applied, reports, failing, retry_in)
+
+    def _apply(
+        self, work: dict[str, list[NetworkDelta]], desired: dict[str, NetworkTables], revision: int
+    ) -> tuple[dict[str, tuple[int, tuple[str | None, str]]], int]:
+        """Hand each network's deltas to the datapath; returns the networks that failed (VNI,
+        what failed) and how many deltas were applied."""
+        failed: dict[str, tuple[int, tuple[str | None, str]]] = {}
+        applied = 0
+        for nid, deltas in work.items():
+            try:
+                self._refuse_uncarried(desired.get(nid), deltas)
+                if deltas:
+                    self.datapath.apply(deltas)
+            except Exception as exc:  # one network's trouble: isolate it, go on
+                vni = desired[nid].vni if nid in desired else deltas[0].vni
+                failed[nid] = (vni, _describe(exc, deltas))
+            else:
+                applied += len(deltas)
+        if applied:
+            self.trace.add("written", revision)
+        return failed, applied
 
     def _refuse_uncarried(self, tables: NetworkTables | None, deltas: list[NetworkDelta]) -> None:
         """Raise ``DatapathError`` (entry ``"encap E"``) before the datapath is called when the
@@ -552,6 +568,7 @@ class Reconciler:
                 nid = port.network_id
                 if nid in desired and nid not in skip and self._wired.get(port_id) != nid:
                     to_wire.append(port)
+                    self.trace.add("device", port_id)
         wired: list[LocalPort] = []
         unwired: dict[str, tuple[str | None, str]] = {}
         for port in sorted(to_wire, key=lambda p: p.id):
@@ -562,6 +579,7 @@ class Reconciler:
             except Exception as exc:
                 unwired[port.network_id] = (f"port {port.id}", _describe(exc, ())[1])
             else:
+                self.trace.add("wired", port.id)
                 wired.append(port)
         reports: list[tuple[str, PortStatus]] = []
         gone: list[str] = []
@@ -585,6 +603,7 @@ class Reconciler:
                 if want != believed:
                     self._reported[port_id] = want
                     reports.append((port_id, want))
+                    self.trace.add("report", port_id, want.value)
         for port_id in gone:
             self.datapath.unwire(port_id)  # its flows go (ovs); its tap leaves the bridge
         return reports, unwired

@@ -7,9 +7,37 @@ of a network it is not a member of).
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+#: events a ``Trace`` keeps (the oldest go first); about 130 bytes each
+TRACE_KEEP = 512
+
+
+class Trace:
+    """A bounded ring of an agent's recent port and revision events, each
+    ``(time.monotonic(), event, subject, detail)`` (the clock is system-wide, so another
+    process on the machine can line them up with its own). One ``deque.append`` per event,
+    from any thread. The reconciler records:
+
+    * ``device``, port id: a sync found the port's device present, not yet wired;
+    * ``wired``, port id: the datapath wired it (enslaved / added to the bridge);
+    * ``report``, port id, status: the sync decided to report that status;
+    * ``delta``, revision: a delta was accepted (received, not yet programmed);
+    * ``port``, port id, revision: a delta brought the port's row (its status, say);
+    * ``written``, revision: a sync's datapath writes, up to that revision, returned.
+    """
+
+    def __init__(self, keep: int = TRACE_KEEP) -> None:
+        self.events: deque[tuple[float, str, str | int, str | int | None]] = deque(maxlen=keep)
+
+    def add(self, event: str, subject: str | int, detail: str | int | None = None) -> None:
+        self.events.append((time.monotonic(), event, subject, detail))
+
+    def as_list(self) -> list[list[Any]]:
+        return [list(e) for e in list(self.events)]
 
 
 @dataclass

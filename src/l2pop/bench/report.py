@@ -2,8 +2,9 @@
 
 Result files live in ``docs/bench/`` (``kernel.json``, ``kernel-ovs.json``,
 ``scale-sqlite.json``, ``scale-postgresql.json``, ``scale-replicas.json``, ``flood.json``,
-``flood-ovs.json``, ``flood-mixed.json``; see ``l2pop.bench.results``; the flood sections are
-``l2pop.bench.flood_report``'s). ``render(bench_dir, page)`` writes the page (tables, the
+``flood-ovs.json``, ``flood-mixed.json``, ``activation[-<datapath>].json``; see
+``l2pop.bench.results``; the flood sections are ``l2pop.bench.flood_report``'s, the activation
+one ``l2pop.bench.activation_trace``'s). ``render(bench_dir, page)`` writes the page (tables, the
 machine, the exact commands, each target met or not) and its PNG plots
 (``l2pop.bench.plots``) beside the result files. A missing result file leaves its section
 saying so. The page's "Gaps" section lists every target that is missed or not measured; the
@@ -20,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from l2pop.bench import flood_report, sections
+from l2pop.bench import activation_trace, flood_report, sections
 from l2pop.bench.formatting import (
     SCALE_RATE_COLUMNS,
     kernel_ovs_rate_rows,
@@ -393,6 +394,7 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += _scale_section(scales, png.get("scale-latency"), png.get("scale-messages"))
     lines += _replicas_section(results.get("scale-replicas"), png.get("scale-replicas"))
     lines += flood_report.sections(results, png)
+    lines += activation_trace.report_section(results)
     lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)
     lines += _commands_section(results)
     lines += _gaps_section(targets, kept_gaps(page))

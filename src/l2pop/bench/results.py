@@ -24,6 +24,8 @@ from typing import Any
 #: own sections)
 #: the flood benchmark's result per datapath (``l2pop bench flood --datapath``), page order
 FLOOD_RESULTS = ("flood", "flood-ovs", "flood-mixed")
+#: the stage-by-stage activation benchmark's result per datapath (``l2pop bench activation``)
+ACTIVATION_RESULTS = ("activation", "activation-ovs", "activation-mixed")
 RESULT_FILES = (
     "kernel",
     "kernel-ovs",
@@ -31,9 +33,15 @@ RESULT_FILES = (
     "scale-postgresql",
     "scale-replicas",
     *FLOOD_RESULTS,
+    *ACTIVATION_RESULTS,
 )
 #: the store engines a result is measured on, in page order
 ENGINES = ("sqlite", "postgresql")
+
+
+def activation_name(datapath: str) -> str:
+    """The result a ``bench activation --datapath`` run saves."""
+    return "activation" if datapath == "linux" else f"activation-{datapath}"
 
 
 def default_docs() -> Path:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ CHANGE_LOG_KEEP = 10_000
 RESUME_WINDOW = 10_000
 #: a resume touching more networks than this costs about what a snapshot does: send that
 RESUME_MAX_NETWORKS = 4_096
+#: commits and batches the hub's ``RevisionTrace`` keeps (the oldest go first)
+TRACE_KEEP = 2_048
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,32 @@ class _Remembered:
     touched: frozenset[str]
     departed: dict[str, set[str]]
     told: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTrace:
+    """When one batch went through the hub (``time.monotonic()``, system-wide): its read
+    of the change log began (``read_at``) and it was applied, every subscriber having
+    queued its messages (``applied_at``); it moved the hub from ``prev_revision`` to
+    ``revision`` and had something to tell ``hosts`` hosts."""
+
+    revision: int
+    prev_revision: int
+    read_at: float
+    applied_at: float
+    hosts: int
+
+
+class RevisionTrace:
+    """A bounded timeline of recent revisions, for an operator asking where time went
+    (``GET /v1/trace``): ``commits`` holds (revision, time the hub heard of the commit:
+    for this process's own writes, right after the commit in the writer's thread; for
+    another replica's, when the feed heard of it), ``batches`` a ``BatchTrace`` per batch.
+    One ``deque.append`` per commit and per batch."""
+
+    def __init__(self, keep: int = TRACE_KEEP) -> None:
+        self.commits: deque[tuple[int, float]] = deque(maxlen=keep)
+        self.batches: deque[BatchTrace] = deque(maxlen=keep)
 
 
 class HubSubscriber(Protocol):
@@ -198,6 +227,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.reloads = 0
+        self.trace = RevisionTrace()
         self._pruned_to = 0
         # what each recent batch did, oldest first; complete for every revision after
         # _recent_from (the load, or the oldest batch forgotten)
@@ -261,6 +291,7 @@ class Hub:
     def notify(self, revision: int) -> None:
         """A write committed, here or in a replica (any thread): wake the loop to read the
         change log. Revisions the hub already has are ignored."""
+        self.trace.commits.append((revision, time.monotonic()))
         if self._loop is not None and revision > self.revision:
             self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -284,6 +315,7 @@ class Hub:
         A truncated change log is not retried (it would stay truncated): the hub reloads the
         whole store instead (``reload``). Store errors propagate.
         """
+        read_at, prev = time.monotonic(), self.revision
         try:
             batch = await asyncio.to_thread(self.read_batch)
         except ChangeLogTruncated as exc:
@@ -291,7 +323,10 @@ class Hub:
             self.reload(await asyncio.to_thread(self.read_all))
             return
         if batch is not None:
-            self.apply_batch(batch)
+            told = len(self.apply_batch(batch))
+            self.trace.batches.append(
+                BatchTrace(batch.revision, prev, read_at, time.monotonic(), told)
+            )
             await self._prune()
 
     async def _prune(self) -> None:

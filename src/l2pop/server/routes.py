@@ -10,6 +10,7 @@ operation documents every status it can answer, all with the ``ErrorBody`` shape
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from l2pop.model import Host, InvalidField, NotFound, PortStatus, canonical, digest
 from l2pop.server import usecases
@@ -431,3 +432,65 @@ async def get_revision(
         message = f"revision {revision} not applied after {wait:g} s: {result.why_not()}"
         return error_response(504, "timeout", message)
     return json_response(revision_out(result).model_dump_json().encode())
+
+
+# -- trace --------------------------------------------------------------------------------
+# Where the time of recent revisions went on this server process, from bounded in-memory
+# rings (``Hub.trace``, ``ChannelStats.sent_log``): for an operator, and for the stage-by-stage
+# activation benchmark (``l2pop bench activation``). Times are this machine's
+# ``time.monotonic()`` (CLOCK_MONOTONIC), comparable with other processes' on the machine.
+
+
+class TraceCommit(BaseModel):
+    revision: int = Field(description="a committed store revision")
+    at: float = Field(description="when the hub heard of the commit (monotonic seconds)")
+
+
+class TraceBatch(BaseModel):
+    revision: int = Field(description="the revision the batch moved the hub to")
+    prev_revision: int = Field(description="the hub's revision before it")
+    read_at: float = Field(description="its change-log read began (monotonic seconds)")
+    applied_at: float = Field(description="applied, every message queued (monotonic seconds)")
+    hosts: int = Field(description="hosts it had something to tell")
+
+
+class TraceSent(BaseModel):
+    host: str
+    type: str = Field(description="delta, snapshot or resume")
+    revision: int
+    at: float = Field(description="its write to the host's socket began (monotonic seconds)")
+
+
+class TraceOut(BaseModel):
+    now: float = Field(description="this server's monotonic clock when it answered")
+    revision: int = Field(description="the hub's revision")
+    commits: list[TraceCommit]
+    batches: list[TraceBatch]
+    sent: list[TraceSent]
+
+
+TraceAfter = Annotated[
+    int,
+    Query(ge=0, le=REVISION_MAX, description="only revisions after this one (default: all kept)"),
+]
+
+
+@router.get("/trace", response_model=TraceOut, responses=error_responses(*_ALWAYS))
+def get_trace(request: Request, _: Admin, after: TraceAfter = 0) -> Response:
+    """The recent revisions this server process handled, each step with its monotonic time:
+    commits heard, hub batches (read, applied), messages written to each host's socket.
+    Bounded rings: the oldest entries are forgotten (a few thousand of each are kept)."""
+    hub = request.app.state.hub
+    stats = request.app.state.channel.stats
+    out = TraceOut(
+        now=time.monotonic(),
+        revision=hub.revision,
+        commits=[TraceCommit(revision=r, at=t) for r, t in list(hub.trace.commits) if r > after],
+        batches=[TraceBatch(**asdict(b)) for b in list(hub.trace.batches) if b.revision > after],
+        sent=[
+            TraceSent(host=h, type=k, revision=r, at=t)
+            for h, k, r, t in list(stats.sent_log)
+            if r > after
+        ],
+    )
+    return json_response(out.model_dump_json().encode())

@@ -43,6 +43,9 @@ from l2pop.wire.channel import (
 
 log = logging.getLogger("l2pop.channel")
 
+#: messages (heartbeats aside) whose sending ``ChannelStats.sent_log`` keeps
+SENT_LOG_KEEP = 8_192
+
 
 class Sender(Protocol):
     """The half of a socket a session writes to (Starlette's ``WebSocket`` is one)."""
@@ -72,6 +75,11 @@ class ChannelStats:
     resyncs: int = 0  # snapshots asked for by agents
     refused_sessions: int = 0  # sessions over MAX_SESSIONS_PER_HOST
     protocol_violations: int = 0  # sessions closed for breaking the protocol
+    #: (host, message type, revision, time.monotonic() as its write to the socket began) of each
+    #: delta, snapshot and resume sent, newest last (``GET /v1/trace``)
+    sent_log: deque[tuple[str, str, int, float]] = field(
+        default_factory=lambda: deque(maxlen=SENT_LOG_KEEP)
+    )
 
     def sent(self, kind: str, size: int) -> None:
         self.messages_sent[kind] += 1
@@ -236,8 +244,13 @@ class Session:
                 else:
                     message = self._outbox.popleft()
                 text = message.model_dump_json()
+                writing = time.monotonic()  # before: the agent may read it before we resume
                 await self._sender.send_text(text)
-                self._stats.sent(getattr(message, "type", "other"), len(text))
+                kind = getattr(message, "type", "other")
+                self._stats.sent(kind, len(text))
+                if kind != "heartbeat":
+                    revision = getattr(message, "revision", 0)
+                    self._stats.sent_log.append((self.host, kind, revision, writing))
 
     # -- ending -------------------------------------------------------------------------------
 

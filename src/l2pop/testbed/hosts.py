@@ -19,14 +19,17 @@ agent, its plugging, its read-back, and the hand-made objects its datapath must 
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+from l2pop.datapath import _netns
 from l2pop.testbed import iproute, netns
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
 from l2pop.testbed.nodes import Host, Run, Vm
@@ -117,10 +120,16 @@ class HostKind(ABC):
 # -- Linux hosts -------------------------------------------------------------------------
 
 
+#: the port of each namespaced agent's control endpoint, on the loopback of its host's
+#: namespace (every host has its own loopback, so one port serves them all)
+AGENT_CONTROL_PORT = 9697
+
+
 class AgentProcess(netns.ChildProcess):
     """``l2pop agent --datapath linux`` (or ``datapath_args``) inside a host's namespace;
     the pid is the agent's own (``ip netns exec`` execs it), so ``kill()`` is a real
-    ``kill -9``."""
+    ``kill -9``. Its control endpoint listens on ``127.0.0.1:AGENT_CONTROL_PORT`` of that
+    namespace; ``control(path)`` reads it from this process."""
 
     def __init__(
         self,
@@ -143,6 +152,7 @@ class AgentProcess(netns.ChildProcess):
         cmd += ["--server", self.server_url, "--host", self.host.name]
         cmd += ["--local-ip", self.host.vtep_ip, *self.datapath_args]
         cmd += ["--heartbeat-interval", str(self.heartbeat)]
+        cmd += ["--control", f"127.0.0.1:{AGENT_CONTROL_PORT}"]
         env = {**os.environ, "L2POP_AGENT_TOKEN": self.host.token, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -150,6 +160,32 @@ class AgentProcess(netns.ChildProcess):
 
     def stop(self) -> None:
         self.stop_child()
+
+    def control(self, path: str, timeout: float = 5.0) -> Any:
+        """``GET path`` on the agent's control endpoint (JSON), over a socket made in the
+        host's namespace; raises ``OSError`` when it does not answer, ``RuntimeError`` for a
+        status other than 200."""
+        return control_get(self.host.netns, path, timeout)
+
+
+def control_get(netns_name: str, path: str, timeout: float = 5.0) -> Any:
+    """``GET path`` on the agent control endpoint of namespace ``netns_name`` (JSON)."""
+    conn = http.client.HTTPConnection("127.0.0.1", AGENT_CONTROL_PORT, timeout=timeout)
+    fd = _netns.open_netns(netns_name)
+    try:
+        with _netns.entered(fd):  # the socket keeps the namespace it was made in
+            conn.connect()
+    finally:
+        os.close(fd)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        body = answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"agent control {path} in {netns_name}: {answer.status} {body!r}")
+        return json.loads(body)
+    finally:
+        conn.close()
 
 
 class LinuxHost(HostKind):
