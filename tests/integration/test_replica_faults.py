@@ -273,3 +273,34 @@ def test_the_feed_listens_again_once_the_database_is_back(
         finally:
             feed.close()
             store.close()
+
+
+# -- 4. moving to a replica that started after the agents' revision ------------------------
+
+
+def test_agents_moving_to_a_freshly_started_replica_get_snapshots(trio: Trio) -> None:
+    """A replica restarted with an empty change-log window cannot resume anyone whose
+    revision is older than its load: every agent that moves to it gets a snapshot (and still
+    converges); the moves to long-running replicas before that were resumes (ADR 22)."""
+    t = trio
+    assert t.swarm is not None
+    t.wait_placed()
+    t.converge("a")
+    t.servers["c"].kill()  # its agents resume on a and b
+    t.wait_placed(avoid="c")
+    t.converge("a")
+    resumed = sum(t.swarm.stats(h)["messages"].get("resume", 0) for h in t.creds)
+    t.api("a").create_network(name="elsewhere")  # the store moves on; no agent hears of it
+    t.servers["c"].restart()  # loads after every agent's revision: its window starts there
+    before = {h: dict(t.swarm.stats(h)["messages"]) for h in t.creds}
+    for name in ("a", "b"):
+        t.servers[name].kill()
+    where = t.wait_placed(timeout=FAILOVER_BOUND * 3)
+    assert set(where.values()) == {"c"}, where
+    took = t.converge("c")
+    for host in t.creds:
+        after = t.swarm.stats(host)["messages"]
+        assert after.get("snapshot", 0) == before[host].get("snapshot", 0) + 1, (host, after)
+        assert after.get("resume", 0) == before[host].get("resume", 0), (host, after)
+    assert resumed >= 1, "the first moves (to long-running replicas) were not resumes"
+    print(f"\nall {len(t.creds)} agents on the restarted replica, from snapshots: {took:.2f} s")

@@ -6,7 +6,7 @@ database (``--replica r1..rN``, each its own port; their hubs follow each other 
 LISTEN/NOTIFY, ADR 21), every agent given all N URLs (each starts at a random replica, so
 they spread), the churn's API calls spread round-robin over the replicas. Per pass:
 
-- how many agents each replica holds (its ``l2pop_hosts_connected`` gauge) after the
+- how many agents each replica holds (the host list's ``replica``) after the
   initial sync;
 - activation p50/p99 under churn per rate (``scale.measure_rate``: messages and server CPU
   per event summed over the replicas, RSS per replica) and the highest rate with p99 <= 1 s;
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,32 +36,22 @@ from l2pop.bench.scale import (
     start_swarms,
     wait_in_sync,
 )
-from l2pop.client import Client
 from l2pop.testbed.agents import AgentSwarm
 from l2pop.testbed.process import ServerProcess
-
-CONNECTED_GAUGE = "l2pop_hosts_connected"
 
 
 def replica_name(k: int) -> str:
     return f"r{k}"
 
 
-def hosts_connected(api: Client) -> int:
-    """The sessions a server holds (its ``l2pop_hosts_connected`` gauge)."""
-    for line in api.metrics().splitlines():
-        if line.startswith(CONNECTED_GAUGE + " "):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
-
-
 def agents_per_replica(servers: list[ServerProcess], first: int = 1) -> dict[str, int]:
-    """Sessions per replica, by name (``servers`` are replicas ``first``, ``first + 1``..)."""
-    out = {}
-    for k, server in enumerate(servers, first):
-        with admin_client(server) as api:
-            out[replica_name(k)] = hosts_connected(api)
-    return out
+    """Sessions per replica (``servers`` are replicas ``first``, ``first + 1``..), as the host
+    list of the first of them tells it: the replica holding each connected host's session
+    (the same through every replica, ADR 22)."""
+    with admin_client(servers[0]) as api:
+        held = Counter(h.replica for h in api.hosts() if h.connected and h.replica)
+    names = [replica_name(k) for k in range(first, first + len(servers))]
+    return {name: held.get(name, 0) for name in names}
 
 
 def swarm_agents(swarms: list[AgentSwarm]) -> list[dict[str, Any]]:
@@ -106,7 +97,7 @@ def resync(
         progress(f"1 replica: kill -9 + restart, all agents in sync after {took} s")
         return {"restart_resync_s": took}
     killed, survivors = servers[0], servers[1:]
-    moved = agents_per_replica([killed])[replica_name(1)]
+    moved = agents_per_replica(servers)[replica_name(1)]
     killed.kill()
     took = round(wait_failover(survivors, swarms, killed.url, 900), 2)
     after = agents_per_replica(survivors, first=2)

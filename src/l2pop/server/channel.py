@@ -312,7 +312,15 @@ class Channel:
                 session.request_snapshot()
 
     def _on_ack(self, session: Session, ack: Ack) -> None:
+        said = (ack.revision, ack.digest)
+        unchanged = (session.acked_revision, session.acked_digest) == said
         session.record_ack(ack)
+        now = time.monotonic()
+        if unchanged and now - session.saved_at < self.heartbeat_interval:
+            # the agent's heartbeat repeats what the store has: save it (for last_seen) no
+            # more than once per heartbeat interval; a new revision or digest goes at once
+            return
+        session.saved_at = now
         self._reports[session.host] = HostReport(
             session.host, datetime.now(UTC), ack.revision, ack.digest
         )
@@ -369,7 +377,7 @@ class Channel:
             return HostStatus(True, applied, in_sync, self.replica)
         in_sync = host.applied_digest == expected
         holder = host.session_replica
-        if holder is None or holder == self.replica or not self.presence.alive(holder):
+        if holder == self.replica or not self.presence.holds(holder, host.last_seen):
             return HostStatus(False, host.applied_revision, in_sync, None)
         applied = host.applied_revision
         if in_sync:

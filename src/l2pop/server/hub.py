@@ -58,7 +58,7 @@ log = logging.getLogger("l2pop.hub")
 CHANGE_LOG_KEEP = 10_000
 #: batches the hub remembers the touched networks of, so that a reconnecting agent can
 #: resume from its revision with the networks changed since (``resume_of``)
-RESUME_WINDOW = 10_000
+RESUME_WINDOW = 2_048
 #: a resume touching more networks than this costs about what a snapshot does: send that
 RESUME_MAX_NETWORKS = 4_096
 #: commits and batches the hub's ``RevisionTrace`` keeps (the oldest go first)

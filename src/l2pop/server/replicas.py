@@ -54,6 +54,7 @@ class Presence:
         self.registry = registry
         self.interval = interval
         self._alive: frozenset[str] = frozenset({replica})
+        self._known: frozenset[str] = frozenset({replica})
         self._loop: asyncio.AbstractEventLoop | None = None
         self.beats = 0
 
@@ -64,6 +65,19 @@ class Presence:
     @property
     def replicas_alive(self) -> frozenset[str]:
         return self._alive
+
+    def holds(self, replica: str | None, last_seen: datetime | None) -> bool:
+        """Whether ``replica`` may still hold a session whose host was last seen at
+        ``last_seen``: it beat recently, or it is one this replica has not heard of yet (it
+        started after our last beat read) and the host's agent was heard recently."""
+        if replica is None:
+            return False
+        if self.alive(replica):
+            return True
+        if replica in self._known or last_seen is None:
+            return False
+        ttl = timedelta(seconds=REPLICA_TTL_BEATS * self.interval)
+        return datetime.now(UTC) - last_seen < ttl
 
     def claimed(self, host: str, generation: int) -> None:
         """A claim of ``host`` at ``generation`` was heard (any thread: the feed's)."""
@@ -86,6 +100,7 @@ class Presence:
         holders, seen = await asyncio.to_thread(self._beat_and_read, now)
         fresh = now - timedelta(seconds=REPLICA_TTL_BEATS * self.interval)
         self._alive = frozenset(name for name, at in seen.items() if at >= fresh)
+        self._known = frozenset(seen)
         self.beats += 1
         for host, generation in holders.items():
             self.registry.supersede(host, generation)

@@ -125,6 +125,8 @@ class Session:
         self.acked_digest: str | None = None
         self.errors: list[AckError] = []  # networks the agent failed on, as of its last ack
         self.last_heard = time.monotonic()
+        #: when this session's ack was last queued to be saved (``Channel._on_ack``)
+        self.saved_at = 0.0
 
     # -- state, read by the channel -----------------------------------------------------
 
