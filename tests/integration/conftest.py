@@ -98,19 +98,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 def trio(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Trio]:
-    with postgres.database("l2pop_faults") as url:
-        t = Trio(tmp_path, url, agents=True)
-        try:
-            yield t
-        finally:
-            t.close()
+    with postgres.database("l2pop_faults") as url, Trio(tmp_path, url, agents=True) as t:
+        yield t
 
 
 @pytest.fixture
 def bare_trio(postgres: ThrowawayPostgres, tmp_path: Path) -> Iterator[Trio]:
-    with postgres.database("l2pop_races") as url:
-        t = Trio(tmp_path, url, agents=False)
-        try:
-            yield t
-        finally:
-            t.close()
+    with postgres.database("l2pop_races") as url, Trio(tmp_path, url, agents=False) as t:
+        yield t

@@ -165,6 +165,12 @@ class Trio:
             time.sleep(0.1)
         raise AssertionError(f"not converged after {timeout}s: {wrong}")
 
+    def __enter__(self) -> Trio:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop the swarm and every replica (each by its pid), whatever fails on the way."""
         stops: list[Callable[[], None]] = [a.close for a in self.apis]

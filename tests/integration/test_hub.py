@@ -85,13 +85,20 @@ def random_step(store: Store, rng: random.Random, tokens: dict[str, str]) -> Non
             raise
 
 
-def test_hub_deltas_equal_full_recompute(tmp_path: Path) -> None:
+def loaded_hub(tmp_path: Path) -> tuple[Store, Hub, dict[str, str]]:
+    """A SQLite store with the hosts of ``HOSTS``, a hub that loaded it, and the hosts'
+    tokens (``random_step`` creates hosts again with them)."""
     store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     tokens: dict[str, str] = {}
     for i, name in enumerate(HOSTS, 1):
         tokens[name] = usecases.create_host(store, HostCreate(name=name, vtep_ip=f"192.0.2.{i}"))[1]
     hub = Hub(store)
     hub.load()
+    return store, hub, tokens
+
+
+def test_hub_deltas_equal_full_recompute(tmp_path: Path) -> None:
+    store, hub, tokens = loaded_hub(tmp_path)
     agents: dict[str, dict[str, NetworkTables]] = {h: {} for h in HOSTS}
     rng = random.Random(20261124)
     told = Counter[str]()

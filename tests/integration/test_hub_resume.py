@@ -12,13 +12,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from test_hub import HOSTS, full_state, random_step
+from test_hub import HOSTS, full_state, loaded_hub, random_step
 
 from l2pop.model import NetworkTables, apply_deltas, digest
-from l2pop.server import usecases
 from l2pop.server.hub import HostResume, Hub
-from l2pop.store import open_store
-from l2pop.wire import HostCreate
 
 
 def resumed(held: dict[str, NetworkTables], resume: HostResume) -> dict[str, NetworkTables]:
@@ -29,12 +26,7 @@ def resumed(held: dict[str, NetworkTables], resume: HostResume) -> dict[str, Net
 
 
 def test_resume_from_any_remembered_revision_reaches_the_current_state(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
-    tokens: dict[str, str] = {}
-    for i, name in enumerate(HOSTS, 1):
-        tokens[name] = usecases.create_host(store, HostCreate(name=name, vtep_ip=f"192.0.2.{i}"))[1]
-    hub = Hub(store)
-    hub.load()
+    store, hub, tokens = loaded_hub(tmp_path)
     loaded_at = hub.revision
     agents: dict[str, dict[str, NetworkTables]] = {h: {} for h in HOSTS}
     history: list[tuple[int, str, dict[str, NetworkTables]]] = []

@@ -180,6 +180,23 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
+def wait_entries(
+    watches: dict[str, EntryWatch], mac: str, vtep: str, deadline: float
+) -> dict[str, float]:
+    """host -> when its watch saw ``mac`` pointing at ``vtep`` (wall clock), once every host
+    has it; ``TimeoutError`` naming the hosts without it at ``deadline`` (monotonic)."""
+    seen: dict[str, float | None] = {}
+    while time.monotonic() < deadline:
+        seen = {h: w.when(mac, vtep) for h, w in watches.items()}
+        if all(s is not None for s in seen.values()):
+            break
+        time.sleep(0.005)
+    missing = sorted(h for h, s in seen.items() if s is None)
+    if missing:
+        raise TimeoutError(f"{mac} never reached {', '.join(missing)}")
+    return {h: s for h, s in seen.items() if s is not None}
+
+
 def measure(
     bed: Testbed,
     network: str,
@@ -209,17 +226,8 @@ def measure(
         for i in range(samples):
             t0 = time.time()
             vm = bed.add_vm(f"act{i}", network, host, [f"198.19.250.{i + 1}"], wait=False)
-            deadline = time.monotonic() + 10
-            stamps: dict[str, float | None] = {}
-            while time.monotonic() < deadline:
-                stamps = {h: w.when(vm.mac, vtep) for h, w in watches.items()}
-                if all(s is not None for s in stamps.values()):
-                    break
-                time.sleep(0.005)
-            missing = sorted(h for h, s in stamps.items() if s is None)
-            if missing:
-                raise TimeoutError(f"{vm.mac} never reached {', '.join(missing)}")
-            got = {h: s - t0 for h, s in stamps.items() if s is not None}
+            stamps = wait_entries(watches, vm.mac, vtep, time.monotonic() + 10)
+            got = {h: s - t0 for h, s in stamps.items()}
             latencies.append(max(got.values()))
             for kind, values in per_kind.items():
                 values.append(max(v for h, v in got.items() if kinds[h] == kind))

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from l2pop.bench.activation import EntryWatch, watch_for
+from l2pop.bench.activation import EntryWatch, wait_entries, watch_for
 from l2pop.datapath import _links, _netns
 from l2pop.testbed.bed import Testbed
 from l2pop.testbed.controlplane import L2popControlPlane
@@ -245,18 +245,9 @@ def measure(
         for i in range(samples):
             started = time.monotonic()
             vm = bed.add_vm(f"act{i}", network, host, [f"198.19.250.{i + 1}"], wait=False)
-            deadline = started + TIMEOUT_S
-            seen: dict[str, float | None] = {}
-            while time.monotonic() < deadline:
-                seen = {h: w.when(vm.mac, vtep) for h, w in watches.items()}
-                if all(s is not None for s in seen.values()):
-                    break
-                time.sleep(0.005)
-            missing = sorted(h for h, s in seen.items() if s is None)
-            if missing:
-                raise TimeoutError(f"{vm.mac} never reached {', '.join(missing)}")
+            seen = wait_entries(watches, vm.mac, vtep, started + TIMEOUT_S)
             offset = time.time() - time.monotonic()  # wall -> monotonic
-            entries = {h: s - offset for h, s in seen.items() if s is not None}
+            entries = {h: s - offset for h, s in seen.items()}
             tap_at = taps.first(vm.tap, started)
             if tap_at is None:
                 raise TimeoutError(f"no RTM_NEWLINK for {vm.tap} on {host}")

@@ -339,6 +339,27 @@ def summed_counters(apis: Sequence[Client]) -> dict[str, float]:
     return out
 
 
+def measure_rates(
+    cfg: ScaleConfig,
+    servers: Sequence[ServerProcess],
+    swarms: list[AgentSwarm],
+    plan: Plan,
+    rng: random.Random,
+    *,
+    describe: Callable[[dict[str, Any]], str],
+    progress: Progress,
+) -> tuple[list[dict[str, Any]], float | None]:
+    """``measure_rate`` at each of ``cfg.rates`` in turn (each row said by ``describe``);
+    returns the rows and the highest rate whose p99 was at most 1 s (None: none was)."""
+    rows = []
+    for rate in cfg.rates:
+        row = measure_rate(cfg, servers, swarms, plan, rate=rate, rng=rng)
+        rows.append(row)
+        progress(describe(row))
+    ok = [r["rate"] for r in rows if r["p99_ms"] <= 1000]
+    return rows, max(ok, default=None)
+
+
 def measure_rate(
     cfg: ScaleConfig,
     servers: ServerProcess | Sequence[ServerProcess],
@@ -426,20 +447,22 @@ def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str
             f"{cfg.hosts} agents in sync {result['initial_sync_s']} s after start; "
             f"server RSS {result['server_rss_mib']} MiB"
         )
-        result["rates"] = []
-        for rate in cfg.rates:
-            row = measure_rate(cfg, server, swarms, plan, rate=rate, rng=rng)
-            result["rates"].append(row)
-            progress(
-                f"churn {rate:g}/s: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+        result["rates"], result["max_rate_p99_le_1s"] = measure_rates(
+            cfg,
+            [server],
+            swarms,
+            plan,
+            rng,
+            describe=lambda row: (
+                f"churn {row['rate']:g}/s: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
                 f"{row['messages_per_event']} msgs/event "
                 f"(fanout-to-all: {row['fanout_to_all_messages_per_event']}), "
                 f"CPU ms/event: server {row['server_cpu_ms_per_event']}, "
                 f"agents {row['agents_cpu_ms_per_event']}, "
                 f"load generator {row['driver_cpu_ms_per_event']}"
-            )
-        ok = [r["rate"] for r in result["rates"] if r["p99_ms"] <= 1000]
-        result["max_rate_p99_le_1s"] = max(ok, default=None)
+            ),
+            progress=progress,
+        )
         if cfg.restart:
             server.kill()
             t = time.monotonic()

@@ -30,7 +30,7 @@ from l2pop.bench.scale import (
     ScaleConfig,
     admin_client,
     lagging_hosts,
-    measure_rate,
+    measure_rates,
     populate,
     proc_stats,
     start_swarms,
@@ -155,18 +155,20 @@ def one_pass(
             f"after start; agents per replica {result['agents_per_replica']}; "
             f"RSS MiB {result['server_rss_mib_per_replica']}"
         )
-        result["rates"] = []
-        for rate in cfg.rates:
-            row = measure_rate(cfg, servers, swarms, plan, rate=rate, rng=rng)
-            result["rates"].append(row)
-            progress(
-                f"{replicas} replica(s), churn {rate:g}/s: p50 {row['p50_ms']} ms, "
+        result["rates"], result["max_rate_p99_le_1s"] = measure_rates(
+            cfg,
+            servers,
+            swarms,
+            plan,
+            rng,
+            describe=lambda row: (
+                f"{replicas} replica(s), churn {row['rate']:g}/s: p50 {row['p50_ms']} ms, "
                 f"p99 {row['p99_ms']} ms, {row['messages_per_event']} msgs/event, "
                 f"server CPU {row['server_cpu_ms_per_event']} ms/event (all replicas), "
                 f"RSS MiB {row['server_rss_mib_per_replica']}"
-            )
-        ok = [r["rate"] for r in result["rates"] if r["p99_ms"] <= 1000]
-        result["max_rate_p99_le_1s"] = max(ok, default=None)
+            ),
+            progress=progress,
+        )
         if cfg.restart:
             result.update(resync(servers, swarms, progress))
     finally:

@@ -344,6 +344,22 @@ def _need_root(what: str) -> int | None:
     return None
 
 
+def _need_ovs(datapath: str) -> int | None:
+    """2 (after one error line) when ``--datapath`` needs Open vSwitch and it is missing."""
+    if datapath == "linux":
+        return None
+    from l2pop.testbed import ovs
+
+    if ovs.available():
+        return None
+    print(
+        f"error: --datapath {datapath} needs Open vSwitch (missing "
+        f"{', '.join(ovs.missing())}; scripts/bootstrap installs it)",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def _kernel(args: argparse.Namespace) -> int:
     if (code := _need_root("kernel")) is not None:
         return code
@@ -394,16 +410,8 @@ def _scale(args: argparse.Namespace) -> int:
 def _flood(args: argparse.Namespace) -> int:
     if (code := _need_root("flood")) is not None:
         return code
-    if args.datapath != "linux":
-        from l2pop.testbed import ovs
-
-        if not ovs.available():
-            print(
-                f"error: --datapath {args.datapath} needs Open vSwitch (missing "
-                f"{', '.join(ovs.missing())}; scripts/bootstrap installs it)",
-                file=sys.stderr,
-            )
-            return 2
+    if (code := _need_ovs(args.datapath)) is not None:
+        return code
     from l2pop.bench import runs
 
     return runs.flood(
@@ -417,16 +425,8 @@ def _activation(args: argparse.Namespace) -> int:
     if args.hosts < 2:
         print("error: --hosts must be at least 2", file=sys.stderr)
         return 2
-    if args.datapath != "linux":
-        from l2pop.testbed import ovs
-
-        if not ovs.available():
-            print(
-                f"error: --datapath {args.datapath} needs Open vSwitch (missing "
-                f"{', '.join(ovs.missing())}; scripts/bootstrap installs it)",
-                file=sys.stderr,
-            )
-            return 2
+    if (code := _need_ovs(args.datapath)) is not None:
+        return code
     import shlex
     import time
     from datetime import UTC, datetime

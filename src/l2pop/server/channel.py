@@ -57,8 +57,6 @@ HELLO_TIMEOUT = 10.0
 MAX_SESSIONS_PER_HOST = 4
 #: seconds a resuming session waits for this replica's hub to reach the agent's revision
 RESUME_CATCH_UP_S = 1.0
-
-
 #: seconds between saves of the agents' latest acks, which other replicas read
 REPORT_FLUSH_S = 0.25
 
