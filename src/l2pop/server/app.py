@@ -146,7 +146,7 @@ def create_app(
     app.state.hub = hub
     app.state.channel = channel
     app.state.tokens = tokens
-    app.state.waits = Waits(store, hub, channel, feed)
+    app.state.waits = waits = Waits(store, hub, channel, feed)
     install_error_handlers(app)
     # inside the metrics middleware, so that refusals are counted too
     app.add_middleware(
@@ -156,7 +156,15 @@ def create_app(
         max_body=max_body,
         body_timeout=client_timeout,
     )
-    install_metrics(app, store, sessions, channel.stats, lambda: feed.revision, replica=replica)
+    install_metrics(
+        app,
+        store,
+        sessions,
+        channel.stats,
+        lambda: feed.revision,
+        replica=replica,
+        waits=lambda: waits.active,
+    )
     app.include_router(router)
     app.include_router(channel_router, prefix=API_PREFIX)
 

@@ -51,6 +51,16 @@ class StoreCollector(Collector):
         yield by_status
 
 
+class GaugeCollector(Collector):
+    """One gauge read from ``value`` at scrape time."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], int]) -> None:
+        self.name, self.documentation, self.value = name, documentation, value
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation, self.value())
+
+
 class ChannelCollector(Collector):
     """Agent-channel counters: messages and bytes sent by type, coalesced backlogs."""
 
@@ -157,9 +167,10 @@ def install_metrics(
     revision: Callable[[], int],
     *,
     replica: str,
+    waits: Callable[[], int] = lambda: 0,
 ) -> None:
     """``/metrics`` and the middleware that counts requests; ``replica`` labels every
-    sample."""
+    sample; ``waits`` is how many revision waits are under way."""
     registry = CollectorRegistry()
     requests = Counter(
         "l2pop_http_requests",
@@ -175,6 +186,7 @@ def install_metrics(
     )
     registry.register(StoreCollector(store, sessions))
     registry.register(ChannelCollector(channel_stats))
+    registry.register(GaugeCollector("l2pop_revision_waits", "Revision waits under way", waits))
     exposed = CollectorRegistry()
     exposed.register(ReplicaLabel(registry, replica))
     app.state.metrics_registry = exposed
