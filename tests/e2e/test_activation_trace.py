@@ -52,3 +52,6 @@ def test_activation_stages_are_present_ordered_and_add_up() -> None:
     assert 0 < e2e["min_ms"] <= e2e["p50_ms"] <= e2e["p99_ms"] <= e2e["max_ms"]
     # the clock starts at the tap: the old figure (from the API call) is the longer one
     assert result["from_api_call"]["p50_ms"] > e2e["p50_ms"]
+    # every removal was applied on every host before the next VM started
+    removal = result["removal_applied"]
+    assert 0 < removal["p50_ms"] <= removal["max_ms"] < activation_trace.TIMEOUT_S * 1000

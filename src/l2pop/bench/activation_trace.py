@@ -63,6 +63,11 @@ STAGES: tuple[tuple[str, str], ...] = (
 STAGE_NAMES = tuple(name for name, _ in STAGES)
 #: how long an activation may take before it counts as lost
 TIMEOUT_S = 10.0
+#: activations before the measured ones, not counted: the first status call of each agent
+#: opens its HTTP connection, and the server's first calls warm its caches (50-80 ms)
+WARMUP = 2
+#: each activation's VM takes the next address of one /24
+MAX_SAMPLES = 250
 
 
 class TapWatch:
@@ -138,7 +143,10 @@ def stamps(
     # when the agent first heard of the port's row (its creation, bound here): a tap that
     # appears before that cannot be wired until it does
     known = next((e[0] for e in local if e[1] == "port" and e[2] == vm.port_id), None)
-    device = need(_first(local, "device", vm.port_id, tap_at), "device event")
+    # The bench's own listener may hear of the tap a little after the agent's did (both are
+    # threads on a busy machine): the tap appeared no later than the agent's sync found it.
+    device = need(_first(local, "device", vm.port_id, 0.0), "device event")
+    tap_at = min(tap_at, device[0])
     wired = need(_first(local, "wired", vm.port_id, device[0]), "wired event")
     report = need(_first(local, "report", vm.port_id, wired[0]), "ACTIVE report")
     heard = need(_first(local, "port", vm.port_id, report[0]), "delta with the ACTIVE port")
@@ -237,12 +245,13 @@ def measure(
     taps = TapWatch(bed.hosts[host].netns)
     watches: dict[str, EntryWatch] = {}
     rows: list[dict[str, Any]] = []
+    removals: list[float] = []
     try:
         for h in remote_hosts:
             watches[h] = watch_for(bed, h)
         time.sleep(0.3)  # the monitors are listening (the OVS ones said so)
         after = int(api.trace()["revision"])
-        for i in range(samples):
+        for i in range(WARMUP + samples):
             started = time.monotonic()
             vm = bed.add_vm(f"act{i}", network, host, [f"198.19.250.{i + 1}"], wait=False)
             seen = wait_entries(watches, vm.mac, vtep, started + TIMEOUT_S)
@@ -266,20 +275,40 @@ def measure(
 
             st = _poll(f"{vm.name}: its telemetry", read, 5.0)
             st["api_call"] = started
-            rows.append(st)
             after = st["revision"]
-            bed.remove_vm(vm)
+            removed = _remove(bed, vm)
+            if i >= WARMUP:
+                rows.append(st)
+                removals.append(removed)
     finally:
         taps.close()
         for watch in watches.values():
             watch.close()
-    return result(rows, kinds, progress)
+    return result(rows, kinds, progress, removals)
+
+
+def _remove(bed: Testbed, vm: Vm) -> float:
+    """Remove the VM and wait until every host applied its port's deletion; the seconds
+    that took. Each activation then starts on a quiet host: when h1 leaves the network, its
+    kernel deletes the bridge and the VXLAN device (tens of ms), which would otherwise fall
+    into the next VM's ``seen`` stage."""
+    api = bed.control.api
+    bed.remove_vm(vm)
+    start = time.monotonic()
+    revision = api.revision
+    if revision is not None:
+        api.wait_revision(revision, TIMEOUT_S)
+    return time.monotonic() - start
 
 
 def result(
-    rows: list[dict[str, Any]], kinds: dict[str, str], progress: Callable[[str], None] = print
+    rows: list[dict[str, Any]],
+    kinds: dict[str, str],
+    progress: Callable[[str], None] = print,
+    removals: list[float] | None = None,
 ) -> dict[str, Any]:
-    """The benchmark's result from each activation's ``stamps`` (``api_call`` added)."""
+    """The benchmark's result from each activation's ``stamps`` (``api_call`` added);
+    ``removals``: each VM's removal, port deleted -> applied on every host (seconds)."""
     remote = sorted(kinds)
     per = [stages_of(st, remote) for st in rows]
     out: dict[str, Any] = {
@@ -299,6 +328,7 @@ def result(
             [max(m["kernel"] for m in st["members"].values()) - st["api_call"] for st in rows]
         ),
         "frr": FRR,
+        "removal_applied": summary(removals) if removals else None,
         "activations": [{k: round(v * 1000, 3) for k, v in p.items()} for p in per],
     }
     if len(out["remote_kinds"]) > 1:
@@ -327,7 +357,9 @@ def run(
 ) -> dict[str, Any]:
     """A testbed of ``hosts`` hosts of ``datapath`` (``bench.flood.host_kinds``: linux, ovs
     or mixed), one network on every host (a resident VM on each but h1), then ``samples``
-    activations on h1, timed stage by stage to every other host."""
+    activations on h1, timed stage by stage to every other host (at most ``MAX_SAMPLES``)."""
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples: {samples} is not between 1 and {MAX_SAMPLES}")
     from l2pop.bench.flood import host_kinds, kind_of
 
     if hosts < 2:
@@ -375,9 +407,12 @@ def report_section(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## Activation, stage by stage", ""]
     lines.append(
         "On the netns testbed (a real `l2pop server`, one real agent per host namespace), one "
-        "network on every host, then new VMs on h1 one at a time. The clock starts when the "
+        "network on every host, then new VMs on h1 one at a time (after two warm-up ones, not "
+        "counted: an agent's first status call opens its HTTP connection). The clock starts "
+        "when the "
         "VM's tap device appears (its first RTM_NEWLINK, read by a netlink listener like the "
-        "agent's own) and stops when the last remote member holds the VM's entry (a linux "
+        "agent's own, or the agent's finding it when that came first) and stops when the "
+        "last remote member holds the VM's entry (a linux "
         "host's FDB entry as `bridge -timestamp monitor fdb` stamps it; an OVS host's "
         "table-40 flow as its flow monitor's line arrives). The steps between come from "
         "always-on bounded telemetry: the agents' event ring (control endpoint `/trace`) and "
@@ -434,5 +469,16 @@ def report_section(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{num(k.get('p50_ms'), 1)} ms p50 ({num(k.get('p99_ms'), 1)} ms p99) after the "
             f"tap appeared (0 when before)."
         )
+        rm = r.get("removal_applied")
+        if rm:
+            lines.append("")
+            lines.append(
+                f"Each VM is removed before the next starts, and the next waits until every "
+                f"host applied the removal (`GET /v1/revisions/{{R}}?wait=`): "
+                f"{num(rm.get('p50_ms'), 1)} ms p50, {num(rm.get('p99_ms'), 1)} ms p99. Most "
+                f"of it is h1 leaving the network: its kernel deletes the network's bridge and "
+                f"VXLAN device, tens of milliseconds of RCU grace periods that would otherwise "
+                f"fall into the next VM's `seen` stage."
+            )
         lines.append("")
     return lines
