@@ -13,7 +13,7 @@ import pytest
 
 from l2pop.model import ArpSuppression, Conflict, Host, Network, NotFound, Port, PortStatus
 from l2pop.store import Store, open_store
-from l2pop.store.abc import Change, WriteTx
+from l2pop.store.abc import Change, StoreCounts, WriteTx
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -192,6 +192,20 @@ def test_list_ports_filters(store: Store) -> None:
             p for p in ordered if p.network_id in (n2.id, n3.id)
         ]
         assert tx.list_ports(network_ids=many, host="h1") == [p for p in ordered if p.host == "h1"]
+
+
+def test_counts_come_from_the_database(store: Store) -> None:
+    with store.read() as tx:
+        assert tx.counts() == StoreCounts(0, 0, dict.fromkeys(PortStatus, 0))
+    n1, n2 = add_network(store, 1), add_network(store, 2)
+    add_host(store, "h1", "192.0.2.1")
+    add_port(store, n1.id, "fa:16:3e:00:00:01", (), "h1", PortStatus.ACTIVE)
+    add_port(store, n1.id, "fa:16:3e:00:00:02", (), "h1", PortStatus.ACTIVE)
+    add_port(store, n2.id, "fa:16:3e:00:00:03", (), "h1", PortStatus.BUILD)
+    with store.read() as tx:
+        counts = tx.counts()
+    assert (counts.networks, counts.hosts) == (2, 1)
+    assert counts.ports == {PortStatus.ACTIVE: 2, PortStatus.BUILD: 1, PortStatus.DOWN: 0}
 
 
 def test_host_crud(store: Store) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from l2pop.model import Network, NetworkTables, NotFound, PortStatus, host_state
+from l2pop.model import Network, NetworkTables, NotFound, host_state
 from l2pop.store import ReadTx
 
 
@@ -21,10 +21,3 @@ def host_tables(tx: ReadTx, host: str) -> dict[str, NetworkTables]:
             networks.append(network)
     vteps = {h.name: h.vtep_ip for h in tx.list_hosts()}
     return host_state(host, networks, tx.list_ports(network_ids=bound), vteps)
-
-
-def count_ports_by_status(tx: ReadTx) -> dict[PortStatus, int]:
-    counts = dict.fromkeys(PortStatus, 0)
-    for port in tx.list_ports():
-        counts[port.status] += 1
-    return counts

@@ -18,7 +18,6 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from l2pop.server.desired import count_ports_by_status
 from l2pop.server.routes import API_PREFIX
 from l2pop.server.sessions import ChannelStats, SessionRegistry
 from l2pop.store import Store
@@ -36,17 +35,15 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.store.read() as tx:
             revision = tx.revision()
-            networks = len(tx.list_networks())
-            hosts = len(tx.list_hosts())
-            ports = count_ports_by_status(tx)
+            counts = tx.counts()
         yield GaugeMetricFamily("l2pop_revision", "Last committed store revision", revision)
-        yield GaugeMetricFamily("l2pop_networks", "Networks", networks)
-        yield GaugeMetricFamily("l2pop_hosts", "Registered hosts", hosts)
+        yield GaugeMetricFamily("l2pop_networks", "Networks", counts.networks)
+        yield GaugeMetricFamily("l2pop_hosts", "Registered hosts", counts.hosts)
         yield GaugeMetricFamily(
             "l2pop_hosts_connected", "Hosts with a live agent session", self.sessions.count()
         )
         by_status = GaugeMetricFamily("l2pop_ports", "Ports by status", labels=["status"])
-        for status, count in ports.items():
+        for status, count in counts.ports.items():
             by_status.add_metric([status.value], count)
         yield by_status
 

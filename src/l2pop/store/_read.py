@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Table, func, select
 
 from l2pop.model import ArpSuppression, Encap, Host, Network, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
-from l2pop.store.abc import Change, ChangeLogTruncated, iter_chunks
+from l2pop.store.abc import Change, ChangeLogTruncated, StoreCounts, iter_chunks
 from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports, replicas
 
 #: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
@@ -210,6 +210,17 @@ class SqlReadTx:
     def count_ports(self, network_id: str) -> int:
         stmt = select(func.count()).select_from(ports).where(ports.c.network_id == network_id)
         return int(self._c.execute(stmt).scalar_one())
+
+    def counts(self) -> StoreCounts:
+        by_status = dict.fromkeys(PortStatus, 0)
+        stmt = select(ports.c.status, func.count()).group_by(ports.c.status)
+        for status, count in self._c.execute(stmt):
+            by_status[PortStatus(status)] = int(count)
+        return StoreCounts(
+            networks=int(self._c.execute(select(func.count()).select_from(networks)).scalar_one()),
+            hosts=int(self._c.execute(select(func.count()).select_from(hosts)).scalar_one()),
+            ports=by_status,
+        )
 
     def get_host(self, name: str) -> Host | None:
         row = self._c.execute(select(hosts).where(hosts.c.name == name)).first()

@@ -47,6 +47,15 @@ ChangeOp = Literal["create", "update", "delete"]
 
 
 @dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """What ``ReadTx.counts`` returns: rows per table, ports per status."""
+
+    networks: int
+    hosts: int
+    ports: dict[PortStatus, int]
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One row of the change log: ``kind``/``key`` changed by ``op`` at ``revision``.
 
@@ -217,6 +226,15 @@ class ReadTx(Protocol):
 
         :param network_id: the network's id
         :return: the number of its ports (0 for an unknown network)
+        """
+        ...
+
+    def counts(self) -> StoreCounts:
+        """
+        How many networks, hosts and ports (by status) the store holds, counted by the
+        database (no row is read): cheap enough for every ``/metrics`` scrape.
+
+        :return: the counts; every ``PortStatus`` is a key of ``ports``, 0 when none
         """
         ...
 
