@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from l2pop.bench.activation import EntryWatch, wait_entries, watch_for
+from l2pop.client import Client
 from l2pop.datapath import _links, _netns
 from l2pop.testbed.bed import Testbed
 from l2pop.testbed.controlplane import L2popControlPlane
@@ -276,7 +277,7 @@ def measure(
             st = _poll(f"{vm.name}: its telemetry", read, 5.0)
             st["api_call"] = started
             after = st["revision"]
-            removed = _remove(bed, vm)
+            removed = _remove(bed, api, vm)
             if i >= WARMUP:
                 rows.append(st)
                 removals.append(removed)
@@ -287,12 +288,11 @@ def measure(
     return result(rows, kinds, progress, removals)
 
 
-def _remove(bed: Testbed, vm: Vm) -> float:
+def _remove(bed: Testbed, api: Client, vm: Vm) -> float:
     """Remove the VM and wait until every host applied its port's deletion; the seconds
     that took. Each activation then starts on a quiet host: when h1 leaves the network, its
     kernel deletes the bridge and the VXLAN device (tens of ms), which would otherwise fall
     into the next VM's ``seen`` stage."""
-    api = bed.control.api
     bed.remove_vm(vm)
     start = time.monotonic()
     revision = api.revision
