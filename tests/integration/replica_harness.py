@@ -21,6 +21,7 @@ import psycopg
 
 from l2pop.client import ApiError, Client, Unreachable
 from l2pop.server import pgfeed
+from l2pop.store import open_store
 from l2pop.testbed.agents import AgentSwarm, HostCredentials
 from l2pop.testbed.postgres import ThrowawayPostgres
 from l2pop.testbed.process import ServerProcess
@@ -383,6 +384,20 @@ def database_down(postgres: ThrowawayPostgres) -> Iterator[Callable[[], float]]:
     finally:
         if not state["up"]:
             postgres.restart()
+
+
+def empty_change_log(db_url: str) -> int:
+    """Prune the whole change log, as a long-running deployment's hubs would have: a replica
+    started now reads no history at load, so it cannot resume an agent from any revision
+    before it (the snapshot path). Returns the store's revision."""
+    store = open_store(db_url)
+    try:
+        with store.read() as tx:
+            revision = tx.revision()
+        store.prune_changes(revision + 1)
+        return revision
+    finally:
+        store.close()
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:

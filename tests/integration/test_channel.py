@@ -110,6 +110,7 @@ def test_server_kill9_and_restart_every_agent_resyncs(cluster: Cluster, tmp_path
         cluster.wait_status(p, "ACTIVE")
     cluster.converge()
 
+    before = {h: dict(cluster.swarm_of[h].stats(h)["messages"]) for h in ("h1", "h2", "h3")}
     cluster.server.kill()
     # while the server is down, the store changes behind its back (another replica,
     # a restore...): agents keep their tables, then must drop what is stale
@@ -126,6 +127,13 @@ def test_server_kill9_and_restart_every_agent_resyncs(cluster: Cluster, tmp_path
     h2 = cluster.swarm_of["h2"].tables("h2")["networks"][0]
     assert [e["ip"] for e in h2["neigh"]] == ["198.19.0.77"]
     assert h2["flood"] == ["192.0.2.1"]
+    assert cluster.swarm_of["h3"].tables("h3")["networks"] == []  # its last port went
+    # the restarted hub read the change log's last revisions at load: every agent resumed
+    # from its revision (no snapshot), h3 told to leave blue
+    for host, was in before.items():
+        now = cluster.swarm_of[host].stats(host)["messages"]
+        assert now.get("resume", 0) == was.get("resume", 0) + 1, (host, was, now)
+        assert now.get("snapshot", 0) == was.get("snapshot", 0), (host, was, now)
 
 
 @pytest.mark.parametrize(

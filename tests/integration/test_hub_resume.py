@@ -63,9 +63,30 @@ def test_resume_from_any_remembered_revision_reaches_the_current_state(tmp_path:
     # a resume sends only what changed: far fewer tables than snapshots would
     assert sent_whole < checked * len(HOSTS)
     assert hub.resume_of(HOSTS[0], hub.revision + 1) is None, "ahead of the hub"
-    fresh = Hub(store)
-    fresh.load()  # a replica started now remembers nothing before its load
-    assert fresh.resume_of(HOSTS[0], fresh.revision) is not None
-    assert fresh.resume_of(HOSTS[0], fresh.revision - 1) is None
     assert loaded_at <= hub.revision
+
+    # A hub started now (a restarted server, a new replica) reads the last revisions of the
+    # change log at load: agents a few revisions behind resume from it just as well.
+    fresh = Hub(store)
+    fresh.load()
+    desired = full_state(store)
+    resumed_fresh = 0
+    for base, host, held in history[-200:]:
+        if host not in desired:
+            continue
+        resume = fresh.resume_of(host, base)
+        assert resume is not None, f"revision {base} is in the change log, yet no resume"
+        now = resumed(held, resume)
+        assert now == desired[host], f"{host} resumed from {base} by a fresh hub diverged"
+        assert resume.digest == digest(now)
+        resumed_fresh += 1
+    assert resumed_fresh > 50
+    # ...but it cannot say what a revision before its load had to reach (waits)
+    assert fresh.told_at(fresh.revision) is None
+    # once the log is pruned, a fresh hub resumes nothing from before what is left of it
+    store.prune_changes(fresh.revision - 5)
+    pruned = Hub(store)
+    pruned.load()
+    assert pruned.resume_of(HOSTS[0], pruned.revision - 5) is not None
+    assert pruned.resume_of(HOSTS[0], pruned.revision - 7) is None
     store.close()

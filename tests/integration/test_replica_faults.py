@@ -38,6 +38,7 @@ from replica_harness import (
     assert_unavailable,
     check_store,
     database_down,
+    empty_change_log,
     feeds_listening,
     pct,
     shape,
@@ -279,9 +280,10 @@ def test_the_feed_listens_again_once_the_database_is_back(
 
 
 def test_agents_moving_to_a_freshly_started_replica_get_snapshots(trio: Trio) -> None:
-    """A replica restarted with an empty change-log window cannot resume anyone whose
-    revision is older than its load: every agent that moves to it gets a snapshot (and still
-    converges); the moves to long-running replicas before that were resumes (ADR 22)."""
+    """A replica restarted with an empty change-log window (the log pruned, so its load reads
+    no history) cannot resume anyone whose revision is older than its load: every agent that
+    moves to it gets a snapshot (and still converges); the moves to long-running replicas
+    before that were resumes (ADR 22)."""
     t = trio
     assert t.swarm is not None
     t.wait_placed()
@@ -291,6 +293,7 @@ def test_agents_moving_to_a_freshly_started_replica_get_snapshots(trio: Trio) ->
     t.converge("a")
     resumed = sum(t.swarm.stats(h)["messages"].get("resume", 0) for h in t.creds)
     t.api("a").create_network(name="elsewhere")  # the store moves on; no agent hears of it
+    empty_change_log(t.url)  # so c reads no history at its load
     t.servers["c"].restart()  # loads after every agent's revision: its window starts there
     before = {h: dict(t.swarm.stats(h)["messages"]) for h in t.creds}
     for name in ("a", "b"):

@@ -122,6 +122,8 @@ class _Remembered:
     touched: frozenset[str]
     departed: dict[str, set[str]]
     told: frozenset[str]
+    #: read back from the change log at load: ``departed`` and ``told`` are unknown
+    from_log: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,11 @@ class Rows:
     networks: list[Network]
     ports: list[Port]
     hosts: list[Host]
+    #: the change log's last revisions up to ``revision`` (at most ``RESUME_WINDOW``):
+    #: revision -> the networks its changes touched; ``history_from`` is the revision
+    #: they follow (every change after it is in ``history``)
+    history: dict[int, frozenset[str]] = field(default_factory=dict)
+    history_from: int = -1
 
 
 def local_port(network: Network, port: Port) -> LocalPort:
@@ -230,16 +237,36 @@ class Hub:
         self.trace = RevisionTrace()
         self._pruned_to = 0
         # what each recent batch did, oldest first; complete for every revision after
-        # _recent_from (the load, or the oldest batch forgotten)
+        # _recent_from (the change log read at load, or the oldest batch forgotten)
         self._recent: deque[_Remembered] = deque()
-        self._recent_from = 0
+        self._recent_from = self._loaded_at = 0
 
     # -- loading and following the store ------------------------------------------------
 
     def read_all(self) -> Rows:
-        """Every network, port and host, in one read transaction (blocking)."""
+        """Every network, port and host, and the networks the last changes touched, in one
+        read transaction (blocking)."""
         with self.store.read() as tx:
-            return Rows(tx.revision(), tx.list_networks(), tx.list_ports(), tx.list_hosts())
+            revision = tx.revision()
+            start = max(revision - RESUME_WINDOW, 0)
+            try:
+                changes = tx.changes_since(start)
+            except ChangeLogTruncated as exc:
+                start = exc.starts_at
+                changes = tx.changes_since(start)
+            history: dict[int, set[str]] = defaultdict(set)
+            for change in changes:
+                nids = history[change.revision]
+                if change.network_id:
+                    nids.add(change.network_id)
+            return Rows(
+                revision,
+                tx.list_networks(),
+                tx.list_ports(),
+                tx.list_hosts(),
+                {r: frozenset(n) for r, n in sorted(history.items())},
+                start,
+            )
 
     def load(self) -> None:
         """Read the whole store (blocking; call from a thread before serving agents).
@@ -267,7 +294,17 @@ class Hub:
     def _reset(self, rows: Rows) -> None:
         self.revision = rows.revision
         self._recent.clear()
-        self._recent_from = rows.revision
+        self._recent_from = self._loaded_at = rows.revision
+        if rows.history_from >= 0:
+            # What the last commits touched, from the change log: a restarted hub can still
+            # resume agents that were a few revisions behind (ADR 22), not only those at
+            # the loaded revision. Who left which network is not in the log: every network
+            # touched counts as possibly left (``_Remembered.from_log``).
+            self._recent.extend(
+                _Remembered(r, nids, {}, frozenset(), from_log=True)
+                for r, nids in rows.history.items()
+            )
+            self._recent_from = rows.history_from
         self.vteps = {h.name: h.vtep_ip for h in rows.hosts}
         self.networks = {n.id: n for n in rows.networks}
         self.ports = defaultdict(dict)
@@ -523,7 +560,7 @@ class Hub:
             if batch.revision <= base:
                 break
             touched |= batch.touched & members
-            departed |= batch.departed.get(host, set())
+            departed |= batch.touched if batch.from_log else batch.departed.get(host, set())
             if len(touched) > RESUME_MAX_NETWORKS:
                 return None
         tables = {
@@ -539,7 +576,7 @@ class Hub:
         """The batch that carried ``revision`` to the hosts: (the revision it brought them
         to, the hosts it had something to tell). None when the hub does not remember it
         (before its load or its window) or has not reached it yet."""
-        if revision <= self._recent_from or revision > self.revision:
+        if revision <= max(self._recent_from, self._loaded_at) or revision > self.revision:
             return None
         for batch in self._recent:  # oldest first: the first batch that reached it
             if batch.revision >= revision:

@@ -247,7 +247,8 @@ class SqlReadTx:
         if revision + 1 < pruned_before:
             raise ChangeLogTruncated(
                 f"changes after revision {revision} were pruned; "
-                f"the log starts at revision {pruned_before}"
+                f"the log starts at revision {pruned_before}",
+                starts_at=pruned_before - 1,
             )
         order = (changes.c.revision, changes.c.seq)
         stmt = select(changes).where(changes.c.revision > revision).order_by(*order)

@@ -91,7 +91,12 @@ class StoreUnavailable(Exception):
 
 class ChangeLogTruncated(Exception):
     """The changes asked for were pruned; the reader must take a fresh snapshot (the hub
-    reloads the whole store)."""
+    reloads the whole store). ``starts_at``: the oldest revision the log still holds
+    changes after (``changes_since(starts_at)`` succeeds)."""
+
+    def __init__(self, message: str, starts_at: int = 0) -> None:
+        super().__init__(message)
+        self.starts_at = starts_at
 
 
 #: called with the new revision after each committed write block that moved it
