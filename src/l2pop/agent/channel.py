@@ -260,8 +260,10 @@ class Agent:
             async with connect(
                 self.ws_url,
                 additional_headers=headers,
+                # the agent's check that the server is alive (the server sends none): a
+                # server too busy to answer for 10 s is left, as a dead one is at once
                 ping_interval=self.heartbeat_interval,
-                ping_timeout=max(self.heartbeat_interval * 2, 5.0),
+                ping_timeout=max(self.heartbeat_interval * 3, 10.0),
                 open_timeout=10.0,
                 close_timeout=2.0,
                 max_size=MAX_MESSAGE_BYTES,

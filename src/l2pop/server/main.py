@@ -274,15 +274,17 @@ def serve(options: ServerOptions, *, worker_of: int | None = None) -> int:
 
 def uvicorn_config(app: object, options: ServerOptions) -> uvicorn.Config:
     """How every server process runs uvicorn, alone or as a worker."""
-    interval = options.heartbeat_interval
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=options.host,
         port=options.port,
         log_level="warning",
         access_log=False,
-        ws_ping_interval=interval,
-        ws_ping_timeout=3 * interval,
+        # No WebSocket pings from the server: the channel's own heartbeats already prove the
+        # agent alive (an ack each interval; a session silent for three is closed, see
+        # server/channel.py), and a second liveness check per session costs every agent
+        # a ping and the server a pong each interval. Agents' pings are still answered.
+        ws_ping_interval=None,
         ws_per_message_deflate=False,  # see agent/channel.py: CPU over bytes
         ssl_certfile=options.tls_cert,
         ssl_keyfile=options.tls_key,
