@@ -2,7 +2,8 @@
 
 One method per route, taking plain arguments and returning the ``l2pop.wire`` answer
 models; list methods follow ``Link: rel="next"`` until the last page. Every route path is
-spelled here and in ``l2pop.server.routes``, nowhere else.
+spelled here (the agent's two in ``l2pop.clientpaths``, re-exported here) and in
+``l2pop.server.routes``, nowhere else.
 
 Contract:
 
@@ -28,7 +29,6 @@ import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -43,10 +43,12 @@ from l2pop._answers import (
     parse_list,
     unreachable,
 )
+from l2pop.clientpaths import CHANNEL_PATH, channel_urls, port_status_path, quote_segment
 from l2pop.wire import HostCreated, HostFdb, HostOut, NetworkOut, PortOut
 from l2pop.wire.api import RevisionOut
 
 __all__ = [
+    "CHANNEL_PATH",
     "DEFAULT_SERVER",
     "REVISION_HEADER",
     "UNSET",
@@ -63,8 +65,6 @@ __all__ = [
 DEFAULT_SERVER = "http://127.0.0.1:9696"
 #: the answer header naming the store revision the answer was read at
 REVISION_HEADER = "L2pop-Revision"
-#: the agent channel's path (a WebSocket), relative to the server URL
-CHANNEL_PATH = "/v1/agent"
 
 
 class Unset(enum.Enum):
@@ -79,9 +79,7 @@ UNSET = Unset.UNSET
 # -- paths and bodies (shared by both clients) ------------------------------------------
 
 
-def _quote(value: str) -> str:
-    """One URL path segment (a host name, an id), quoted so it cannot change the path."""
-    return quote(value, safe="")
+_quote = quote_segment
 
 
 def _networks() -> str:
@@ -100,8 +98,7 @@ def _port(port_id: str) -> str:
     return f"/v1/ports/{_quote(port_id)}"
 
 
-def _port_status(port_id: str) -> str:
-    return f"/v1/ports/{_quote(port_id)}/status"
+_port_status = port_status_path
 
 
 def _hosts() -> str:
@@ -152,18 +149,6 @@ def _port_create(
     body: dict[str, Any] = {"network_id": network_id, "fixed_ips": fixed_ips or []}
     body.update(_present(mac=mac, name=name, host=host))
     return body
-
-
-def channel_urls(server: str) -> tuple[str, str]:
-    """(http base URL, WebSocket URL of the agent channel) from a server URL given as
-    http(s)://, ws(s):// or a bare ``host:port`` (taken as http)."""
-    url = server.rstrip("/")
-    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
-        if url.startswith(http):
-            return url, ws + url[len(http) :] + CHANNEL_PATH
-        if url.startswith(ws):
-            return http + url[len(ws) :], url + CHANNEL_PATH
-    return "http://" + url, "ws://" + url + CHANNEL_PATH
 
 
 # -- the synchronous client -------------------------------------------------------------

@@ -38,6 +38,10 @@ def test_activation_stages_are_present_ordered_and_add_up() -> None:
 
     assert result["samples"] == 4
     assert result["remote_members"] == 2
+    # every agent's resident memory, read at the end of the run
+    memory = result["agent_memory"]["by_kind"]["linux"]
+    assert memory["agents"] == 3
+    assert 0 < memory["rss_p50_mib"] <= memory["rss_max_mib"] <= memory["hwm_max_mib"]
     names = [name for name, _ in result["stages"]]
     assert names == list(activation_trace.STAGE_NAMES)
     assert set(result["by_stage"]) == set(names)

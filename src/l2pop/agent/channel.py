@@ -43,9 +43,8 @@ import ssl
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -55,7 +54,7 @@ from l2pop.agent.reconciler import Gap, Reconciler
 from l2pop.agent.reporter import StatusReporter
 from l2pop.agent.servers import ServerRotation
 from l2pop.agent.stats import AgentStats
-from l2pop.client import channel_urls
+from l2pop.clientpaths import channel_urls
 from l2pop.datapath.abc import Datapath
 from l2pop.tlsconfig import client_context, tls_failure
 from l2pop.wire.channel import (
@@ -73,6 +72,9 @@ from l2pop.wire.channel import (
     Snapshot,
     server_message,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("l2pop.agent")
 

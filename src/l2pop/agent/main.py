@@ -188,7 +188,10 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
         servers = parse_servers(server)
         if control:
             parse_address(control)
-        ssl_context = client_context(tls_ca)
+        # a context (the trust store read in: ~2 MiB) only for an https replica, or to
+        # check a CA file given all the same
+        tls = tls_ca or any(u.startswith("https://") for u in servers)
+        ssl_context = client_context(tls_ca) if tls else None
         datapath = make_datapath(datapath_name, options)
     except (UsageError, ValueError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

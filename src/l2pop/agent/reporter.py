@@ -1,5 +1,6 @@
-"""Port status reports: the REST status call (``AsyncClient.report_status``) with the host's
-token.
+"""Port status reports: the REST status call with the host's token (``StatusHttp``, the
+agent's own HTTP/1.1 client; ``l2pop.client.AsyncClient`` on a shared ``httpx.AsyncClient``
+when one is given, as the swarm and the tests do: the same contract).
 
 Contract: ``report(port_id, status)`` never blocks and never fails; the latest status per port
 wins (a report still waiting is replaced, not queued behind). ``run()`` sends pending reports
@@ -19,12 +20,15 @@ import asyncio
 import logging
 import ssl
 from contextlib import suppress
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from l2pop.agent.backoff import Backoff
-from l2pop.client import ApiError, AsyncClient, ClientError, UnexpectedAnswer
+from l2pop.agent.statushttp import StatusHttp
+from l2pop.clienterrors import ApiError, ClientError, UnexpectedAnswer
 from l2pop.model import PortStatus
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("l2pop.agent")
 
@@ -33,8 +37,18 @@ MAX_IN_FLIGHT = 8
 _RETRY_STATUSES = frozenset({401, 408, 425, 429})
 
 
+class StatusCall(Protocol):
+    """The one call the reporter makes (``StatusHttp`` or ``l2pop.client.AsyncClient``)."""
+
+    base_url: str
+
+    async def report_status(self, port_id: str, status: str) -> object: ...
+
+    async def close(self) -> None: ...
+
+
 class StatusReporter:
-    """Reports port statuses of one host; share one ``httpx.AsyncClient`` between many."""
+    """Reports port statuses of one host; many may share one ``httpx.AsyncClient``."""
 
     def __init__(
         self,
@@ -46,16 +60,23 @@ class StatusReporter:
         host: str = "",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``ssl_context`` verifies an https server (for the client made here, not ``client``)."""
+        """``ssl_context`` verifies an https server (for the client made here, not ``client``).
+        Without ``client`` the calls go through ``StatusHttp`` (no httpx in the process)."""
         self.base_url = server_url.rstrip("/")
         self.host = host
-        self._api = AsyncClient(
-            self.base_url,
-            token,
-            timeout=10.0,
-            verify=ssl_context if ssl_context is not None else True,
-            http=client,
-        )
+        self._api: StatusCall
+        if client is None:
+            self._api = StatusHttp(self.base_url, token, timeout=10.0, ssl_context=ssl_context)
+        else:
+            from l2pop.client import AsyncClient
+
+            self._api = AsyncClient(
+                self.base_url,
+                token,
+                timeout=10.0,
+                verify=ssl_context if ssl_context is not None else True,
+                http=client,
+            )
         self._backoff = backoff or Backoff()
         self._pending: dict[str, PortStatus] = {}
         self._wake = asyncio.Event()

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from l2pop.bench import agent_memory
 from l2pop.bench.activation import EntryWatch, wait_entries, watch_for
 from l2pop.client import Client
 from l2pop.datapath import _links, _netns
@@ -372,6 +373,9 @@ def run(
             bed.add_vm(f"res{i}", "act", h, [f"198.19.251.{i}"])
         bed.control.wait_converged(30)
         out = measure(bed, "act", names[0], names[1:], samples=samples, progress=progress)
+        out["agent_memory"] = agent_memory.read(bed)  # at the end of the run
+        for line in agent_memory.lines(out["agent_memory"]):
+            progress(line)
     out = {"hosts": hosts, "datapath": datapath, "local_kind": kind_of(datapath, "h1"), **out}
     return out
 
@@ -393,6 +397,8 @@ def show(r: dict[str, Any]) -> None:
     for kind, k in (r.get("by_kind") or {}).items():
         e = k["end_to_end"]
         print(f"  to the last {kind} member: p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms")
+    for line in agent_memory.lines(r.get("agent_memory")):
+        print(line)
 
 
 # -- the page (``l2pop bench report``) -----------------------------------------------------
@@ -462,6 +468,7 @@ def report_section(results: dict[str, dict[str, Any]]) -> list[str]:
         rows.append(["(from the API call)", "port created -> last remote entry", *api])
         rows.append(["FRR EVPN", "VM's first frame -> remote kernels", "77.0", "82.0", *filler])
         lines += [table(header, rows, "llrr" + "rr" * len(kinds_cols)), ""]
+        lines += agent_memory.report_lines(r.get("agent_memory"))
         k = r.get("port_known_after_tap") or {}
         lines.append(
             f"`seen` includes waiting for the port itself: the testbed creates the port through "

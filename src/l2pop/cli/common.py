@@ -8,7 +8,8 @@ sets no defaults (``SUPPRESS``), so a value given before the subcommand stands u
 repeated after it.
 
 The REST calls go through ``l2pop.client.Client``, imported only when a command runs (it
-pulls in pydantic and the wire models, which building the parser must not pay).
+pulls in httpx, pydantic and the wire models, which building the parser must not pay; nor
+``l2pop.cli.output``, which pulls in rich: ``l2pop agent`` builds this parser too).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from l2pop.cli.output import OUTPUT_FORMATS, Output
 from l2pop.tlsconfig import ENV_TLS_CA, TlsConfigError, client_context
 from l2pop.tokenfile import TokenFileError, resolve_token
 
 if TYPE_CHECKING:
+    from l2pop.cli.output import Output
     from l2pop.client import Client
 
 ENV_SERVER = "L2POP_SERVER"
@@ -31,6 +32,8 @@ ENV_TOKEN = "L2POP_TOKEN"
 #: ``l2pop.client.DEFAULT_SERVER``, spelled again so that the parser is built without
 #: importing the client (tests/integration/test_cli.py keeps the two equal)
 DEFAULT_SERVER = "http://127.0.0.1:9696"
+#: ``-o`` choices; ``l2pop.cli.output`` (rich) is imported only when a command prints
+OUTPUT_FORMATS = ("table", "json")
 
 
 class CliError(Exception):
@@ -117,6 +120,8 @@ def api_command(fn: Callable[[Context], None]) -> Handler:
     """
 
     def handler(args: argparse.Namespace) -> int:
+        from l2pop.cli.output import Output
+
         out = Output(getattr(args, "output", "table"))
         # a list of replicas (what agents take, ``URL1,URL2``): any replica serves the API
         server = (getattr(args, "server", None) or DEFAULT_SERVER).split(",")[0].strip()

@@ -21,9 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from l2pop.cli.common import OUTPUT_FORMATS
 from l2pop.console import make_console
-
-OUTPUT_FORMATS = ("table", "json")
 
 _STATUS_STYLE = {"ACTIVE": "green", "BUILD": "yellow", "DOWN": "red"}
 

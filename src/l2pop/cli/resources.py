@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from l2pop.cli import output
 from l2pop.cli.common import CliError, Context, api_command, client_options
 
 if TYPE_CHECKING:
@@ -197,6 +196,8 @@ def _register_networks(
 
 
 def _network_create(ctx: Context) -> None:
+    from l2pop.cli import output
+
     a = ctx.args
     made = ctx.api.create_network(
         name=a.name, vni=a.vni, arp_suppression=a.arp_suppression, encap=a.encap
@@ -205,15 +206,21 @@ def _network_create(ctx: Context) -> None:
 
 
 def _network_list(ctx: Context) -> None:
+    from l2pop.cli import output
+
     _show(ctx, ctx.api.networks(), output.networks)
 
 
 def _network_show(ctx: Context) -> None:
+    from l2pop.cli import output
+
     net_id = resolve_network(ctx.api, ctx.args.network)
     _show(ctx, ctx.api.network(net_id), output.network)
 
 
 def _network_set(ctx: Context) -> None:
+    from l2pop.cli import output
+
     a = ctx.args
     changes = _given(name=a.name, arp_suppression=a.arp_suppression)
     if not changes:
@@ -288,6 +295,8 @@ def _register_ports(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _port_create(ctx: Context) -> None:
+    from l2pop.cli import output
+
     a = ctx.args
     network_id = resolve_network(ctx.api, a.network)
     made = ctx.api.create_port(network_id, fixed_ips=a.ips, mac=a.mac, name=a.name, host=a.host)
@@ -295,6 +304,8 @@ def _port_create(ctx: Context) -> None:
 
 
 def _port_list(ctx: Context) -> None:
+    from l2pop.cli import output
+
     a = ctx.args
     network_id = resolve_network(ctx.api, a.network) if a.network else None
     items = as_json(ctx.api.ports(network_id=network_id, host=a.host or None, status=a.status))
@@ -305,18 +316,26 @@ def _port_list(ctx: Context) -> None:
 
 
 def _port_show(ctx: Context) -> None:
+    from l2pop.cli import output
+
     _show(ctx, ctx.api.port(ctx.args.port), output.port)
 
 
 def _port_bind(ctx: Context) -> None:
+    from l2pop.cli import output
+
     _show(ctx, ctx.api.update_port(ctx.args.port, host=ctx.args.host), output.port)
 
 
 def _port_unbind(ctx: Context) -> None:
+    from l2pop.cli import output
+
     _show(ctx, ctx.api.update_port(ctx.args.port, host=None), output.port)
 
 
 def _port_set(ctx: Context) -> None:
+    from l2pop.cli import output
+
     a = ctx.args
     fixed_ips = (a.ips or []) if a.ips or a.no_ip else None
     changes = _given(fixed_ips=fixed_ips, mac=a.mac, name=a.name)
@@ -355,16 +374,22 @@ def _register_hosts(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _host_create(ctx: Context) -> None:
+    from l2pop.cli import output
+
     made = ctx.api.create_host(ctx.args.name, ctx.args.vtep_ip)
     _show(ctx, made, output.host_created, ctx.server)
 
 
 def _host_list(ctx: Context) -> None:
+    from l2pop.cli import output
+
     items = ctx.api.hosts()
     _show(ctx, items, output.hosts, ctx.api.revision)
 
 
 def _host_show(ctx: Context) -> None:
+    from l2pop.cli import output
+
     item = ctx.api.host(ctx.args.name)
     _show(ctx, item, output.host, ctx.api.revision)
 
@@ -385,6 +410,8 @@ def _register_fdb(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _fdb_show(ctx: Context) -> None:
+    from l2pop.cli import output
+
     state = as_json(ctx.api.host_fdb(ctx.args.host))
     if ctx.out.json:
         ctx.out.emit_json(state)
