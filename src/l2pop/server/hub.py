@@ -230,6 +230,7 @@ class Hub:
         self.host_sums: dict[str, int] = defaultdict(int)
         # port id -> ((network id, entry), hash): a port's hash is computed once per change
         self._entry_hashes: dict[str, tuple[tuple[str, RemoteEntry], int]] = {}
+        self._states: dict[str, NetworkState] = {}  # see _state
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
@@ -307,6 +308,7 @@ class Hub:
             self._recent_from = rows.history_from
         self.vteps = {h.name: h.vtep_ip for h in rows.hosts}
         self.networks = {n.id: n for n in rows.networks}
+        self._states = {}
         self.ports = defaultdict(dict)
         self.member_of = defaultdict(set)
         self.local = defaultdict(set)
@@ -414,6 +416,11 @@ class Hub:
         old_states = {nid: self._state(nid) for nid in touched}
         old_ports = {nid: dict(self.ports.get(nid, {})) for nid in touched}
         self.vteps = dict(new_vteps)
+        if batch.vteps is not None:
+            self._states.clear()  # hosts came or went: recompute any network when next read
+        else:
+            for nid in touched:
+                self._states.pop(nid, None)
         for nid, network in batch.networks.items():
             if network is None:
                 self.networks.pop(nid, None)
@@ -434,6 +441,8 @@ class Hub:
                 pending[host].deltas.append(delta)
             self._index(nid, old_states[nid].members, new_state)
             self._local_changes(nid, old_ports[nid], pending)
+            if nid not in self.networks:
+                self._states.pop(nid, None)
         gone = frozenset(set(old_vteps) - set(new_vteps))
         for host in gone:
             self.net_sums.pop(host, None)
@@ -465,8 +474,14 @@ class Hub:
     # -- derived state --------------------------------------------------------------------
 
     def _state(self, network_id: str) -> NetworkState:
-        ports = self.ports.get(network_id, {}).values()
-        return network_state(self.networks.get(network_id), ports, self.vteps)
+        """The network's membership and remote entries, computed once per change of it: a
+        snapshot or a resume of any member reads it, and a restart builds a thousand."""
+        state = self._states.get(network_id)
+        if state is None:
+            ports = self.ports.get(network_id, {}).values()
+            state = network_state(self.networks.get(network_id), ports, self.vteps)
+            self._states[network_id] = state
+        return state
 
     def _entry_hash(self, network_id: str, port_id: str, entry: RemoteEntry) -> int:
         key = (network_id, entry)
