@@ -25,11 +25,11 @@ from l2pop.model import (
     digest,
 )
 from l2pop.server import usecases
-from l2pop.server.hub import HostUpdate, Hub
+from l2pop.server.hub import HostUpdate, Hub, local_port
 from l2pop.server.sessions import ChannelStats, Session, SessionRegistry
 from l2pop.store import ChangeLogTruncated, Store, open_store
 from l2pop.wire import HostCreate, NetworkCreate, NetworkUpdate, PortCreate, PortUpdate
-from l2pop.wire.channel import CloseCode, Delta, Snapshot
+from l2pop.wire.channel import CloseCode, Delta, LocalPort, Snapshot
 
 HOSTS = [f"h{i}" for i in range(1, 6)]
 
@@ -37,6 +37,17 @@ HOSTS = [f"h{i}" for i in range(1, 6)]
 def full_state(store: Store) -> dict[str, dict[str, NetworkTables]]:
     with store.read() as tx:
         return desired_state(tx.list_networks(), tx.list_ports(), tx.list_hosts())
+
+
+def bound_ports(store: Store) -> dict[str, dict[str, LocalPort]]:
+    """host -> its local ports (port id -> what its agent must wire), from the store."""
+    out: dict[str, dict[str, LocalPort]] = {}
+    with store.read() as tx:
+        networks = {n.id: n for n in tx.list_networks()}
+        for port in tx.list_ports():
+            if port.host is not None:
+                out.setdefault(port.host, {})[port.id] = local_port(networks[port.network_id], port)
+    return out
 
 
 def random_step(store: Store, rng: random.Random, tokens: dict[str, str]) -> None:
@@ -100,6 +111,7 @@ def loaded_hub(tmp_path: Path) -> tuple[Store, Hub, dict[str, str]]:
 def test_hub_deltas_equal_full_recompute(tmp_path: Path) -> None:
     store, hub, tokens = loaded_hub(tmp_path)
     agents: dict[str, dict[str, NetworkTables]] = {h: {} for h in HOSTS}
+    local: dict[str, dict[str, LocalPort]] = {}
     rng = random.Random(20261124)
     told = Counter[str]()
     for _ in range(250):
@@ -109,19 +121,29 @@ def test_hub_deltas_equal_full_recompute(tmp_path: Path) -> None:
         if batch is None:
             continue
         before = full_state(store)  # read after the batch: equals the batch's state
+        bound = bound_ports(store)
         updates = hub.apply_batch(batch)
         for host, update in updates.items():
             told[host] += 1
             agents.setdefault(host, {})
             agents[host] = apply_deltas(agents[host], update.deltas)
+            mine = local.setdefault(host, {})
+            for port_id in update.ports_removed:
+                mine.pop(port_id, None)
+            mine.update(update.ports)
         desired = before
         for host in list(agents):
             if host not in desired:
                 del agents[host]  # host deleted: its agent is gone
+                local.pop(host, None)
         for host, tables in desired.items():
             assert agents.get(host, {}) == tables, f"host {host} diverged"
             assert hub.digest_of(host) == digest(tables)
             assert hub.tables_of(host) == tables
+            # the local ports it was told of, and those a snapshot would give, are the store's
+            expected = bound.get(host, {})
+            assert local.get(host, {}) == expected, f"host {host}: local ports diverged"
+            assert {p.id: p for p in hub.local_ports_of(host)} == expected
     assert sum(told.values()) > 50
     store.close()
 

@@ -319,6 +319,9 @@ class Hub:
             self.ports[port.network_id][port.id] = port
         for network in rows.networks:
             self._index(network.id, frozenset(), self._state(network.id))
+        for port in rows.ports:
+            if port.host is not None and port.network_id in self.networks:
+                self.local[port.host].add((port.network_id, port.id))
         log.info(
             "hub loaded revision %d: %d networks, %d ports, %d hosts",
             rows.revision,
@@ -414,7 +417,18 @@ class Hub:
             }
             touched |= {nid for h in changed for nid in self.member_of.get(h, ())}
         old_states = {nid: self._state(nid) for nid in touched}
-        old_ports = {nid: dict(self.ports.get(nid, {})) for nid in touched}
+        # the ports whose local view may change: those the batch brings or deletes, or all
+        # of a deleted network's (a batch touches few ports of a network of thousands)
+        moved: dict[str, set[str]] = defaultdict(set)
+        for port_id, nid in batch.deleted_ports.items():
+            moved[nid].add(port_id)
+        for port in batch.ports:
+            moved[port.network_id].add(port.id)
+        old_ports: dict[str, dict[str, Port | None]] = {}
+        for nid in touched:
+            held = self.ports.get(nid, {})
+            ids = held.keys() if batch.networks.get(nid, True) is None else moved[nid]
+            old_ports[nid] = {pid: held.get(pid) for pid in ids}
         self.vteps = dict(new_vteps)
         if batch.vteps is not None:
             self._states.clear()  # hosts came or went: recompute any network when next read
@@ -493,7 +507,7 @@ class Hub:
         return value
 
     def _index(self, network_id: str, old_members: frozenset[str], state: NetworkState) -> None:
-        """Refresh membership, digests and local-port index of one network."""
+        """Refresh the membership and digests of one network."""
         sums: dict[str, int] = {}
         if state.network is not None:
 
@@ -508,17 +522,16 @@ class Hub:
             self.member_of[host].add(network_id)
             self.host_sums[host] += value - self.net_sums[host].get(network_id, 0)
             self.net_sums[host][network_id] = value
-        for port in self.ports.get(network_id, {}).values():
-            if port.host is not None:
-                self.local[port.host].add((network_id, port.id))
 
     def _local_changes(
-        self, network_id: str, before: dict[str, Port], pending: dict[str, _Pending]
+        self, network_id: str, before: dict[str, Port | None], pending: dict[str, _Pending]
     ) -> None:
+        """Queue the local-port changes of the ports in ``before`` (their rows before the
+        batch; None: new) for the hosts they are bound to, and keep ``local`` up to date."""
         after = self.ports.get(network_id, {})
         network = self.networks.get(network_id)
-        for port_id in before.keys() | after.keys():
-            old, new = before.get(port_id), after.get(port_id)
+        for port_id, old in before.items():
+            new = after.get(port_id)
             if old == new:
                 continue
             if new is None:
@@ -528,6 +541,7 @@ class Hub:
                 self.local[old.host].discard((network_id, port_id))
             if new is not None and new.host is not None and network is not None:
                 pending[new.host].ports[port_id] = local_port(network, new)
+                self.local[new.host].add((network_id, port_id))
 
     # -- what a host must hold --------------------------------------------------------------
 
