@@ -279,9 +279,18 @@ def test_fixed_ip_unique_in_network(store: Store, ip: str) -> None:
 def test_constraints_have_the_last_word(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the explicit checks gone (as when a concurrent writer slips past them), the
     database constraints still refuse, and the error still names the field."""
+    from sqlalchemy import insert
+
+    from l2pop.store._read import row_values
     from l2pop.store._write import SqlWriteTx
+    from l2pop.store.schema import ports
+
+    def unguarded(tx: SqlWriteTx, stored: Port) -> bool:  # no IP check riding on the insert
+        tx._exec(insert(ports).values(row_values(ports, stored)), subject=stored)
+        return True
 
     monkeypatch.setattr(SqlWriteTx, "_check_ips", lambda *a: None)
+    monkeypatch.setattr(SqlWriteTx, "_insert_port_row", unguarded)
     monkeypatch.setattr(SqlWriteTx, "_check_host", lambda *a: None)
     net = add_network(store, 1)
     add_port(store, net.id, "fa:16:3e:00:00:01", ("198.19.0.5",))

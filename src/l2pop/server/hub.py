@@ -389,18 +389,15 @@ class Hub:
         Raises ``ChangeLogTruncated`` when the log no longer reaches back to our revision.
         """
         with self.store.read() as tx:
-            changes = tx.changes_since(self.revision)
-            if not changes:
+            rows = tx.changes_with_rows(self.revision)  # the log with its networks, the ports
+            if not rows.changes:
                 return None
-            touched = sorted({c.network_id for c in changes if c.network_id})
-            networks = {nid: tx.get_network(nid) for nid in touched}
-            port_keys = {c.key: c.network_id for c in changes if c.kind == "port"}
-            ports = tx.list_ports(port_ids=port_keys)
-            found = {p.id for p in ports}
+            port_keys = {c.key: c.network_id for c in rows.changes if c.kind == "port"}
+            found = {p.id for p in rows.ports}
             deleted = {pid: nid for pid, nid in port_keys.items() if pid not in found and nid}
-            hosts_changed = any(c.kind == "host" for c in changes)
+            hosts_changed = any(c.kind == "host" for c in rows.changes)
             vteps = {h.name: h.vtep_ip for h in tx.list_hosts()} if hosts_changed else None
-            return Batch(tx.revision(), networks, ports, deleted, vteps)
+            return Batch(rows.revision, rows.networks, rows.ports, deleted, vteps)
 
     def apply_batch(self, batch: Batch) -> dict[str, HostUpdate]:
         """Move the hub to ``batch.revision``; returns (and publishes) per-host updates."""

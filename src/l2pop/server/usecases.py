@@ -138,31 +138,25 @@ def _port(tx: WriteTx, port_id: str) -> Port:
     return port
 
 
-def _check_host(tx: WriteTx, host: str | None) -> Host | None:
-    """The registered host named ``host`` (None when ``host`` is None); 422 when unknown."""
-    if host is None:
-        return None
-    found = tx.get_host(host)
-    if found is None:
-        raise InvalidField("host", f"no host named {host!r} is registered")
-    return found
-
-
-def _check_binding(tx: WriteTx, network: Network, host: str | None) -> None:
-    """Binding a port of ``network`` to ``host``: the host must be registered and, when its
-    agent announced what it carries, carry the network's encap (``Conflict`` otherwise). Runs
-    inside the write block, so the announcement and the bind are read and written under the
-    same lock."""
-    found = _check_host(tx, host)
-    if found is not None:
+def _binding(tx: WriteTx, network_id: str, host: str | None) -> Network:
+    """The network of a port being bound to ``host`` (None: unbound), read with the host in
+    one query: 404 when the network is unknown, 422 when the host is, and ``Conflict`` when
+    its agent announced it cannot carry the network's encap. Runs inside the write block,
+    so the announcement and the bind are read and written under the same lock."""
+    network, found = tx.get_binding(network_id, host)
+    if network is None:
+        raise NotFound(f"network {network_id} not found")
+    if host is not None:
+        if found is None:
+            raise InvalidField("host", f"no host named {host!r} is registered")
         lifecycle.check_host_carries(found, network)
+    return network
 
 
 def create_port(store: Store, req: PortCreate) -> Port:
     def attempt() -> Port:
         with store.write() as tx:
-            network = _network(tx, req.network_id)
-            _check_binding(tx, network, req.host)
+            _binding(tx, req.network_id, req.host)
             port = Port(
                 id=str(uuid.uuid4()),
                 network_id=req.network_id,
@@ -202,7 +196,7 @@ def update_port(store: Store, port_id: str, req: PortUpdate) -> Port:
             changed = replace(changed, fixed_ips=tuple(req.fixed_ips))
         if req.host_given():
             if req.host != port.host:
-                _check_binding(tx, _network(tx, port.network_id), req.host)
+                _binding(tx, port.network_id, req.host)
             status = lifecycle.status_after_binding(port, req.host)
             changed = replace(changed, host=req.host, status=status)
         if changed == port:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import Enum
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, literal, select
 
 from l2pop.model import ArpSuppression, Encap, Host, Network, Port, PortStatus
 from l2pop.model.validation import ip_sort_key
-from l2pop.store.abc import Change, ChangeLogTruncated, StoreCounts, iter_chunks
+from l2pop.store.abc import Change, ChangedRows, ChangeLogTruncated, StoreCounts, iter_chunks
 from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports, replicas
 
 #: ids per ``IN (...)``; well under SQLite's 32766 and PostgreSQL's 65535 bound parameters
@@ -82,6 +83,37 @@ def host_of(row: Any) -> Host:
         session_replica=row.session_replica,
         session_generation=row.session_generation,
     )
+
+
+def port_of(row: Any, ips: Iterable[str]) -> Port:
+    return Port(
+        id=row.id,
+        network_id=row.network_id,
+        name=row.name,
+        mac=row.mac,
+        fixed_ips=sorted_ips(ips),
+        host=row.host,
+        status=PortStatus(row.status),
+        revision=row.revision,
+        created_at=row.created_at,
+    )
+
+
+def labelled(table: Table, prefix: str, skip: tuple[str, ...] = ()) -> list[Any]:
+    """The columns of ``table`` labelled ``prefix + name``, to select beside other tables'."""
+    return [c.label(prefix + c.name) for c in table.columns if c.name not in skip]
+
+
+def unprefixed(row: Any, prefix: str) -> Any:
+    """The columns of ``row`` labelled by ``labelled(..., prefix)``, by their own names;
+    None when the row's outer join found nothing (its primary key is NULL)."""
+    values = {k[len(prefix) :]: v for k, v in row._mapping.items() if k.startswith(prefix)}
+    key = "name" if prefix == "h_" else "id"
+    return SimpleNamespace(**values) if values[key] is not None else None
+
+
+#: one row to outer-join single lookups to, so that a miss is a NULL, not a missing row
+ONE_ROW = select(literal(1).label("one")).subquery("one")
 
 
 def port_filters(network_id: str | None, host: str | None, status: PortStatus | None) -> list[Any]:
@@ -160,20 +192,7 @@ class SqlReadTx:
                 ips[row.id] = []
             if row.ip is not None:
                 ips[row.id].append(row.ip)
-        found = [
-            Port(
-                id=r.id,
-                network_id=r.network_id,
-                name=r.name,
-                mac=r.mac,
-                fixed_ips=sorted_ips(ips[r.id]),
-                host=r.host,
-                status=PortStatus(r.status),
-                revision=r.revision,
-                created_at=r.created_at,
-            )
-            for r in rows.values()
-        ]
+        found = [port_of(r, ips[r.id]) for r in rows.values()]
         if not sql_order:
             # sorted here, not in SQL: database collations need not order text as Python does
             found.sort(key=lambda p: (p.network_id, p.id))
@@ -226,6 +245,17 @@ class SqlReadTx:
         row = self._c.execute(select(hosts).where(hosts.c.name == name)).first()
         return host_of(row) if row else None
 
+    def get_binding(self, network_id: str, host: str | None) -> tuple[Network | None, Host | None]:
+        if host is None:
+            return self.get_network(network_id), None
+        stmt = select(*labelled(networks, "n_"), *labelled(hosts, "h_", skip=("token_hash",)))
+        joined = ONE_ROW.outerjoin(networks, networks.c.id == network_id).outerjoin(
+            hosts, hosts.c.name == host
+        )
+        row = self._c.execute(stmt.select_from(joined)).one()
+        net, found = unprefixed(row, "n_"), unprefixed(row, "h_")
+        return (network_of(net) if net else None), (host_of(found) if found else None)
+
     def get_host_by_token_hash(self, token_hash: str) -> Host | None:
         row = self._c.execute(select(hosts).where(hosts.c.token_hash == token_hash)).first()
         return host_of(row) if row else None
@@ -237,19 +267,49 @@ class SqlReadTx:
         rows = self._c.execute(select(replicas.c.name, replicas.c.last_seen))
         return {r.name: r.last_seen for r in rows}
 
-    def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
-        """Change rows after ``revision`` in (revision, seq) order.
-
-        ``limit`` never splits a revision: the last revision returned is complete, so a
-        reader can always resume from the revision of the last row it got.
-        """
-        pruned_before = int(self._c.execute(select(meta.c.pruned_before)).scalar_one())
+    def _check_log(self, revision: int) -> int:
+        """The snapshot's revision; ``ChangeLogTruncated`` when rows after ``revision`` may
+        have been pruned."""
+        stmt = select(meta.c.revision, meta.c.pruned_before)
+        current, pruned_before = self._c.execute(stmt).one()
         if revision + 1 < pruned_before:
             raise ChangeLogTruncated(
                 f"changes after revision {revision} were pruned; "
                 f"the log starts at revision {pruned_before}",
                 starts_at=pruned_before - 1,
             )
+        return int(current)
+
+    def changes_with_rows(self, revision: int) -> ChangedRows:
+        current = self._check_log(revision)
+        # each change with the current row of its network, then the changed ports by id (a
+        # join on ports too would be one query less, but with stale statistics, as after a
+        # bulk import, PostgreSQL plans it as hash joins over every port and fixed IP)
+        stmt = (
+            select(*labelled(changes, "c_"), *labelled(networks, "n_"))
+            .select_from(changes.outerjoin(networks, networks.c.id == changes.c.network_id))
+            .where(changes.c.revision > revision)
+            .order_by(changes.c.revision, changes.c.seq)
+        )
+        log: list[Change] = []
+        nets: dict[str, Network | None] = {}
+        for row in self._c.execute(stmt):
+            nid = row.c_network_id
+            log.append(Change(row.c_revision, row.c_kind, row.c_key, row.c_op, nid))
+            if nid is not None and nid not in nets:
+                net = unprefixed(row, "n_")
+                nets[nid] = network_of(net) if net else None
+        keys = {c.key for c in log if c.kind == "port"}
+        found = self.list_ports(port_ids=keys) if keys else []
+        return ChangedRows(current, log, dict(sorted(nets.items())), found)
+
+    def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
+        """Change rows after ``revision`` in (revision, seq) order.
+
+        ``limit`` never splits a revision: the last revision returned is complete, so a
+        reader can always resume from the revision of the last row it got.
+        """
+        self._check_log(revision)
         order = (changes.c.revision, changes.c.seq)
         stmt = select(changes).where(changes.c.revision > revision).order_by(*order)
         rows = list(self._c.execute(stmt if limit is None else stmt.limit(limit)))

@@ -3,8 +3,16 @@
 Each write runs its explicit checks first (a better message, the block stays usable), then
 the statement; uniqueness and references are constraints, and an ``IntegrityError`` is
 mapped back to ``Conflict``/``NotFound`` by constraint name (``integrity.py``): the
-constraints stay the race-free last word. The first write takes the block's revision
-(``UPDATE meta SET revision = revision + 1``) and every write logs one change row.
+constraints stay the race-free last word. The first write takes the block's revision and
+every write logs one change row.
+
+Round trips are what a write costs, so a block does not ask twice: a network or host it has
+seen exists, and a port it has read, are remembered for the block (it holds the write
+serialisation: only the block itself can change them), and the change rows are written
+together at the end (``finish``). On PostgreSQL the lock that starts the block reads the
+revision, so the block's revision is the next one, taken without a statement and written by
+``finish`` with the change rows and the ``NOTIFY``, in one statement; on SQLite the first
+write takes it (``UPDATE meta SET revision = revision + 1 RETURNING revision``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -28,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from l2pop.model import Conflict, Host, Network, NotFound, Port
 from l2pop.store._read import CHUNK, SqlReadTx, encaps_text, now, row_values, sorted_ips
-from l2pop.store.abc import ChangeKind, ChangeOp
+from l2pop.store.abc import NOTIFY_CHANNEL, Change, ChangedRows, ChangeKind, ChangeOp
 from l2pop.store.integrity import Deleting, constraint_name, domain_error
 from l2pop.store.schema import changes, hosts, meta, networks, port_ips, ports
 
@@ -47,11 +56,19 @@ class SqlWriteTx(SqlReadTx):
     (``NotFound``, ``Conflict``) leaves the block usable and the revision untouched. After a
     database error (constraint violation included) the block is ``failed``: it rolls back."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, locked_revision: int | None = None) -> None:
+        """``locked_revision``: the revision the block's lock read (PostgreSQL), or None
+        (SQLite: the first write bumps the stored revision)."""
         super().__init__(conn)
+        self._locked = locked_revision
         self._revision: int | None = None
         self._seq = 0
         self.failed = False
+        self._pending: list[dict[str, Any]] = []  # change rows ``finish`` writes
+        # known to exist in this block (read or written by it)
+        self._networks: set[str] = set()
+        self._hosts: set[str] = set()
+        self._seen: dict[str, Port] = {}  # ports as read or last written by this block
 
     def _exec(self, stmt: Executable, params: Any = None, subject: object = None) -> Any:
         try:
@@ -73,14 +90,100 @@ class SqlWriteTx(SqlReadTx):
     def _stamp(self) -> int:
         """This block's revision, taken on its first write."""
         if self._revision is None:
-            bump = update(meta).values(revision=meta.c.revision + 1).returning(meta.c.revision)
-            self._revision = int(self._exec(bump).scalar_one())
+            if self._locked is not None:
+                self._revision = self._locked + 1  # written by ``finish``
+            else:
+                bump = update(meta).values(revision=meta.c.revision + 1)
+                self._revision = int(self._exec(bump.returning(meta.c.revision)).scalar_one())
         return self._revision
+
+    def _give_back(self, taken_before: bool) -> None:
+        """Undo the stamp of a write that was refused after taking it (first write only)."""
+        if taken_before or self._revision is None:
+            return
+        if self._locked is None:
+            self._exec(update(meta).values(revision=meta.c.revision - 1))
+        self._revision = None
 
     def _log(self, kind: ChangeKind, key: str, op: ChangeOp, network_id: str | None) -> None:
         self._seq += 1
         row = dict(revision=self._revision, seq=self._seq, kind=kind, key=key, op=op)
-        self._exec(insert(changes).values(**row, network_id=network_id))
+        self._pending.append(row | {"network_id": network_id})
+
+    def _write_log(self, keep_one: bool = False) -> dict[str, Any] | None:
+        """Write the pending change rows; with ``keep_one`` and a single row pending, return
+        it instead (for ``finish`` to fold into its statement)."""
+        rows, self._pending = self._pending, []
+        if keep_one and len(rows) == 1:
+            return rows[0]
+        # one row: a statement SQLAlchemy caches (a multi-row VALUES is compiled each time)
+        if len(rows) == 1:
+            self._exec(insert(changes).values(rows[0]))
+        for start in range(0, len(rows) if len(rows) > 1 else 0, CHUNK):
+            self._exec(insert(changes), rows[start : start + CHUNK])
+        return None
+
+    def finish(self) -> None:
+        """Write what the block deferred, before its commit: the change rows and, on
+        PostgreSQL, the revision and the ``NOTIFY`` (delivered on commit), in one statement
+        with the change row when the block wrote one."""
+        if self._locked is None or self._revision is None:
+            self._write_log()
+            return
+        row = self._write_log(keep_one=True)
+        stmt = (
+            update(meta)
+            .where(meta.c.id == 1)
+            .values(revision=self._revision)
+            .returning(func.pg_notify(NOTIFY_CHANNEL, str(self._revision)))
+        )
+        if row is not None:  # a data-modifying CTE runs whether or not the statement reads it
+            stmt = stmt.add_cte(insert(changes).values(row).cte("logged"))
+        self._exec(stmt).all()
+
+    # -- reads: the block remembers what it saw -------------------------------------
+
+    def revision(self) -> int:
+        if self._revision is not None:
+            return self._revision
+        return self._locked if self._locked is not None else super().revision()
+
+    def changes_since(self, revision: int, limit: int | None = None) -> list[Change]:
+        self._write_log()  # the block sees its own writes
+        return super().changes_since(revision, limit)
+
+    def changes_with_rows(self, revision: int) -> ChangedRows:
+        self._write_log()
+        return replace(super().changes_with_rows(revision), revision=self.revision())
+
+    def get_network(self, network_id: str) -> Network | None:
+        found = super().get_network(network_id)
+        if found is not None:
+            self._networks.add(found.id)
+        return found
+
+    def get_host(self, name: str) -> Host | None:
+        found = super().get_host(name)
+        if found is not None:
+            self._hosts.add(found.name)
+        return found
+
+    def get_binding(self, network_id: str, host: str | None) -> tuple[Network | None, Host | None]:
+        network, found = super().get_binding(network_id, host)
+        if network is not None:
+            self._networks.add(network.id)
+        if found is not None:
+            self._hosts.add(found.name)
+        return network, found
+
+    def get_port(self, port_id: str) -> Port | None:
+        seen = self._seen.get(port_id)
+        return seen if seen is not None else super().get_port(port_id)
+
+    def _ports(self, conds: list[Any], *, sql_order: bool = False) -> list[Port]:
+        found = super()._ports(conds, sql_order=sql_order)
+        self._seen.update((p.id, p) for p in found)
+        return found
 
     def _modified(self, result: CursorResult[Any], what: str) -> None:
         if result.rowcount == 0:  # deleted by a concurrent writer after our check
@@ -90,7 +193,7 @@ class SqlWriteTx(SqlReadTx):
     # -- networks ---------------------------------------------------------------------
 
     def _require_network(self, network_id: str) -> None:
-        if self.get_network(network_id) is None:
+        if network_id not in self._networks and self.get_network(network_id) is None:
             raise NotFound(f"network {network_id} not found")
 
     def serialize(self) -> int:
@@ -99,6 +202,7 @@ class SqlWriteTx(SqlReadTx):
     def insert_network(self, network: Network) -> Network:
         stored = replace(network, revision=self._stamp())
         self._exec(insert(networks).values(row_values(networks, stored)), subject=stored)
+        self._networks.add(stored.id)
         self._log("network", stored.id, "create", stored.id)
         return stored
 
@@ -119,14 +223,17 @@ class SqlWriteTx(SqlReadTx):
         stmt = delete(networks).where(networks.c.id == network_id)
         result = self._exec(stmt, subject=Deleting("network", network_id))
         self._modified(result, f"network {network_id}")
+        self._networks.discard(network_id)
         self._log("network", network_id, "delete", network_id)
 
     # -- ports ------------------------------------------------------------------------
 
     def _check_host(self, host: str | None) -> None:
-        known = select(exists().where(hosts.c.name == host))
-        if host is not None and not self._c.execute(known).scalar():
+        if host is None or host in self._hosts:
+            return
+        if not self._c.execute(select(exists().where(hosts.c.name == host))).scalar():
             raise Conflict(f"host {host} is not registered", field="host")
+        self._hosts.add(host)
 
     def _check_ips(self, port: Port, ips: Iterable[str]) -> None:
         """Refuse IPs another port of the network holds, naming the first one."""
@@ -142,9 +249,27 @@ class SqlWriteTx(SqlReadTx):
             ip = sorted_ips(taken)[0]
             raise Conflict(f"ip {ip} is already used in network {port.network_id}", "fixed_ips")
 
+    def _insert_port_row(self, stored: Port) -> bool:
+        """Insert the row of ``stored`` unless one of its IPs is taken in its network (the
+        check rides on the insert: ``INSERT ... SELECT ... WHERE NOT EXISTS``); whether it
+        was inserted."""
+        values = row_values(ports, stored)
+        if not stored.fixed_ips:
+            self._exec(insert(ports).values(values), subject=stored)
+            return True
+        taken = select(port_ips.c.ip).where(
+            port_ips.c.network_id == stored.network_id, port_ips.c.ip.in_(stored.fixed_ips)
+        )
+        row = select(*(literal(v, ports.c[k].type) for k, v in values.items()))
+        stmt = insert(ports).from_select(list(values), row.where(~exists(taken)))
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
+        return self._exec(stmt.returning(ports.c.id), subject=stored).first() is not None
+
     def _insert_ips(self, port: Port, ips: Iterable[str]) -> None:
         rows = [{"port_id": port.id, "network_id": port.network_id, "ip": ip} for ip in ips]
-        if rows:
+        if len(rows) == 1:  # most ports: a statement SQLAlchemy caches
+            self._exec(insert(port_ips).values(rows[0]), subject=port)
+        elif rows:
             # one multi-row VALUES statement: psycopg runs executemany() in pipeline mode,
             # which logs a warning when a row violates a constraint
             self._exec(insert(port_ips).values(rows), subject=port)
@@ -152,14 +277,18 @@ class SqlWriteTx(SqlReadTx):
     def insert_port(self, port: Port) -> Port:
         self._require_network(port.network_id)
         self._check_host(port.host)
-        self._check_ips(port, port.fixed_ips)
+        taken_before = self._revision is not None
         stored = replace(
             port,
             fixed_ips=sorted_ips(port.fixed_ips),
             revision=self._stamp(),
             created_at=port.created_at or now(),
         )
-        self._exec(insert(ports).values(row_values(ports, stored)), subject=stored)
+        if not self._insert_port_row(stored):  # an IP is taken: nothing was written
+            self._give_back(taken_before)
+            self._check_ips(port, port.fixed_ips)  # names the first
+            ips = ", ".join(stored.fixed_ips)
+            raise Conflict(f"ip {ips} is already used in network {port.network_id}", "fixed_ips")
         self._insert_ips(stored, stored.fixed_ips)
         self._log("port", stored.id, "create", stored.network_id)
         return stored
@@ -224,6 +353,7 @@ class SqlWriteTx(SqlReadTx):
             gone = port_ips.c.ip.in_(sorted(removed))
             self._exec(delete(port_ips).where(port_ips.c.port_id == stored.id, gone))
         self._insert_ips(stored, sorted_ips(added))
+        self._seen[stored.id] = stored
         self._log("port", stored.id, "update", stored.network_id)
         return stored
 
@@ -235,6 +365,7 @@ class SqlWriteTx(SqlReadTx):
         # port_ips rows go with it (ON DELETE CASCADE)
         result = self._exec(delete(ports).where(ports.c.id == port_id))
         self._modified(result, f"port {port_id}")
+        self._seen.pop(port_id, None)
         self._log("port", port_id, "delete", old.network_id)
         return old
 
@@ -248,13 +379,14 @@ class SqlWriteTx(SqlReadTx):
             "encaps": encaps_text(stored.encaps),
         }
         self._exec(insert(hosts).values(values), subject=stored)
+        self._hosts.add(stored.name)
         self._log("host", stored.name, "create", None)
         return stored
 
     def delete_host(self, name: str) -> None:
         """Refused (``Conflict``) while ports are bound to the host: unbind them first, in
         the same block, so that their change rows are written too."""
-        if self.get_host(name) is None:
+        if name not in self._hosts and self.get_host(name) is None:
             raise NotFound(f"host {name} not found")
         bound = select(func.count()).select_from(ports).where(ports.c.host == name)
         if count := int(self._c.execute(bound).scalar_one()):
@@ -262,4 +394,5 @@ class SqlWriteTx(SqlReadTx):
         self._stamp()
         stmt = delete(hosts).where(hosts.c.name == name)
         self._modified(self._exec(stmt, subject=Deleting("host", name)), f"host {name}")
+        self._hosts.discard(name)
         self._log("host", name, "delete", None)

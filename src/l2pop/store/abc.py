@@ -83,6 +83,17 @@ class HostReport:
     encaps: frozenset[Encap] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ChangedRows:
+    """The change log after a revision with the current rows of what it touched, read in
+    one snapshot (``ReadTx.changes_with_rows``): what the hub needs to apply a batch."""
+
+    revision: int  # the snapshot's revision
+    changes: list[Change]  # in (revision, seq) order
+    networks: dict[str, Network | None]  # every network_id of a change -> row (None: gone)
+    ports: list[Port]  # the current rows of the changed ports that still exist
+
+
 class StoreUnavailable(Exception):
     """The database cannot be reached or answered with a connection-level failure (server
     down, connection lost, pool timeout, file locked past the busy timeout). Nothing was
@@ -274,6 +285,27 @@ class ReadTx(Protocol):
         Every server replica that ever beat on this store (``Store.beat_replica``).
 
         :return: replica name -> the time of its last beat
+        """
+        ...
+
+    def get_binding(self, network_id: str, host: str | None) -> tuple[Network | None, Host | None]:
+        """
+        A network and a host in one query: what binding a port of the network to the
+        host is checked against.
+
+        :param network_id: the network's id
+        :param host: the host's name (``None``: no host is looked up)
+        :return: (the network or ``None``, the host or ``None``)
+        """
+        ...
+
+    def changes_with_rows(self, revision: int) -> ChangedRows:
+        """
+        ``changes_since(revision)`` with the snapshot's revision and the current rows of
+        the networks and ports the changes name: the log joined with its networks, then
+        the ports by id (``list_ports(port_ids=...)``), after the revision's query.
+
+        :raises ChangeLogTruncated: as ``changes_since``
         """
         ...
 

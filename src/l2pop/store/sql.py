@@ -8,8 +8,9 @@ How the contract of ``store/abc.py`` is kept, by job:
   read-validate-write is atomic on both engines, and revision order is commit order. After
   a block that moved the revision commits, every listener given to ``subscribe`` hears it;
   on PostgreSQL the block also sends ``NOTIFY l2pop_revision, '<revision>'`` as its last
-  statement, which the database delivers on commit to every process LISTENing (server
-  replicas, ``server/pgfeed.py``) and drops on rollback.
+  statement (``SqlWriteTx.finish``, which also writes the revision, read by the lock, and
+  the block's change rows), which the database delivers on commit to every process
+  LISTENing (server replicas, ``server/pgfeed.py``) and drops on rollback.
   Telemetry and pruning run here too, outside the revision.
 * ``_read.py``: the queries of ``ReadTx``, one snapshot per block (SQLite WAL readers see
   the database as of their first read; PostgreSQL reads run REPEATABLE READ, READ ONLY).
@@ -40,7 +41,6 @@ from l2pop.model import NotFound
 from l2pop.store._read import SqlReadTx, encaps_text
 from l2pop.store._write import SqlWriteTx
 from l2pop.store.abc import (
-    NOTIFY_CHANNEL,
     SESSION_CHANNEL,
     CommitListener,
     HostReport,
@@ -108,23 +108,25 @@ class SqlStore:
     @contextmanager
     def write(self) -> Iterator[SqlWriteTx]:
         with self._begin(write=True) as conn:
+            locked = None
             if self._postgres:
                 # Writers queue here, before their first read: a use-case reads, validates
                 # and writes as if it ran alone (docs/adr/0014-write-serialisation.md).
                 # Under READ COMMITTED every later statement then sees every commit that
                 # went before it, so no check runs on a stale row and no write stores one.
-                conn.execute(select(meta.c.revision).where(meta.c.id == 1).with_for_update())
-            tx = SqlWriteTx(conn)
+                # The row stays locked until commit, so the block's revision is the next.
+                lock = select(meta.c.revision).where(meta.c.id == 1).with_for_update()
+                locked = int(conn.execute(lock).scalar_one())
+            tx = SqlWriteTx(conn, locked)
             yield tx
             if tx.failed:
                 # raising here makes conn.begin() roll back
                 raise RuntimeError("a write in this block failed; the block was rolled back")
-            if self._postgres and tx.taken_revision is not None:
-                # Inside the transaction: PostgreSQL delivers it only if the block commits,
-                # after the commit is visible, so a listener that reads on hearing it sees
-                # the revision. Writers are serialised, so notifications go out in revision
-                # order (ADR 21).
-                conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(tx.taken_revision))))
+            # The change rows, and on PostgreSQL the revision with the NOTIFY, as the last
+            # statement: PostgreSQL delivers it only if the block commits, after the commit
+            # is visible, so a listener that reads on hearing it sees the revision. Writers
+            # are serialised, so notifications go out in revision order (ADR 21).
+            tx.finish()
         # committed, and the writer lock is free: listeners never hold up the next writer
         if tx.taken_revision is not None:
             self._committed(tx.taken_revision)
