@@ -8,9 +8,9 @@ PostgreSQL reads run REPEATABLE READ, READ ONLY (``sql.py`` opens the transactio
 from __future__ import annotations
 
 from collections.abc import Iterable
-from sys import intern
 from datetime import UTC, datetime
 from enum import Enum
+from sys import intern
 from types import SimpleNamespace
 from typing import Any
 
