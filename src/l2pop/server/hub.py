@@ -49,6 +49,7 @@ from l2pop.model import Host, Network, NetworkDelta, NetworkTables, Port, member
 from l2pop.model.digests import as_hex, remote_entry_hash
 from l2pop.model.fanout import NetworkState, host_deltas, network_state
 from l2pop.model.membership import RemoteEntry
+from l2pop.server.revtrace import BatchTrace, RevisionTrace
 from l2pop.store import ChangeLogTruncated, Store
 from l2pop.wire.channel import LocalPort
 
@@ -61,8 +62,6 @@ CHANGE_LOG_KEEP = 10_000
 RESUME_WINDOW = 2_048
 #: a resume touching more networks than this costs about what a snapshot does: send that
 RESUME_MAX_NETWORKS = 4_096
-#: commits and batches the hub's ``RevisionTrace`` keeps (the oldest go first)
-TRACE_KEEP = 2_048
 
 
 @dataclass(frozen=True)
@@ -124,32 +123,6 @@ class _Remembered:
     told: frozenset[str]
     #: read back from the change log at load: ``departed`` and ``told`` are unknown
     from_log: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class BatchTrace:
-    """When one batch went through the hub (``time.monotonic()``, system-wide): its read
-    of the change log began (``read_at``) and it was applied, every subscriber having
-    queued its messages (``applied_at``); it moved the hub from ``prev_revision`` to
-    ``revision`` and had something to tell ``hosts`` hosts."""
-
-    revision: int
-    prev_revision: int
-    read_at: float
-    applied_at: float
-    hosts: int
-
-
-class RevisionTrace:
-    """A bounded timeline of recent revisions, for an operator asking where time went
-    (``GET /v1/trace``): ``commits`` holds (revision, time the hub heard of the commit:
-    for this process's own writes, right after the commit in the writer's thread; for
-    another replica's, when the feed heard of it), ``batches`` a ``BatchTrace`` per batch.
-    One ``deque.append`` per commit and per batch."""
-
-    def __init__(self, keep: int = TRACE_KEEP) -> None:
-        self.commits: deque[tuple[int, float]] = deque(maxlen=keep)
-        self.batches: deque[BatchTrace] = deque(maxlen=keep)
 
 
 class HubSubscriber(Protocol):
