@@ -459,9 +459,10 @@ class Agent:
             self._log_applied()
             if result.full:
                 self.stats.full_syncs += 1
-            await self._send_ack(self._ws)
+            # status reports first: a port going ACTIVE waits on its report, not on the ack
             for port_id, status in result.reports:
                 self.reporter.report(port_id, status)
+            await self._send_ack(self._ws)
 
     def _log_applied(self) -> None:
         applied = self.reconciler.applied()
