@@ -145,7 +145,7 @@ class SqlReadTx:
         return network_of(row) if row else None
 
     def list_networks(self) -> list[Network]:
-        rows = self._c.execute(select(networks).order_by(networks.c.vni))
+        rows = self._c.execute(select(networks).order_by(networks.c.vni)).all()
         return [network_of(r) for r in rows]
 
     def get_port(self, port_id: str) -> Port | None:
@@ -189,7 +189,7 @@ class SqlReadTx:
             stmt = stmt.order_by(ports.c.id)
         rows: dict[str, Any] = {}
         ips: dict[str, list[str]] = {}
-        for row in self._c.execute(stmt):
+        for row in self._c.execute(stmt).all():  # one fetchall, not a fetchone per row
             if row.id not in rows:
                 rows[row.id] = row
                 ips[row.id] = []
@@ -221,13 +221,13 @@ class SqlReadTx:
         stmt = select(networks).order_by(networks.c.vni).limit(limit)
         if after_vni is not None:
             stmt = stmt.where(networks.c.vni > after_vni)
-        return [network_of(r) for r in self._c.execute(stmt)]
+        return [network_of(r) for r in self._c.execute(stmt).all()]
 
     def page_hosts(self, *, limit: int, after: str | None = None) -> list[Host]:
         stmt = select(hosts).order_by(hosts.c.name).limit(limit)
         if after is not None:
             stmt = stmt.where(hosts.c.name > after)
-        return [host_of(r) for r in self._c.execute(stmt)]
+        return [host_of(r) for r in self._c.execute(stmt).all()]
 
     def count_ports(self, network_id: str) -> int:
         stmt = select(func.count()).select_from(ports).where(ports.c.network_id == network_id)
@@ -264,7 +264,8 @@ class SqlReadTx:
         return host_of(row) if row else None
 
     def list_hosts(self) -> list[Host]:
-        return sorted((host_of(r) for r in self._c.execute(select(hosts))), key=lambda h: h.name)
+        rows = self._c.execute(select(hosts)).all()
+        return sorted((host_of(r) for r in rows), key=lambda h: h.name)
 
     def list_replicas(self) -> dict[str, datetime]:
         rows = self._c.execute(select(replicas.c.name, replicas.c.last_seen))
@@ -296,7 +297,7 @@ class SqlReadTx:
         )
         log: list[Change] = []
         nets: dict[str, Network | None] = {}
-        for row in self._c.execute(stmt):
+        for row in self._c.execute(stmt).all():
             nid = row.c_network_id
             log.append(Change(row.c_revision, row.c_kind, row.c_key, row.c_op, nid))
             if nid is not None and nid not in nets:
