@@ -57,11 +57,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from l2pop.agent.failures import DAMAGED_VNI, Failing, NetworkError, describe
 from l2pop.agent.stats import Trace
-from l2pop.datapath.abc import Datapath, DatapathError, refuse_encap
+from l2pop.datapath.abc import Datapath, refuse_encap
 from l2pop.model import (
     ArpSuppression,
     NetworkDelta,
@@ -75,10 +76,7 @@ from l2pop.model import (
 from l2pop.model.diff import delta_sum_change
 from l2pop.model.digests import as_hex, header_hash
 from l2pop.wire.channel import (
-    ACK_ERROR_TEXT_MAX,
     ACK_ERRORS_MAX,
-    ACK_NETWORK_ID_MAX,
-    AckError,
     Delta,
     Heartbeat,
     LocalPort,
@@ -94,8 +92,6 @@ NO_REVISION = -1
 RETRY_BASE_S = 0.5
 #: ... up to this many
 RETRY_CAP_S = 30.0
-#: the VNI a failing network is counted with in the applied digest (no desired state has it)
-DAMAGED_VNI = 0
 
 
 class Gap(Exception):
@@ -119,62 +115,6 @@ class SyncResult:
     retry_in: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkError:
-    """Why a network is failing: the entry the datapath named (None when it named none),
-    its message, and how many attempts in a row failed."""
-
-    network_id: str
-    vni: int
-    entry: str | None
-    message: str
-    attempts: int
-
-    def wire(self) -> AckError:
-        """The ack's form, cut to the bounds the server accepts."""
-        return AckError(
-            network_id=self.network_id[:ACK_NETWORK_ID_MAX],
-            vni=self.vni if 0 <= self.vni < 2**24 else DAMAGED_VNI,
-            entry=None if self.entry is None else _cut(self.entry),
-            message=_cut(self.message),
-            attempts=max(1, min(self.attempts, 2**31 - 1)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Failing:
-    error: NetworkError
-    due: float  # clock time of the next retry
-
-
-def _cut(text: str, limit: int = ACK_ERROR_TEXT_MAX) -> str:
-    """One printable line of at most ``limit`` characters (so a full ack stays small)."""
-    text = "".join(c if c.isprintable() else " " for c in " ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(exc: Exception, deltas: Sequence[NetworkDelta]) -> tuple[str | None, str]:
-    """(entry, message) of a datapath error on one network's ``deltas``: the first entry it
-    named, with the value it was to take ("fdb MAC -> VTEP", "neigh IP -> MAC"), and what the
-    datapath said about that entry."""
-    entry = None
-    if isinstance(exc, DatapathError) and exc.failures:
-        entry = exc.failures[0][0]
-        kind, _, key = entry.partition(" ")
-        for d in deltas:
-            target = {"fdb": d.fdb_add, "neigh": d.neigh_add}.get(kind, {}).get(key)
-            if target is not None:
-                entry = f"{entry} -> {target}"
-                break
-        message = exc.failures[0][2] or str(exc)
-        if len(exc.failures) > 1:
-            message += f" (and {len(exc.failures) - 1} more entries failed)"
-        return _cut(entry), _cut(message)
-    if isinstance(exc, OSError) and exc.strerror:
-        return None, _cut(f"{type(exc).__name__}: {exc.strerror}")
-    return None, _cut(f"{type(exc).__name__}: {exc}")
-
-
 class Reconciler:
     """Desired state, local ports and revision of one agent, and the sync step."""
 
@@ -195,7 +135,7 @@ class Reconciler:
         self.desired: dict[str, NetworkTables] = {}
         self._sum = 0  # additive digest of desired (model.digests), kept current per delta
         self._sums: dict[str, int] = {}  # the same, per network (sum over them: _sum)
-        self._failing: dict[str, _Failing] = {}  # network id -> its last error, next retry
+        self._failing: dict[str, Failing] = {}  # network id -> its last error, next retry
         self.ports: dict[str, LocalPort] = {}
         self.revision = NO_REVISION
         self._full = True  # nothing is known of the datapath yet: the first sync is FULL
@@ -458,7 +398,7 @@ class Reconciler:
                     self.datapath.apply(deltas)
             except Exception as exc:  # one network's trouble: isolate it, go on
                 vni = desired[nid].vni if nid in desired else deltas[0].vni
-                failed[nid] = (vni, _describe(exc, deltas))
+                failed[nid] = (vni, describe(exc, deltas))
             else:
                 applied += len(deltas)
         if applied:
@@ -529,7 +469,7 @@ class Reconciler:
             before = self._failing.get(nid)
             attempts = before.error.attempts + 1 if before is not None else 1
             delay = min(self._retry_cap, self._retry_base * 2.0 ** min(attempts - 1, 62))
-            self._failing[nid] = _Failing(
+            self._failing[nid] = Failing(
                 NetworkError(nid, vni, entry, message, attempts), now + delay
             )
             log.warning(
@@ -577,7 +517,7 @@ class Reconciler:
             try:
                 self.datapath.wire(port.id, port.network_id, port.mac)
             except Exception as exc:
-                unwired[port.network_id] = (f"port {port.id}", _describe(exc, ())[1])
+                unwired[port.network_id] = (f"port {port.id}", describe(exc, ())[1])
             else:
                 self.trace.add("wired", port.id)
                 wired.append(port)
