@@ -134,7 +134,7 @@ def _rest(results: Results) -> str | None:
     return f"{num(r.get('requests_per_s'), 1)} requests/s, p99 {num(r['p99_ms'] / 1000, 1)} s"
 
 
-SCALE = "l2pop bench scale --engine sqlite|postgresql --save"
+SCALE = "l2pop bench scale --engine sqlite --save` and `--engine postgresql"
 ROWS = (
     CostRow(
         "server CPU per activation event",

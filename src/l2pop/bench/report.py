@@ -1,15 +1,16 @@
 """``docs/benchmarks.md``, from the result files ``l2pop bench ... --save`` keeps.
 
 Result files live in ``docs/bench/`` (``kernel.json``, ``kernel-ovs.json``,
-``scale-sqlite.json``, ``scale-postgresql.json``, ``scale-replicas.json``, ``flood.json``,
-``flood-ovs.json``, ``flood-mixed.json``, ``activation[-<datapath>].json``; see
-``l2pop.bench.results``; the flood sections are ``l2pop.bench.flood_report``'s, the activation
-one ``l2pop.bench.activation_trace``'s). ``render(bench_dir, page)`` writes the page (tables, the
-machine, the exact commands, each target met or not) and its PNG plots
-(``l2pop.bench.plots``) beside the result files. A missing result file leaves its section
-saying so. The page's "Gaps" section lists every target that is missed or not measured; the
-explanation between the ``gaps:begin`` and ``gaps:end`` markers is written by hand and kept
-when the page is regenerated. The sections ``rest`` and ``chaos`` write themselves
+``scale-sqlite.json``, ``scale-postgresql.json``, ``scale-replicas.json``,
+``scale-curve.json``, ``flood.json``, ``flood-ovs.json``, ``flood-mixed.json``,
+``activation[-<datapath>].json``; see ``l2pop.bench.results``; the flood sections are
+``l2pop.bench.flood_report``'s, the activation one ``l2pop.bench.activation_trace``'s, the
+curve of cost against hosts ``l2pop.bench.scale_curve_report``'s). ``render(bench_dir,
+page)`` writes the page (tables, the machine, the exact commands, each target met or not)
+and its PNG plots (``l2pop.bench.plots``) beside the result files. A missing result file
+leaves its section saying so. The page's "Gaps" section lists every target that is missed or
+not measured; the explanation between the ``gaps:begin`` and ``gaps:end`` markers is written
+by hand and kept when the page is regenerated. The sections ``rest`` and ``chaos`` write themselves
 (``l2pop.bench.sections``) and are kept as they are.
 """
 
@@ -21,7 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from l2pop.bench import activation_trace, flood_report, sections
+from l2pop.bench import activation_trace, flood_report, scale_curve_report, sections
+from l2pop.bench.cost_table import cost_section
 from l2pop.bench.formatting import (
     SCALE_RATE_COLUMNS,
     kernel_ovs_rate_rows,
@@ -365,6 +367,7 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     bench_dir.mkdir(parents=True, exist_ok=True)
     page.parent.mkdir(parents=True, exist_ok=True)
     drawn = draw(results, bench_dir)
+    drawn.update(scale_curve_report.draw(results, bench_dir))
     # plots are linked relative to the page, wherever the two are
     png = {name: os.path.relpath(path, page.parent) for name, path in drawn.items()}
 
@@ -389,10 +392,12 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += ["## Targets", ""]
     rows = [[t.benchmark, t.target, t.measured, t.verdict] for t in targets]
     lines += [table(["benchmark", "target", "measured", "verdict"], rows, "llll"), ""]
+    lines += cost_section(results)
     lines += _kernel_section(kernel, png.get("kernel"))
     lines += _kernel_ovs_section(results.get("kernel-ovs"))
     lines += _scale_section(scales, png.get("scale-latency"), png.get("scale-messages"))
     lines += _replicas_section(results.get("scale-replicas"), png.get("scale-replicas"))
+    lines += scale_curve_report.section(results.get("scale-curve"), png.get("scale-curve"))
     lines += flood_report.sections(results, png)
     lines += activation_trace.report_section(results)
     lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)

@@ -32,8 +32,10 @@ RESULT_FILES = (
     "scale-sqlite",
     "scale-postgresql",
     "scale-replicas",
+    "scale-curve",
     *FLOOD_RESULTS,
     *ACTIVATION_RESULTS,
+    "rest",
 )
 #: the store engines a result is measured on, in page order
 ENGINES = ("sqlite", "postgresql")

@@ -34,6 +34,7 @@ from l2pop.bench.show import (
 if TYPE_CHECKING:
     from l2pop.bench.chaos import ChaosConfig
     from l2pop.bench.scale import ScaleConfig
+    from l2pop.bench.scale_curve import CurveConfig
 
 
 def _command(words: list[str]) -> str:
@@ -167,6 +168,32 @@ def scale(cfg: ScaleConfig, workdir: Path | None, out: Output) -> int:
     show = show_scale_replicas if cfg.replicas else show_scale
     _publish(out, name=name, result=result, words=words, clock=clock, show=show)
     return 0
+
+
+def _curve_words(cfg: CurveConfig) -> list[str]:
+    words = ["curve", "--hosts", ",".join(str(n) for n in cfg.hosts), "--engine", cfg.engine]
+    words += ["--rate", f"{cfg.rate:g}", "--duration", f"{cfg.duration:g}"]
+    words += ["--idle", f"{cfg.idle:g}"]
+    if cfg.swarms is not None:
+        words += ["--swarms", str(cfg.swarms)]
+    if cfg.sync_timeout != 1800:
+        words += ["--sync-timeout", f"{cfg.sync_timeout:g}"]
+    return [*words, "--save"]
+
+
+def curve(cfg: CurveConfig, workdir: Path | None, out: Output) -> int:
+    """``l2pop bench curve``: the scale benchmark's figures at each host count, saved as
+    ``scale-curve``; 1 when a host count's pass failed (the others are still published)."""
+    from l2pop.bench import scale_curve as bench
+    from l2pop.bench.scale_curve_report import show_curve
+
+    clock = _Clock()
+    title = f"curve ({cfg.engine}): {', '.join(f'{n:,}' for n in cfg.hosts)} hosts"
+    with _workdir(workdir, "l2pop-bench-curve-") as where, Reporter(title) as rep:
+        result = bench.run(cfg, where, rep)
+    words = _curve_words(cfg)
+    _publish(out, name="scale-curve", result=result, words=words, clock=clock, show=show_curve)
+    return 1 if any("error" in s for s in result["sizes"]) else 0
 
 
 def flood_name(datapath: str) -> str:

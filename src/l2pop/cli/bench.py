@@ -1,13 +1,13 @@
-"""``l2pop bench kernel|scale|flood|rest|chaos|report``: the benchmarks' arguments.
+"""``l2pop bench kernel|scale|curve|flood|rest|chaos|report``: the benchmarks' arguments.
 
 This module only parses; each command's handler hands its arguments to ``l2pop.bench.runs``,
 which runs the benchmark and prints it. Each benchmark prints its progress on stderr (a rich
 spinner or bar on a terminal, plain timestamped lines otherwise) and its result on stdout: a
 table, or with ``--json`` exactly one JSON object (NaN and infinities as ``null``). ``--save``
 also writes the result, with the command that produced it and the machine it ran on, to
-``docs/bench/<name>.json`` (``kernel``, ``kernel-ovs``, ``scale-<engine>``, ``flood``,
-``flood-ovs``, ``flood-mixed``, ``activation[-<datapath>]``); ``l2pop bench report`` turns
-the saved results into ``docs/benchmarks.md`` and its PNG plots.
+``docs/bench/<name>.json`` (``kernel``, ``kernel-ovs``, ``scale-<engine>``, ``scale-curve``,
+``flood``, ``flood-ovs``, ``flood-mixed``, ``activation[-<datapath>]``); ``l2pop bench
+report`` turns the saved results into ``docs/benchmarks.md`` and its PNG plots.
 """
 
 from __future__ import annotations
@@ -215,6 +215,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     f.set_defaults(func=_flood)
 
     _register_activation(sub)
+    _register_curve(sub)
 
     from l2pop.cli import bench_rest  # its own module: this one is long enough
 
@@ -327,6 +328,69 @@ def _register_activation(sub: argparse._SubParsersAction[argparse.ArgumentParser
     a.set_defaults(func=_activation)
 
 
+def _register_curve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser(
+        "curve",
+        help="how cost grows: the scale benchmark at several host counts",
+        description=(
+            "For each host count N, a scale pass on a store of 2N networks and 100N ports "
+            "(N = 1000 is bench scale's default size): initial sync, server RSS, server CPU "
+            "per idle host and per heartbeat over an idle window (heartbeats only), one churn "
+            "rate for server CPU per event and p50/p99, then kill -9 + restart resync. Saved "
+            "as scale-curve; bench report draws the table, the plot and which figures grow "
+            "linearly."
+        ),
+    )
+    c.add_argument(
+        "--hosts",
+        type=_int_list,
+        default=[1000, 3000, 10_000],
+        metavar="N1,N2,..",
+        help="host counts (default 1000,3000,10000)",
+    )
+    c.add_argument(
+        "--engine",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="store engine (postgresql: a throwaway server per host count)",
+    )
+    c.add_argument(
+        "--rate", type=float, default=10.0, metavar="R", help="churn events/s (default 10)"
+    )
+    c.add_argument(
+        "--duration", type=float, default=10.0, metavar="S", help="seconds of churn (default 10)"
+    )
+    c.add_argument(
+        "--idle",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds of the heartbeats-only window server CPU is read over (default 30)",
+    )
+    c.add_argument(
+        "--swarms",
+        type=_positive,
+        default=None,
+        help="agent-swarm processes (default: one per 1000 agents, at least 4)",
+    )
+    c.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="seconds the initial sync may take before the host count's pass fails (default 1800)",
+    )
+    c.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the databases and logs in DIR (default: a temporary directory)",
+    )
+    _common(c, "scale-curve")
+    c.set_defaults(func=_curve)
+
+
 # -- dispatch -----------------------------------------------------------------------------
 
 
@@ -405,6 +469,27 @@ def _scale(args: argparse.Namespace) -> int:
         if args.engine == "postgresql":
             cfg.replicas = list(dict.fromkeys(args.replicas))
     return runs.scale(cfg, args.workdir, _output(args))
+
+
+def _curve(args: argparse.Namespace) -> int:
+    from l2pop.bench import runs, scale_curve
+
+    if min(args.rate, args.duration, args.idle, args.sync_timeout) <= 0:
+        print(
+            "error: --rate, --duration, --idle and --sync-timeout must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    cfg = scale_curve.CurveConfig(
+        hosts=sorted(set(args.hosts)),
+        engine=args.engine,
+        rate=args.rate,
+        duration=args.duration,
+        idle=args.idle,
+        swarms=args.swarms,
+        sync_timeout=args.sync_timeout,
+    )
+    return runs.curve(cfg, args.workdir, _output(args))
 
 
 def _flood(args: argparse.Namespace) -> int:
