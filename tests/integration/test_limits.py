@@ -214,6 +214,19 @@ def test_binary_and_oversized_frames_close_the_session(server: ServerProcess) ->
     assert hello(ws, "h1", "192.0.2.1")["type"] == "snapshot"
     ws.send(json.dumps({"type": "ack", "revision": 1, "digest": "0" * 1_000_000}))
     assert close_code(ws, 5) == 1009  # message too big
+    ws = agent_socket(server, token)
+    assert hello(ws, "h1", "192.0.2.1")["type"] == "snapshot"
+    deep = "[" * 20_000 + "]" * 20_000  # within the frame bound, beyond the decoder's depth
+    ws.send(f'{{"type": "ack", "revision": 1, "digest": "{"0" * 32}", "x": {deep}}}')
+    assert close_code(ws, 5) == 1008  # malformed, as any other bad frame
+    ws = agent_socket(server, token)
+    assert hello(ws, "h1", "192.0.2.1")["type"] == "snapshot"
+    ws.send(json.dumps({"type": "é" * 300}))  # named in the refusal, longer than a close frame
+    assert close_code(ws, 5) == 1008
+    ws = agent_socket(server, token)
+    assert hello(ws, "h1", "192.0.2.1")["type"] == "snapshot"
+    ws.send('{"type": "\\ud800"}')  # a lone surrogate, quoted in the refusal
+    assert close_code(ws, 5) == 1008
     log = Path(str(server.log_path)).read_text()
     assert "Traceback" not in log
 

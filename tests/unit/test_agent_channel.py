@@ -42,6 +42,7 @@ from l2pop.wire.channel import (
     Resync,
     Snapshot,
     agent_message,
+    encode,
 )
 
 TIMEOUT = 5.0
@@ -94,7 +95,7 @@ class Session:
         self.closed = asyncio.Event()
 
     async def send(self, msg: Message) -> None:
-        await self.ws.send(msg.model_dump_json())
+        await self.ws.send(encode(msg))
 
     async def expect(self, kind: type[Message], **fields: Any) -> Any:
         """The next agent message of ``kind`` matching ``fields`` (others are skipped)."""
@@ -146,7 +147,7 @@ class FakeServer:
         await self.sessions.put(session)
         try:
             async for raw in ws:
-                await session.inbox.put(agent_message.validate_json(raw))
+                await session.inbox.put(agent_message.decode(raw))
         except ConnectionClosed:
             pass
         finally:

@@ -1,6 +1,7 @@
 """What an agent process imports: none of the server's, the store's or the command-line
 tools' modules, so its resident memory stays low (measured: 49 MiB -> 39 MiB in sync on the
-linux datapath once httpx, rich, click, pygments and the REST models were gone).
+linux datapath once httpx, rich, click, pygments and the REST models were gone; pydantic
+went with the channel's move to msgspec).
 
 The real entry is run, ``python -m l2pop agent``'s ``main``, in a fresh interpreter: the
 agent starts (memory datapath) against a port where nobody listens, tries to connect for a
@@ -24,6 +25,9 @@ FORBIDDEN_PACKAGES = (
     "httpx",
     "prometheus_client",
     "psycopg",
+    # the channel's messages are msgspec Structs; pydantic is the REST models' (wire.api)
+    "pydantic",
+    "pydantic_core",
     "pygments",
     "rich",
     "sqlalchemy",
@@ -89,14 +93,18 @@ def test_a_running_agent_imports_no_server_store_or_cli_modules(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     modules = json.loads(out.read_text())
     # it did run: the agent, its channel (websockets) and its status client are in
-    assert {"l2pop.agent.channel", "l2pop.agent.statushttp", "websockets"} <= set(modules)
+    assert {"l2pop.agent.channel", "l2pop.agent.statushttp", "websockets", "msgspec"} <= set(
+        modules
+    )
     assert _forbidden(modules) == []
 
 
 def test_the_guard_would_see_a_forbidden_import() -> None:
-    assert _forbidden(["httpx._client", "l2pop.wire.api", "l2pop.wire.channel", "l2pop.agent"]) == [
+    seen = ["httpx._client", "l2pop.wire.api", "l2pop.wire.channel", "l2pop.agent", "msgspec"]
+    assert _forbidden([*seen, "pydantic.main"]) == [
         "httpx._client",
         "l2pop.wire.api",
+        "pydantic.main",
     ]
 
 

@@ -9,8 +9,8 @@ import asyncio
 import errno
 from collections.abc import Sequence
 
+import msgspec
 import pytest
-from pydantic import ValidationError
 from test_agent_channel import TIMEOUT, FakeServer, Session
 from test_agent_reconciler import M2, M3, M4, V2, V3, V4, delta, local, snapshot, tables
 
@@ -20,7 +20,7 @@ from l2pop.agent.reconciler import RETRY_BASE_S, RETRY_CAP_S, Reconciler
 from l2pop.datapath.abc import DatapathError
 from l2pop.datapath.memory import MemoryDatapath
 from l2pop.model import ArpSuppression, NetworkDelta, NetworkTables, diff_state, digest
-from l2pop.wire.channel import ACK_ERRORS_MAX, Ack, AckError, agent_message
+from l2pop.wire.channel import ACK_ERRORS_MAX, Ack, AckError, AgentMessage, agent_message, encode
 
 M5 = "fa:16:3e:00:00:05"
 ZERO = "0" * 32  # a digest
@@ -191,7 +191,8 @@ def test_errors_are_bounded_for_the_ack() -> None:
     assert len(rec.sync().failing) == 40  # all of them; only the ack's list is bounded
     errors = rec.errors()
     assert len(errors) == ACK_ERRORS_MAX and errors[0].network_id == "n01"
-    Ack(revision=1, digest=ZERO, errors=[e.wire() for e in errors])  # within the bounds
+    # within the bounds the server checks
+    agent_message.decode(encode(Ack(revision=1, digest=ZERO, errors=[e.wire() for e in errors])))
 
     class Verbose(MemoryDatapath):
         def apply(self, deltas: Sequence[NetworkDelta]) -> None:
@@ -206,27 +207,28 @@ def test_errors_are_bounded_for_the_ack() -> None:
 
 def test_the_server_refuses_unbounded_or_oversized_error_lists() -> None:
     ok = AckError(network_id="n1", vni=100, entry="device vxlan-100", message="File exists")
-    parsed = agent_message.validate_json(
-        Ack(revision=3, digest=ZERO, errors=[ok]).model_dump_json()
-    )
+    parsed = agent_message.decode(encode(Ack(revision=3, digest=ZERO, errors=[ok])))
     assert isinstance(parsed, Ack) and parsed.errors == [ok]
     # an older agent's ack has no errors field: still valid, no errors
-    old = agent_message.validate_json(f'{{"type": "ack", "revision": 3, "digest": "{ZERO}"}}')
+    old = agent_message.decode(f'{{"type": "ack", "revision": 3, "digest": "{ZERO}"}}')
     assert isinstance(old, Ack) and old.errors == []
-    too_many = [ok.model_dump()] * (ACK_ERRORS_MAX + 1)
+    too_many = [msgspec.structs.asdict(ok)] * (ACK_ERRORS_MAX + 1)
     bad: list[dict[str, object]] = [
         {"errors": too_many},
-        {"errors": [{**ok.model_dump(), "message": "x" * 201}]},
-        {"errors": [{**ok.model_dump(), "entry": "x" * 201}]},
-        {"errors": [{**ok.model_dump(), "network_id": "x" * 65}]},
-        {"errors": [{**ok.model_dump(), "vni": -1}]},
-        {"errors": [{**ok.model_dump(), "vni": 2**24}]},
+        {"errors": [{**msgspec.structs.asdict(ok), "message": "x" * 201}]},
+        {"errors": [{**msgspec.structs.asdict(ok), "entry": "x" * 201}]},
+        {"errors": [{**msgspec.structs.asdict(ok), "network_id": "x" * 65}]},
+        {"errors": [{**msgspec.structs.asdict(ok), "vni": -1}]},
+        {"errors": [{**msgspec.structs.asdict(ok), "vni": 2**24}]},
         {"errors": [{"network_id": "n1", "vni": 1}]},  # no message
         {"errors": "n1 is broken"},
     ]
     for fields in bad:
-        with pytest.raises(ValidationError):
-            agent_message.validate_python({"type": "ack", "revision": 3, "digest": ZERO, **fields})
+        ack = {"type": "ack", "revision": 3, "digest": ZERO, **fields}
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(ack, AgentMessage)
+        with pytest.raises(msgspec.ValidationError):
+            agent_message.decode(msgspec.json.encode(ack))
 
 
 def test_the_agent_acks_its_errors_until_the_network_heals() -> None:

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import ValidationError
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -70,6 +70,7 @@ from l2pop.wire.channel import (
     Resync,
     ServerMessage,
     Snapshot,
+    encode,
     server_message,
 )
 
@@ -248,7 +249,7 @@ class Agent:
             "revision": applied[0] if applied else None,
             "digest": applied[1] if applied else None,
             "last_error": self.last_error,
-            "errors": [e.wire().model_dump() for e in self.reconciler.errors()],
+            "errors": [msgspec.structs.asdict(e.wire()) for e in self.reconciler.errors()],
         }
 
     # -- session ----------------------------------------------------------------------
@@ -288,7 +289,7 @@ class Agent:
                     encaps=sorted(self.datapath.encaps),
                     resume_revision=self.reconciler.resume_point(),
                 )
-                await ws.send(hello.model_dump_json(exclude_none=True))
+                await ws.send(encode(hello))  # without its None fields
                 log.info("%s: connected to %s", self.host, self.ws_url)
                 beat = asyncio.create_task(self._heartbeat(ws))
                 try:
@@ -351,8 +352,8 @@ class Agent:
             return
         ack = Ack(revision=applied[0], digest=applied[1], errors=errors)
         with suppress(ConnectionClosed):
-            # without errors the ack is exactly what older agents sent
-            await ws.send(ack.model_dump_json(exclude=None if errors else {"errors"}))
+            # without errors the ack is exactly what older agents sent (``Ack`` omits them)
+            await ws.send(encode(ack))
             self._last_acked = said
             self.stats.acks_sent += 1
 
@@ -362,7 +363,7 @@ class Agent:
         log.warning("%s: requesting a resync: %s", self.host, reason)
         self._resync_pending = True
         self.stats.resyncs_requested += 1
-        await ws.send(Resync(reason=reason).model_dump_json())
+        await ws.send(encode(Resync(reason=reason)))
 
     # -- messages ---------------------------------------------------------------------
 
@@ -370,8 +371,8 @@ class Agent:
         """Record one server message; kernel work is left to the worker."""
         self.stats.bytes_received += len(raw)
         try:
-            msg: ServerMessage = server_message.validate_json(raw)
-        except ValidationError as exc:
+            msg: ServerMessage = server_message.decode(raw)
+        except msgspec.DecodeError as exc:
             self.stats.messages["invalid"] += 1
             log.warning("%s: ignoring a malformed server message: %s", self.host, exc)
             return

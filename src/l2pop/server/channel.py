@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
 
 from l2pop.model import Host
 from l2pop.server.auth import TokenCache, find_host, parse_bearer
@@ -42,6 +42,8 @@ from l2pop.wire.channel import (
     Hello,
     Resync,
     agent_message,
+    encode,
+    hello_message,
 )
 
 log = logging.getLogger("l2pop.channel")
@@ -227,11 +229,11 @@ class Channel:
         """Wait (bounded) for the agent's hello and check it names ``host`` and its VTEP."""
         try:
             async with asyncio.timeout(self.hello_timeout):
-                hello = Hello.model_validate_json(await receive_text(ws))
+                hello = hello_message.decode(await receive_text(ws))
         except TimeoutError:
             await self._refuse(ws, ErrorCode.PROTOCOL, f"no hello within {self.hello_timeout:g} s")
             return None
-        except (ValidationError, ProtocolViolation, WebSocketDisconnect, RuntimeError):
+        except (msgspec.DecodeError, ProtocolViolation, WebSocketDisconnect, RuntimeError):
             await self._refuse(ws, ErrorCode.PROTOCOL, "expected a hello message first")
             return None
         if hello.version != PROTOCOL_VERSION:
@@ -271,9 +273,7 @@ class Channel:
             log.warning("agent %s: cannot claim its session: %s", host.name, exc)
             with contextlib.suppress(Exception):
                 message = "the store is unavailable; try again later"
-                await ws.send_text(
-                    ErrorMsg(code=ErrorCode.CLOSED, message=message).model_dump_json()
-                )
+                await ws.send_text(encode(ErrorMsg(code=ErrorCode.CLOSED, message=message)))
                 await ws.close(CloseCode.TRY_AGAIN, message)
             return None
 
@@ -288,7 +288,7 @@ class Channel:
     async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
         log.warning("agent refused: %s", message)
         with contextlib.suppress(Exception):
-            await ws.send_text(ErrorMsg(code=code, message=message).model_dump_json())
+            await ws.send_text(encode(ErrorMsg(code=code, message=message)))
             await ws.close(CloseCode.REFUSED, message[:120])
 
     async def _receive_loop(self, ws: WebSocket, session: Session) -> None:
@@ -296,8 +296,8 @@ class Channel:
             text = await receive_text(ws)
             session.heard()
             try:
-                message = agent_message.validate_json(text)
-            except ValidationError as exc:
+                message = agent_message.decode(text)
+            except msgspec.DecodeError as exc:
                 raise ProtocolViolation(
                     CloseCode.POLICY, f"malformed message: {_first(exc)}"
                 ) from None
@@ -413,10 +413,12 @@ def check_ack(session: Session, ack: Ack) -> None:
         )
 
 
-def _first(exc: ValidationError) -> str:
-    err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg', 'invalid')}"[:200]
+def _first(exc: msgspec.DecodeError) -> str:
+    """What was wrong, bounded: msgspec names the first error and its path (``Expected
+    `int`, got `str` - at `$.revision```). The text may quote the agent's (``Invalid value
+    'x' - at `$.type```); a lone surrogate in it, should one get through, is escaped."""
+    text = str(exc) or "invalid"
+    return text.encode("utf-8", "backslashreplace").decode()[:200]
 
 
 @router.websocket("/agent")  # mounted under the API prefix (server/app.py)

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from msgspec import structs
 from pydantic import BaseModel, Field, TypeAdapter
 
 from l2pop.model import Host, InvalidField, NotFound, PortStatus, canonical, digest
@@ -340,7 +341,7 @@ def host_out(request: Request, host: Host) -> HostOut:
     out = HostOut.of(host, connected=status.connected, in_sync=status.in_sync)
     out.replica = status.replica
     out.applied_revision = status.applied_revision
-    out.errors = [HostError(**e.model_dump()) for e in channel.host_errors(host.name)]
+    out.errors = [HostError(**structs.asdict(e)) for e in channel.host_errors(host.name)]
     return out
 
 

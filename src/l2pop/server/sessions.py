@@ -39,6 +39,7 @@ from l2pop.wire.channel import (
     NetworkTablesMsg,
     Resume,
     Snapshot,
+    encode,
 )
 
 log = logging.getLogger("l2pop.channel")
@@ -167,8 +168,7 @@ class Session:
         """Queue the delta that brings the host to ``revision`` (its digest: ``update``'s)."""
         if self._needs_snapshot:
             return  # the snapshot on its way will hold this change
-        delta = Delta.model_construct(
-            type="delta",
+        delta = Delta(
             revision=revision,
             prev_revision=self.prev_revision,
             digest=update.digest,
@@ -181,9 +181,7 @@ class Session:
 
     def push_heartbeat(self, digest: str) -> None:
         """Queue a heartbeat: ``digest`` is what the host must hold now."""
-        self._push(
-            Heartbeat.model_construct(type="heartbeat", revision=self.prev_revision, digest=digest)
-        )
+        self._push(Heartbeat(revision=self.prev_revision, digest=digest))
 
     def _push(self, message: Message) -> None:
         if self._needs_snapshot or self._closed:
@@ -212,8 +210,7 @@ class Session:
 
     def _resume(self, resume: HostResume) -> Resume:
         self.prev_revision = resume.revision
-        return Resume.model_construct(
-            type="resume",
+        return Resume(
             revision=resume.revision,
             prev_revision=resume.base,
             digest=resume.digest,
@@ -225,8 +222,7 @@ class Session:
     def _snapshot(self) -> Snapshot:
         current = self._snapshots.snapshot_of(self.host)
         self.prev_revision = current.revision
-        return Snapshot.model_construct(
-            type="snapshot",
+        return Snapshot(
             revision=current.revision,
             digest=current.digest,
             networks=[NetworkTablesMsg.of(t) for t in current.tables.values()],
@@ -245,7 +241,7 @@ class Session:
                     message: Message = self._first_or_snapshot()
                 else:
                     message = self._outbox.popleft()
-                text = message.model_dump_json()
+                text = encode(message)
                 writing = time.monotonic()  # before: the agent may read it before we resume
                 await self._sender.send_text(text)
                 kind = getattr(message, "type", "other")
@@ -262,14 +258,24 @@ class Session:
         self._wake.set()
 
     async def close(self, code: int, reason: str) -> None:
-        """Stop, tell the agent why (an ``error`` message) and close the socket with
-        ``code``. A socket that is already gone is not an error."""
+        """Stop, tell the agent why (an ``error`` message, all of ``reason``) and close the
+        socket with ``code`` (and ``reason`` cut to what a close frame holds). A socket that
+        is already gone is not an error."""
         self.stop()
         with contextlib.suppress(Exception):
-            await self._sender.send_text(
-                ErrorMsg(code=ErrorCode.CLOSED, message=reason).model_dump_json()
-            )
-            await self._sender.close(code, reason)
+            await self._sender.send_text(encode(ErrorMsg(code=ErrorCode.CLOSED, message=reason)))
+            await self._sender.close(code, close_reason(reason))
+
+
+#: RFC 6455 5.5.1: a close frame's reason is at most 123 bytes of UTF-8; a longer one fails
+#: the close (the agent then sees no close code at all)
+CLOSE_REASON_MAX_BYTES = 123
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to ``CLOSE_REASON_MAX_BYTES`` of UTF-8, on a character boundary (a
+    refusal may quote the agent's own text, e.g. an unknown message type)."""
+    return reason.encode()[:CLOSE_REASON_MAX_BYTES].decode(errors="ignore")
 
 
 class SessionRegistry:

@@ -1,7 +1,9 @@
-"""Messages shared by the server, the agent and the CLI (pydantic models).
+"""Messages shared by the server, the agent and the CLI: the REST models (pydantic, here),
+the channel's messages (msgspec Structs, ``l2pop.wire.channel``).
 
 Field rules come from ``l2pop.model.validation`` so every entry point agrees on what a MAC,
-a VNI or an address is. Models reject unknown fields: a typo is an error, not a no-op.
+a VNI or an address is. The REST models reject unknown fields (a typo is an error, not a
+no-op); the channel's ignore them (a newer peer may add some).
 
 The REST models (``l2pop.wire.api``, re-exported here) are imported on first use of one of
 these names, not with the package: the agent imports ``l2pop.wire.channel`` alone and never
