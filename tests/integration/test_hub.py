@@ -164,6 +164,52 @@ class StuckSocket:
         self.closed = (code, reason)
 
 
+def test_first_messages_wait_for_a_slot_and_hold_what_changed_meanwhile(tmp_path: Path) -> None:
+    """With one slot, a second session's snapshot is built only once the first one's was
+    written, and then holds a change committed while it waited (no delta is lost)."""
+    store, hub, tokens = loaded_hub(tmp_path)
+    hosts = [h for h in HOSTS if h in full_state(store)][:2]
+    assert len(hosts) == 2
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        slots = asyncio.Semaphore(1)
+        first, second = StuckSocket(), StuckSocket()
+        stats = ChannelStats()
+        a = Session(hosts[0], first, hub, 16, stats, first_slots=slots)
+        b = Session(hosts[1], second, hub, 16, stats, first_slots=slots)
+        tasks = [asyncio.create_task(a.send_loop()), asyncio.create_task(b.send_loop())]
+        await asyncio.sleep(0.05)  # a's snapshot is stuck in its write, holding the slot
+        waited_at = hub.revision
+        rng = random.Random(7)
+        for _ in range(10):  # the store moves on while b waits for the slot
+            random_step(store, rng, tokens)
+            batch = hub.read_batch()
+            if batch is not None:
+                for name, update in hub.apply_batch(batch).items():
+                    for session in (a, b):
+                        if session.host == name:
+                            session.push_update(batch.revision, update)
+        first.release.set()
+        second.release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if a.idle and b.idle:
+                break
+        for task in tasks:
+            task.cancel()
+        return first.sent, second.sent, waited_at
+
+    sent_a, sent_b, waited_at = asyncio.run(scenario())
+    snapshot_b = server_message.decode(sent_b[0])
+    assert isinstance(snapshot_b, Snapshot)
+    assert snapshot_b.revision > waited_at, "b's snapshot was built before the slot was free"
+    final = full_state(store)
+    for host, sent in zip(hosts, (sent_a, sent_b), strict=True):
+        last = server_message.decode(sent[-1])
+        assert last.digest == digest(final.get(host, {})), f"{host} did not converge"
+    store.close()
+
+
 def test_slow_session_backlog_is_bounded_and_coalesced(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'slow.db'}")
     usecases.create_host(store, HostCreate(name="h1", vtep_ip="192.0.2.1"))

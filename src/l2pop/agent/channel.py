@@ -267,7 +267,9 @@ class Agent:
                 # server too busy to answer for 10 s is left, as a dead one is at once
                 ping_interval=self.heartbeat_interval,
                 ping_timeout=max(self.heartbeat_interval * 3, 10.0),
-                open_timeout=10.0,
+                # a server just restarted answers a thousand handshakes at once; one that
+                # gave up after 10 s and reconnected would only add to the queue
+                open_timeout=30.0,
                 close_timeout=2.0,
                 max_size=MAX_MESSAGE_BYTES,
                 proxy=None,

@@ -61,6 +61,10 @@ MAX_SESSIONS_PER_HOST = 4
 RESUME_CATCH_UP_S = 1.0
 #: seconds between saves of the agents' latest acks, which other replicas read
 REPORT_FLUSH_S = 0.25
+#: sessions whose first message (snapshot or resume) is being built and written at once:
+#: after a restart every agent connects together, and handshakes must not wait behind a
+#: thousand snapshots being built (an agent gives its handshake 30 s)
+FIRST_MESSAGE_SLOTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,7 @@ class Channel:
     ) -> None:
         self.store = store
         self.presence = presence
+        self.first_slots = asyncio.Semaphore(FIRST_MESSAGE_SLOTS)
         self.replica = presence.replica
         self.hello_timeout = hello_timeout
         self.hub = hub
@@ -178,6 +183,7 @@ class Channel:
             self.stats,
             resume_from=resume_from,
             generation=generation,
+            first_slots=self.first_slots,
         )
         current = self.registry.get(host.name)
         if current is not None and current.generation > generation:
@@ -233,7 +239,11 @@ class Channel:
         except TimeoutError:
             await self._refuse(ws, ErrorCode.PROTOCOL, f"no hello within {self.hello_timeout:g} s")
             return None
-        except (msgspec.DecodeError, ProtocolViolation, WebSocketDisconnect, RuntimeError):
+        except (WebSocketDisconnect, RuntimeError):
+            # gone before its hello (e.g. it gave up waiting for the handshake): no refusal
+            log.info("agent of host %s left before its hello", host.name)
+            return None
+        except (msgspec.DecodeError, ProtocolViolation):
             await self._refuse(ws, ErrorCode.PROTOCOL, "expected a hello message first")
             return None
         if hello.version != PROTOCOL_VERSION:

@@ -104,11 +104,15 @@ class Session:
         *,
         resume_from: int | None = None,
         generation: int = 0,
+        first_slots: asyncio.Semaphore | None = None,
     ) -> None:
         """``resume_from``: the revision the agent offered to resume from (its hello); the
         first message is then a resume when the hub still knows what changed since.
-        ``generation``: the host's session generation this session holds (the store's)."""
+        ``generation``: the host's session generation this session holds (the store's).
+        ``first_slots``: shared by the server's sessions, bounds how many snapshots and
+        resumes are being built and written at once (None: no bound)."""
         self.host = host
+        self._first_slots = first_slots
         self.generation = generation
         self._resume_from = resume_from
         self._sender = sender
@@ -236,19 +240,27 @@ class Session:
             self._wake.clear()
             while not self._closed and (self._needs_snapshot or self._outbox):
                 if self._needs_snapshot:
-                    self._needs_snapshot = False
-                    self._outbox.clear()
-                    message: Message = self._first_or_snapshot()
+                    # Built once a slot is free, so it holds every change up to then; a
+                    # thousand agents connecting at once are served a few at a time
+                    # instead of a thousand big messages being built and buffered together.
+                    async with self._first_slots or contextlib.nullcontext():
+                        if self._closed or not self._needs_snapshot:
+                            continue
+                        self._needs_snapshot = False
+                        self._outbox.clear()
+                        await self._send(self._first_or_snapshot())
                 else:
-                    message = self._outbox.popleft()
-                text = encode(message)
-                writing = time.monotonic()  # before: the agent may read it before we resume
-                await self._sender.send_text(text)
-                kind = getattr(message, "type", "other")
-                self._stats.sent(kind, len(text))
-                if kind != "heartbeat":
-                    revision = getattr(message, "revision", 0)
-                    self._stats.sent_log.append((self.host, kind, revision, writing))
+                    await self._send(self._outbox.popleft())
+
+    async def _send(self, message: Message) -> None:
+        text = encode(message)
+        writing = time.monotonic()  # before: the agent may read it before we resume
+        await self._sender.send_text(text)
+        kind = getattr(message, "type", "other")
+        self._stats.sent(kind, len(text))
+        if kind != "heartbeat":
+            revision = getattr(message, "revision", 0)
+            self._stats.sent_log.append((self.host, kind, revision, writing))
 
     # -- ending -------------------------------------------------------------------------------
 
