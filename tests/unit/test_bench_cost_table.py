@@ -12,12 +12,13 @@ def saved(result: dict[str, Any]) -> dict[str, Any]:
     return {"result": result, "command": "l2pop bench ...", "started_at": "2026-12-01"}
 
 
-def scale(cpu: float, restart: float, best: float | None) -> dict[str, Any]:
+def scale(cpu: float, restart: float, best: float | None, sent: int = 2000) -> dict[str, Any]:
     rates = [
         {"rate": 25.0, "p99_ms": 80.0, "server_cpu_ms_per_event": cpu,
          "agents_cpu_ms_per_event": 8.0, "messages_per_event": 28.0, "server_rss_mib": 400.0},
         {"rate": 100.0, "p99_ms": 12_000.0, "server_cpu_ms_per_event": cpu + 2,
-         "agents_cpu_ms_per_event": 9.0, "messages_per_event": 30.0, "server_rss_mib": 420.0},
+         "agents_cpu_ms_per_event": 9.0, "messages_per_event": 30.0, "server_rss_mib": 420.0,
+         "events": sent},
     ]  # fmt: skip
     return saved(
         {
@@ -25,13 +26,14 @@ def scale(cpu: float, restart: float, best: float | None) -> dict[str, Any]:
             "restart_resync_s": restart,
             "max_rate_p99_le_1s": best,
             "server_rss_mib": 380.0,
+            "config": {"duration": 20.0},
         }
     )
 
 
 def test_every_row_is_read_from_its_result() -> None:
     results = {
-        "scale-sqlite": scale(10.0, 4.2, 50.0),
+        "scale-sqlite": scale(10.0, 4.2, 50.0, sent=239),
         "scale-postgresql": scale(20.0, 6.5, None),
         "activation": saved(
             {
@@ -44,12 +46,12 @@ def test_every_row_is_read_from_its_result() -> None:
     text = "\n".join(cost_section(results))
     assert "not measured yet" not in text
     for expected in (
-        "10.0-12.0 ms",  # server CPU over the rates
-        "~0.29-0.30 ms per message",  # agents' CPU / messages per event
+        "10.0 ms sqlite at 25/s, 20.0 ms postgresql at 25/s",  # at the lowest rate
+        "~0.29 ms per message, sqlite",  # agents' CPU / messages per event
         "420 MiB",  # the most RSS over the run
         "38.8 MiB p50, 39.2 MiB max",
         "4.2 s sqlite, 6.5 s postgresql",
-        "12.0 s sqlite, 12.0 s postgresql",
+        "12.0 s sqlite (over 239 of 2,000 events: the load fell behind), 12.0 s postgresql",
         "50/s sqlite, none measured postgresql",
         "40.1 ms p99 (13.7 ms p50)",
         "120.5 requests/s, p99 2.5 s",
