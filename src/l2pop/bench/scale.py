@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from l2pop.client import AsyncClient, Client, ClientError, Unreachable
+from l2pop.client import ApiError, AsyncClient, Client, ClientError, Unreachable
 from l2pop.model import ArpSuppression, Host, Network, Port, PortStatus
 from l2pop.server.usecases import hash_token
 from l2pop.store import open_store
@@ -213,6 +213,9 @@ def wait_in_sync(api: Client | Sequence[Client], timeout: float, poll: float = 0
                 return time.monotonic() - start
         except Unreachable:
             pass
+        except ApiError as exc:
+            if exc.status != 503:  # 503: at its connection limit while agents reconnect
+                raise
         time.sleep(poll)
     try:
         lagging = lagging_hosts(apis)

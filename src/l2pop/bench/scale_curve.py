@@ -232,7 +232,14 @@ def one_size(
     )
     url, pg = open_database(sc, where)
     swarms: list[AgentSwarm] = []
-    server = ServerProcess(url, log_path=where / "server.log", extra_args=("--queue-limit", "1024"))
+    # every agent holds a connection, and during a restart an old one may linger beside its
+    # reconnect: the default limit (4,096) is below what 10,000 agents need
+    connections = str(max(4096, 2 * hosts + 256))
+    server = ServerProcess(
+        url,
+        log_path=where / "server.log",
+        extra_args=("--queue-limit", "1024", "--max-connections", connections),
+    )
     poll = max(0.5, hosts / 5000)  # listing every host is work for the server too
     try:
         t = time.monotonic()
