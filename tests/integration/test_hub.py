@@ -25,7 +25,8 @@ from l2pop.model import (
     digest,
 )
 from l2pop.server import usecases
-from l2pop.server.hub import HostUpdate, Hub, local_port
+from l2pop.server.hub import Hub, local_port
+from l2pop.server.hubapi import HostUpdate, NetworkChanges, PortChanges
 from l2pop.server.sessions import ChannelStats, Session, SessionRegistry
 from l2pop.store import ChangeLogTruncated, Store, open_store
 from l2pop.wire import HostCreate, NetworkCreate, NetworkUpdate, PortCreate, PortUpdate
@@ -265,6 +266,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, object]] = []
+
+    def changed(self, revision: int, networks: NetworkChanges, ports: PortChanges) -> None:
+        pass
 
     def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
         self.events.append(("updates", revision))

@@ -14,17 +14,21 @@ from fastapi import FastAPI
 
 import l2pop
 from l2pop.runtime import keep_heap_frozen
+from l2pop.server.activity import Activity, compact_json
 from l2pop.server.auth import TokenCache
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
 from l2pop.server.errors import install_error_handlers
 from l2pop.server.feed import CommitFeed, InProcessFeed
-from l2pop.server.hub import HostUpdate, Hub
+from l2pop.server.hub import Hub
+from l2pop.server.hubapi import HostUpdate, NetworkChanges, PortChanges
 from l2pop.server.limits import DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_BODY, RequestGuard
 from l2pop.server.metrics import install_metrics
 from l2pop.server.replicas import Presence
 from l2pop.server.routes import API_PREFIX, router
 from l2pop.server.sessions import SessionRegistry
+from l2pop.server.ui import install_ui
+from l2pop.server.views import views_router
 from l2pop.server.waits import Waits
 from l2pop.store import Store, notify_dsn
 
@@ -38,6 +42,9 @@ class ForgetTokens:
 
     def __init__(self, tokens: TokenCache) -> None:
         self.tokens = tokens
+
+    def changed(self, revision: int, networks: NetworkChanges, ports: PortChanges) -> None:
+        pass
 
     def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
         pass
@@ -104,6 +111,8 @@ def create_app(
         heartbeat_interval=heartbeat_interval,
         hello_timeout=client_timeout,
     )
+    activity = Activity(store, hub, channel, replica=replica, encode=compact_json)
+    hub.subscribe(activity)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -123,6 +132,7 @@ def create_app(
             asyncio.create_task(channel.report_loop()),
             asyncio.create_task(presence.run()),
             asyncio.create_task(keep_heap_frozen()),
+            asyncio.create_task(activity.run()),
         ]
         try:
             yield
@@ -130,6 +140,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            activity.close()
             await asyncio.to_thread(feed.close)
 
     app = FastAPI(
@@ -147,6 +158,9 @@ def create_app(
     app.state.channel = channel
     app.state.tokens = tokens
     app.state.waits = waits = Waits(store, hub, channel, feed)
+    app.state.presence = presence
+    app.state.client_timeout = client_timeout
+    app.state.activity = activity
     install_error_handlers(app)
     # inside the metrics middleware, so that refusals are counted too
     app.add_middleware(
@@ -166,7 +180,9 @@ def create_app(
         waits=lambda: waits.active,
     )
     app.include_router(router)
+    app.include_router(views_router)
     app.include_router(channel_router, prefix=API_PREFIX)
+    install_ui(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, object]:

@@ -375,14 +375,10 @@ class Channel:
         nothing in flight is current as of the hub's revision even if no message concerned
         it since.
         """
+        local = self.local_status(host.name)
+        if local is not None:
+            return local
         expected = self.hub.digest_of(host.name)
-        session = self.registry.get(host.name)
-        if session is not None:
-            in_sync = session.acked_digest == expected
-            applied = session.acked_revision
-            if in_sync and session.idle:
-                applied = max(applied or 0, self.hub.revision)
-            return HostStatus(True, applied, in_sync, self.replica)
         in_sync = host.applied_digest == expected
         holder = host.session_replica
         if holder == self.replica or not self.presence.holds(holder, host.last_seen):
@@ -391,6 +387,18 @@ class Channel:
         if in_sync:
             applied = max(applied or 0, self.hub.revision)
         return HostStatus(True, applied, in_sync, holder)
+
+    def local_status(self, name: str) -> HostStatus | None:
+        """``host_status`` of a host whose session this replica holds (None: it holds none):
+        a dictionary look-up, no store row needed."""
+        session = self.registry.get(name)
+        if session is None:
+            return None
+        in_sync = session.acked_digest == self.hub.digest_of(name)
+        applied = session.acked_revision
+        if in_sync and session.idle:
+            applied = max(applied or 0, self.hub.revision)
+        return HostStatus(True, applied, in_sync, self.replica)
 
     def host_errors(self, name: str) -> list[AckError]:
         """The networks host ``name``'s agent reported failing in its last ack; empty when
@@ -412,14 +420,18 @@ async def receive_text(ws: WebSocket) -> str:
 
 
 def check_ack(session: Session, ack: Ack) -> None:
-    """An agent can only have applied what this session sent it: an ack ahead of the last
-    revision queued on the session is refused (the wire model already bounds its range and
-    the digest's form)."""
-    if ack.revision > session.prev_revision:
+    """An agent can only have applied what this session sent it, or what it said in its
+    hello that it holds: an ack ahead of both is refused (the wire model already bounds its
+    range and the digest's form). The second matters while a session waits for a
+    first-message slot: the agent's heartbeat acks go on, saying what it holds from its
+    previous session, and refusing them would close every waiting session after a restart
+    and keep the fleet reconnecting behind the queue."""
+    allowed = max(session.prev_revision, session.offered_revision)
+    if ack.revision > allowed:
         raise ProtocolViolation(
             CloseCode.POLICY,
             f"ack of revision {ack.revision}, but this session was sent up to "
-            f"{session.prev_revision}",
+            f"{session.prev_revision} and the agent offered {session.offered_revision}",
         )
 
 

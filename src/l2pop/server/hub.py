@@ -41,14 +41,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from l2pop.model import Host, Network, NetworkDelta, NetworkTables, Port, member_sums, tables_for
 from l2pop.model.digests import as_hex, remote_entry_hash
 from l2pop.model.fanout import NetworkState, host_deltas, network_state
 from l2pop.model.membership import RemoteEntry
+from l2pop.server.hubapi import (
+    HostResume,
+    HostSnapshot,
+    HostUpdate,
+    HubSubscriber,
+    NetworkChanges,
+    PortChanges,
+)
 from l2pop.server.revtrace import BatchTrace, RevisionTrace
 from l2pop.store import ChangeLogTruncated, Store
 from l2pop.wire.channel import LocalPort
@@ -64,20 +71,6 @@ RESUME_WINDOW = 2_048
 RESUME_MAX_NETWORKS = 4_096
 
 
-@dataclass(frozen=True)
-class HostUpdate:
-    """What one host must hear about one batch of changes, and the digest its tables must
-    have once it applied them."""
-
-    digest: str
-    deltas: list[NetworkDelta] = field(default_factory=list)
-    ports: dict[str, LocalPort] = field(default_factory=dict)
-    ports_removed: set[str] = field(default_factory=set)
-
-    def is_empty(self) -> bool:
-        return not (self.deltas or self.ports or self.ports_removed)
-
-
 @dataclass
 class _Pending:
     """A ``HostUpdate`` being gathered during one batch (its digest comes at the end)."""
@@ -85,30 +78,6 @@ class _Pending:
     deltas: list[NetworkDelta] = field(default_factory=list)
     ports: dict[str, LocalPort] = field(default_factory=dict)
     ports_removed: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class HostSnapshot:
-    """Everything one host must hold now: what a channel snapshot is built from."""
-
-    revision: int
-    digest: str
-    tables: dict[str, NetworkTables]  # network id -> tables, sorted by network id
-    ports: list[LocalPort]  # the host's own ports
-
-
-@dataclass(frozen=True)
-class HostResume:
-    """What brings a host from ``base`` (the revision its agent offered) to ``revision``:
-    the whole tables of the networks that changed since ``base`` and that it must hold, the
-    changed ones it must no longer hold, and all its local ports (a channel ``Resume``)."""
-
-    base: int
-    revision: int
-    digest: str
-    tables: dict[str, NetworkTables]
-    left: list[str]
-    ports: list[LocalPort]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,26 +92,6 @@ class _Remembered:
     told: frozenset[str]
     #: read back from the change log at load: ``departed`` and ``told`` are unknown
     from_log: bool = False
-
-
-class HubSubscriber(Protocol):
-    """What hears the hub. Every method is called on the event loop, in order, and must not
-    block: it queues work and returns."""
-
-    def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
-        """After each batch: what each host must hear to reach ``revision``. Only hosts that
-        have something to hear are in ``updates``."""
-        ...
-
-    def hosts_changed(self, gone: frozenset[str]) -> None:
-        """The set of hosts changed (created, deleted, or unknown after a reload); ``gone``
-        names the hosts that were deleted."""
-        ...
-
-    def reloaded(self, revision: int) -> None:
-        """The hub replaced its whole state with the store's at ``revision`` (its change log
-        was truncated): no delta chain holds any more, every host needs a snapshot."""
-        ...
 
 
 @dataclass
@@ -186,7 +135,7 @@ class Hub:
     """In-memory desired state that follows the store, and per-host fan-out of its changes.
 
     ``subscribers`` hear every batch, host change and reload (``HubSubscriber``); they are
-    fixed at construction.
+    given at construction, or with ``subscribe`` before the hub follows the store.
     """
 
     def __init__(self, store: Store, subscribers: Sequence[HubSubscriber] = ()) -> None:
@@ -214,6 +163,10 @@ class Hub:
         # _recent_from (the change log read at load, or the oldest batch forgotten)
         self._recent: deque[_Remembered] = deque()
         self._recent_from = self._loaded_at = 0
+
+    def subscribe(self, subscriber: HubSubscriber) -> None:
+        """Add a subscriber that needs the hub to exist first (wiring, before ``follow``)."""
+        self._subscribers = (*self._subscribers, subscriber)
 
     # -- loading and following the store ------------------------------------------------
 
@@ -399,6 +352,7 @@ class Hub:
             held = self.ports.get(nid, {})
             ids = held.keys() if batch.networks.get(nid, True) is None else moved[nid]
             old_ports[nid] = {pid: held.get(pid) for pid in ids}
+        old_networks = {nid: self.networks.get(nid) for nid in batch.networks}
         self.vteps = dict(new_vteps)
         if batch.vteps is not None:
             self._states.clear()  # hosts came or went: recompute any network when next read
@@ -443,12 +397,35 @@ class Hub:
         self._remember(
             _Remembered(batch.revision, frozenset(touched), dict(departed), frozenset(updates))
         )
-        for subscriber in self._subscribers:
-            subscriber.host_updates(batch.revision, updates)
+        self._publish(batch, old_networks, old_ports, updates)
         if batch.vteps is not None:
             for subscriber in self._subscribers:
                 subscriber.hosts_changed(gone)
         return updates
+
+    def _publish(
+        self,
+        batch: Batch,
+        old_networks: dict[str, Network | None],
+        old_ports: dict[str, dict[str, Port | None]],
+        updates: dict[str, HostUpdate],
+    ) -> None:
+        """Tell the subscribers what the batch changed, then what each host must hear."""
+        if not self._subscribers:
+            return
+        networks: NetworkChanges = {
+            nid: (old_networks[nid], row) for nid, row in batch.networks.items()
+        }
+        ports: PortChanges = [
+            (before.get(pid), self.ports.get(nid, {}).get(pid))
+            for nid, before in old_ports.items()
+            if batch.networks.get(nid, True) is not None  # a deleted network's go unlisted
+            for pid in sorted(before)
+        ]
+        for subscriber in self._subscribers:
+            subscriber.changed(batch.revision, networks, ports)
+        for subscriber in self._subscribers:
+            subscriber.host_updates(batch.revision, updates)
 
     def _remember(self, batch: _Remembered) -> None:
         self._recent.append(batch)
@@ -581,6 +558,10 @@ class Hub:
             if batch.revision >= revision:
                 return batch.revision, batch.told
         return None
+
+    def members(self, network_id: str) -> frozenset[str]:
+        """The hosts that are members of the network now (none: no such network)."""
+        return self._state(network_id).members if network_id in self.networks else frozenset()
 
     def hosts(self) -> Iterable[str]:
         return self.vteps.keys()

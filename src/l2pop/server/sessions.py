@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from l2pop.server.hub import HostResume, HostSnapshot, HostUpdate
+from l2pop.server.hubapi import HostResume, HostSnapshot, HostUpdate, NetworkChanges, PortChanges
 from l2pop.wire.channel import (
     Ack,
     AckError,
@@ -115,6 +115,9 @@ class Session:
         self._first_slots = first_slots
         self.generation = generation
         self._resume_from = resume_from
+        #: the revision the agent said it holds (its hello): until this session's first
+        #: message it keeps acking that, as its heartbeat
+        self.offered_revision = resume_from or 0
         self._sender = sender
         self._snapshots = snapshots
         self._queue_limit = queue_limit
@@ -345,6 +348,9 @@ class SessionRegistry:
             return len(self._open)
 
     # -- HubSubscriber ----------------------------------------------------------------------
+
+    def changed(self, revision: int, networks: NetworkChanges, ports: PortChanges) -> None:
+        pass
 
     def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
         for host, update in updates.items():
