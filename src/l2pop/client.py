@@ -46,6 +46,7 @@ from l2pop._answers import (
 from l2pop.clientpaths import CHANNEL_PATH, channel_urls, port_status_path, quote_segment
 from l2pop.wire import HostCreated, HostFdb, HostOut, NetworkOut, PortOut
 from l2pop.wire.api import RevisionOut
+from l2pop.wire.views import EventOut, StatusOut, TopologyOut
 
 __all__ = [
     "CHANNEL_PATH",
@@ -119,6 +120,15 @@ def _revision_path(revision: int) -> str:
 
 def _trace() -> str:
     return "/v1/trace"
+
+
+#: the operators' views (docs/adr/0028)
+STATUS_PATH, EVENTS_PATH, TOPOLOGY_PATH, WATCH_PATH = (
+    "/v1/status",
+    "/v1/events",
+    "/v1/topology",
+    "/v1/watch",
+)
 
 
 #: seconds an HTTP call waiting for a revision may take beyond the wait itself
@@ -315,6 +325,27 @@ class Client:
         if not isinstance(body, dict):
             raise UnexpectedAnswer(f"GET {_trace()}: not a JSON object", 200)
         return body
+
+    # -- operators' views
+
+    def status(self) -> StatusOut:
+        """The whole deployment at a glance (admin): replicas, revision, hosts in sync, the
+        hosts furthest behind, networks, ports by status, the last events."""
+        return self._call(StatusOut, "GET", STATUS_PATH)
+
+    def events(self, *, after: int | None = None, limit: int = 100) -> list[EventOut]:
+        """The server's recent events, oldest first (admin): the latest ``limit``, or the
+        first ``limit`` after sequence number ``after``."""
+        params: dict[str, int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return parse_list(
+            EventOut, self._request("GET", EVENTS_PATH, params=params), "GET", EVENTS_PATH
+        )
+
+    def topology(self) -> TopologyOut:
+        """Every network with its member hosts and ports by status (admin)."""
+        return self._call(TopologyOut, "GET", TOPOLOGY_PATH)
 
     # -- operations
 

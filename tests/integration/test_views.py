@@ -5,6 +5,8 @@ token check (``GET /v1/events|status|topology``, ``/v1/watch``)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -200,3 +202,40 @@ def test_the_page_is_served_with_its_security_headers(cluster: Cluster) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert cluster.http.get("/ui/app.js").status_code == 200
     assert cluster.http.get("/ui/secret.txt").status_code == 404
+
+
+def l2pop(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "l2pop", "--server", cluster.server.url]
+    command += ["--token", cluster.server.admin_token, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_status_command_shows_the_deployment_on_one_screen(cluster: Cluster) -> None:
+    cluster.add_hosts(2)
+    swarm = cluster.start_agents(["h1", "h2"])
+    blue = cluster.network("blue")
+    for i, h in enumerate(("h1", "h2"), 1):
+        cluster.wait_status(cluster.port(blue, h, f"198.19.0.{i}"), "ACTIVE")
+    cluster.converge()
+    until(
+        lambda: cluster.ok(cluster.http.get("/v1/status"))["hosts"]["in_sync"] == 2,
+        message="both in sync",
+    )
+    shown = l2pop(cluster, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "hosts 2 / 2 in sync, 2 connected" in shown.stdout
+    assert "every host is connected and in sync" in shown.stdout
+    assert "port ACTIVE" in shown.stdout and "last events" in shown.stdout
+
+    swarm.kill()
+    until(
+        lambda: cluster.ok(cluster.http.get("/v1/status"))["hosts"]["connected"] == 0,
+        message="both lost",
+    )
+    shown = l2pop(cluster, "status")
+    assert "hosts 0 / 2 in sync, 0 connected" in shown.stdout
+    assert "most lagging hosts" in shown.stdout and "host lost" in shown.stdout
+    answer = json.loads(l2pop(cluster, "status", "-o", "json").stdout)
+    assert [h["name"] for h in answer["lagging"]] == ["h1", "h2"]
+    refused = l2pop(cluster, "--token", "wrong", "status")
+    assert refused.returncode == 1 and refused.stderr.startswith("error:")

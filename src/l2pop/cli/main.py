@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 COMMAND_MODULES: tuple[str, ...] = (
     "l2pop.cli.server",
     "l2pop.cli.resources",
+    "l2pop.cli.status",
     "l2pop.cli.agent",
     "l2pop.cli.demo",
     "l2pop.cli.testbed",

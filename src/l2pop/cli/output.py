@@ -304,3 +304,78 @@ def fdb(out: Output, state: Mapping[str, Any], names: Mapping[str, str]) -> None
             out.table(("ip", "mac"), ([e.get("ip"), e.get("mac")] for e in neigh), title="neigh")
         else:
             out.console.print(Text("neigh: -"))
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def status(out: Output, status: Mapping[str, Any], server: str) -> None:
+    """``l2pop status`` for table output (``GET /v1/status``)."""
+    hosts = status["hosts"]
+    replicas = ", ".join(status["replicas"])
+    behind = status["revision"] - status["hub_revision"]
+    hub = "" if behind <= 0 else f" (this server's hub {behind} behind)"
+    ports = "  ".join(f"{s} {n}" for s, n in sorted(status["ports"].items()))
+    synced = hosts["in_sync"] == hosts["total"]
+    out.console.print(
+        Text.assemble(
+            ("l2pop ", "bold"),
+            f"{status['version']} at {server}, replica {status['replica']} (live: {replicas})\n",
+            f"revision {status['revision']}{hub}\n",
+            "hosts ",
+            (f"{hosts['in_sync']} / {hosts['total']} in sync", "green" if synced else "yellow"),
+            f", {hosts['connected']} connected\n",
+            f"networks {status['networks']}   ports {ports}",
+        )
+    )
+    if status["lagging"]:
+        out.table(
+            ("host", "connected", "in sync", "applied", "lag", "replica", "last seen", "errors"),
+            (_lagging_row(h) for h in status["lagging"]),
+            title="most lagging hosts",
+        )
+    else:
+        out.console.print(Text("every host is connected and in sync", style="green"))
+    out.table(
+        ("time", "event", "subject", "revision", "members applied"),
+        (_event_row(e) for e in reversed(status["events"])),
+        title="last events",
+    )
+
+
+def _lagging_row(host: Mapping[str, Any]) -> Sequence[Any]:
+    return (
+        host["name"],
+        Text("yes", "green") if host["connected"] else Text("no", "red"),
+        Text("yes", "green") if host["in_sync"] else Text("no", "yellow"),
+        host["applied_revision"],
+        host["lag"],
+        host["replica"],
+        ago(host["last_seen"]) if host["last_seen"] else None,
+        host["errors"],
+    )
+
+
+def _event_row(event: Mapping[str, Any]) -> Sequence[Any]:
+    subject = " ".join(
+        str(part)
+        for part in (
+            event["mac"],
+            event["network"] and f"in {event['network']}",
+            event["host"] and f"on {event['host']}",
+            event["detail"],
+        )
+        if part
+    )
+    return (event["time"][11:23], event["kind"], subject, event["revision"], _applied(event))
+
+
+def _applied(event: Mapping[str, Any]) -> Text | None:
+    if event["applied_ms"] is not None:
+        n = event["hosts"]
+        return Text(f"{n} host{'s' * (n != 1)} in {event['applied_ms']} ms", "green")
+    if event["behind"]:
+        return Text(f"never by {', '.join(event['behind'])}", "red")
+    if event["hosts"]:
+        return Text(f"waiting for {', '.join(event['pending'])}", "yellow")
+    return None

@@ -1,6 +1,6 @@
 """What operators watch: every host's session at a glance, every network's membership and
 ports, and a bounded feed of events, each with the time its member hosts took to apply it
-(the web page at ``/ui``, ``l2pop status``, ``GET /v1/events``, docs/adr/0026).
+(the web page at ``/ui``, ``l2pop status``, ``GET /v1/events``, docs/adr/0028).
 
 Design notes
 ------------

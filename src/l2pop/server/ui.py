@@ -1,4 +1,4 @@
-"""The web page at ``/ui`` (docs/adr/0026): three static files, served from memory.
+"""The web page at ``/ui`` (docs/adr/0028): four static files, served from memory.
 
 The page holds no data of its own: it signs in with the admin token (kept in the browser's
 session storage, sent as a bearer header, never in a URL), reads ``/v1`` like any client and

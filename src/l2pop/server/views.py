@@ -1,4 +1,4 @@
-"""The operators' views under ``/v1`` (docs/adr/0026): the status screen, the event feed,
+"""The operators' views under ``/v1`` (docs/adr/0028): the status screen, the event feed,
 the membership graph, and the web page's live stream (``/v1/watch``, a WebSocket).
 
 Thin like ``routes``: authorise, read ``server/activity.py`` and the hub, answer. The stream

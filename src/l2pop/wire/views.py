@@ -1,4 +1,4 @@
-"""The operators' views (docs/adr/0026): ``GET /v1/status``, ``GET /v1/events`` and
+"""The operators' views (docs/adr/0028): ``GET /v1/status``, ``GET /v1/events`` and
 ``GET /v1/topology``; the web page's live stream carries the same shapes.
 
 Responses only: these describe what the server answers and are never parsed from a caller.
