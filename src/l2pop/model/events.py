@@ -109,14 +109,12 @@ def host_session_events(
     """The events of a host's (connected, in_sync) going from ``was`` to ``now`` (None: the
     host does not exist). Losing the session is ``host lost`` alone: a host that is not
     connected is out of sync by definition, which is not news."""
-    if was is None and now is None:
-        return []
+    if now is None:
+        return [] if was is None else [EventKind.HOST_DELETED]
     if was is None:
         up, sync = now
         born = [EventKind.HOST_CREATED]
         return born + [EventKind.HOST_CONNECTED] * up + [EventKind.HOST_IN_SYNC] * (up and sync)
-    if now is None:
-        return [EventKind.HOST_DELETED]
     (was_up, was_sync), (up, sync) = was, now
     if was_up and not up:
         return [EventKind.HOST_LOST]
