@@ -111,7 +111,14 @@ def create_app(
         heartbeat_interval=heartbeat_interval,
         hello_timeout=client_timeout,
     )
-    activity = Activity(store, hub, channel, replica=replica, encode=compact_json)
+    activity = Activity(
+        store,
+        hub,
+        channel,
+        replica=replica,
+        encode=compact_json,
+        others_alive=lambda: bool(presence.replicas_alive - {replica}),
+    )
     hub.subscribe(activity)
 
     @contextlib.asynccontextmanager
