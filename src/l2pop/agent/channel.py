@@ -210,7 +210,13 @@ class Agent:
                 delay = self._reconnect.long() if self._refused else self._reconnect.next()
                 self._refused = False
                 self._fail_over()
-                log.debug("%s: reconnecting to %s in %.2fs", self.host, self.http_url, delay)
+                log.debug(
+                    "%s: reconnecting to %s in %.2fs",
+                    self.host,
+                    self.http_url,
+                    delay,
+                    extra=self._log_context(),
+                )
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
@@ -238,6 +244,12 @@ class Agent:
                 await ws.close()
         if task is not None and not task.done():
             task.cancel()  # still connecting: do not wait for the open timeout
+
+    def _log_context(self) -> dict[str, object]:
+        """The ``extra`` of this agent's log lines (``l2pop.logfmt``): its host and the
+        revision its datapath has applied, if any."""
+        applied = self.reconciler.applied()
+        return {"host": self.host, "revision": applied[0] if applied else None}
 
     def status(self) -> dict[str, Any]:
         applied = self.reconciler.applied()
@@ -292,7 +304,7 @@ class Agent:
                     resume_revision=self.reconciler.resume_point(),
                 )
                 await ws.send(encode(hello))  # without its None fields
-                log.info("%s: connected to %s", self.host, self.ws_url)
+                log.info("%s: connected to %s", self.host, self.ws_url, extra=self._log_context())
                 beat = asyncio.create_task(self._heartbeat(ws))
                 try:
                     async for raw in ws:
@@ -303,23 +315,37 @@ class Agent:
                         await beat
                     if ws.close_code in SLOW_RETRY_CLOSE_CODES:
                         self._refused = True
-                        log.warning("%s: closed by the server (%s)", self.host, ws.close_code)
+                        log.warning(
+                            "%s: closed by the server (%s)",
+                            self.host,
+                            ws.close_code,
+                            extra=self._log_context(),
+                        )
         except InvalidStatus as exc:
             code = exc.response.status_code
             self.stats.connect_failures += 1
             self._refused = code in (401, 403, 409)
             self.stats.refused += self._refused
             self.last_error = f"upgrade refused: HTTP {code}"
-            log.warning("%s: server refused the channel: HTTP %d", self.host, code)
+            log.warning(
+                "%s: server refused the channel: HTTP %d",
+                self.host,
+                code,
+                extra=self._log_context(),
+            )
         except (OSError, TimeoutError, WebSocketException) as exc:
             self._channel_down(exc)
         except Exception as exc:
             # A bug must not end the agent for good: log it and start a fresh session.
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("%s: session failed", self.host)
+            log.exception("%s: session failed", self.host, extra=self._log_context())
         finally:
             if self._ws is not None:
-                log.info("%s: disconnected; keeping the datapath as is", self.host)
+                log.info(
+                    "%s: disconnected; keeping the datapath as is",
+                    self.host,
+                    extra=self._log_context(),
+                )
             self._ws = None
 
     def _channel_down(self, exc: OSError | TimeoutError | WebSocketException) -> None:
@@ -333,10 +359,16 @@ class Agent:
             # The operator must fix the certificate or the CA: retry slowly, never insecurely.
             self._refused = True
             self.last_error = tls_error
-            log.warning("%s: cannot connect to %s: %s", self.host, self.ws_url, tls_error)
+            log.warning(
+                "%s: cannot connect to %s: %s",
+                self.host,
+                self.ws_url,
+                tls_error,
+                extra=self._log_context(),
+            )
         else:
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.info("%s: channel down: %s", self.host, self.last_error)
+            log.info("%s: channel down: %s", self.host, self.last_error, extra=self._log_context())
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         """Send an ack every ``heartbeat_interval``: the agent's heartbeat."""
@@ -362,7 +394,7 @@ class Agent:
     async def _request_resync(self, ws: ClientConnection, reason: str) -> None:
         if self._resync_pending:
             return
-        log.warning("%s: requesting a resync: %s", self.host, reason)
+        log.warning("%s: requesting a resync: %s", self.host, reason, extra=self._log_context())
         self._resync_pending = True
         self.stats.resyncs_requested += 1
         await ws.send(encode(Resync(reason=reason)))
@@ -376,7 +408,12 @@ class Agent:
             msg: ServerMessage = server_message.decode(raw)
         except msgspec.DecodeError as exc:
             self.stats.messages["invalid"] += 1
-            log.warning("%s: ignoring a malformed server message: %s", self.host, exc)
+            log.warning(
+                "%s: ignoring a malformed server message: %s",
+                self.host,
+                exc,
+                extra=self._log_context(),
+            )
             return
         self.stats.messages[msg.type] += 1
         if isinstance(msg, Snapshot | Resume | Delta):
@@ -411,7 +448,13 @@ class Agent:
             if msg.code in REFUSED_CODES:
                 self._refused = True
                 self.stats.refused += 1
-            log.error("%s: server error %s: %s", self.host, msg.code, msg.message)
+            log.error(
+                "%s: server error %s: %s",
+                self.host,
+                msg.code,
+                msg.message,
+                extra=self._log_context(),
+            )
 
     async def _on_delta(self, ws: ClientConnection, msg: Delta) -> None:
         if self._resync_pending:
@@ -452,7 +495,13 @@ class Agent:
             except Exception as exc:
                 self.stats.sync_errors += 1
                 delay = retry.next()
-                log.exception("%s: sync failed (%s); FULL retry in %.2fs", self.host, exc, delay)
+                log.exception(
+                    "%s: sync failed (%s); FULL retry in %.2fs",
+                    self.host,
+                    exc,
+                    delay,
+                    extra=self._log_context(),
+                )
                 await asyncio.sleep(delay)  # rate limit: a broken kernel is not hammered
                 self._wake.set()
                 continue

@@ -21,6 +21,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
+from l2pop import logfmt, sdnotify
 from l2pop.agent.channel import Agent
 from l2pop.agent.control import ControlServer, parse_address
 from l2pop.agent.options import DatapathOptions
@@ -107,12 +108,11 @@ def make_datapath(name: str, options: DatapathOptions) -> Datapath:
     return factory(options)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def setup_logging(level: str, log_format: str = "text", *, host: str | None = None) -> None:
+    """Log at ``level`` and above to stderr, as text or JSON lines (``l2pop.logfmt``);
+    ``host``: the one host of this process, which every JSON line then names."""
+    context = {"host": host} if host else None
+    logfmt.configure(level, log_format, text=logfmt.AGENT_TEXT, context=context)
     # One line per status call drowns a swarm's log; failures are logged by the reporter.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -125,6 +125,12 @@ async def serve_agents(
 
     ``ramp`` spreads the agents' first connections over that many seconds, so a swarm does
     not open all its sessions in the same instant.
+
+    Readiness (``sdnotify``; docs/adr/0026-operating-the-services.md): ``READY=1`` once the
+    control endpoint listens and every agent's channel task runs (the datapaths were opened
+    by the caller), not once a session is in sync: a host whose server is unreachable still
+    has an agent up, keeping its tables and reconnecting, and ``systemctl start`` must not
+    wait for the server. ``STOPPING=1`` when a signal asks it to stop.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -146,8 +152,11 @@ async def serve_agents(
         for i, agent in enumerate(agents.values())
     ]
     waiter = asyncio.create_task(stop.wait())
+    await asyncio.sleep(0)  # let each channel task start (register its port listener)
+    sdnotify.ready(f"{len(agents)} agent(s) running")
     try:
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        sdnotify.stopping()
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("agent ended: %r", task.exception())
@@ -174,6 +183,7 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
     heartbeat_interval: float = 5.0,
     log_level: str | None = None,
     tls_ca: str | None = None,
+    log_format: str = "text",
 ) -> int:
     """``l2pop agent``: run one host's agent until SIGTERM/SIGINT; returns the exit code.
 
@@ -183,7 +193,7 @@ def run_agent(  # noqa: PLR0917 (the CLI's contract)
     certificate is verified with (default: the system trust store); the process builds this
     one SSL context for all its connections.
     """
-    setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "INFO")
+    setup_logging(log_level or os.environ.get("L2POP_LOG_LEVEL") or "INFO", log_format, host=host)
     try:
         servers = parse_servers(server)
         if control:

@@ -191,7 +191,11 @@ class Reconciler:
         if mine != msg.digest:
             # The server computed a different hash of the very tables it sent: a server bug,
             # not a lost message. Asking for another snapshot would loop, so only say it.
-            log.warning("snapshot at revision %d: digest differs from the server's", msg.revision)
+            log.warning(
+                "snapshot at revision %d: digest differs from the server's",
+                msg.revision,
+                extra={"revision": msg.revision},
+            )
 
     def on_delta(self, msg: Delta) -> bool:
         """Apply a delta to the desired state and queue it for the fast path.
@@ -464,7 +468,12 @@ class Reconciler:
         for nid in healthy:
             gone = self._failing.pop(nid, None)
             if gone is not None:
-                log.info("network %s converged after %d failed attempts", nid, gone.error.attempts)
+                log.info(
+                    "network %s converged after %d failed attempts",
+                    nid,
+                    gone.error.attempts,
+                    extra={"network": nid, "revision": revision},
+                )
         for nid, (vni, (entry, message)) in failed.items():
             before = self._failing.get(nid)
             attempts = before.error.attempts + 1 if before is not None else 1
@@ -480,6 +489,7 @@ class Reconciler:
                 delay,
                 f"{entry}: " if entry else "",
                 message,
+                extra={"network": nid, "revision": revision},
             )
         mine = total
         for nid in self._failing:

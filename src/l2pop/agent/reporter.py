@@ -146,7 +146,11 @@ class StatusReporter:
         except ClientError as exc:  # Unreachable: no answer (or no usable server URL)
             self.failures += 1
             log.info(
-                "%s: status of port %s not sent (%s); will retry", self.host, port_id, exc.message
+                "%s: status of port %s not sent (%s); will retry",
+                self.host,
+                port_id,
+                exc.message,
+                extra={"host": self.host, "port": port_id},
             )
             return False
         if 200 <= code < 300:
@@ -155,7 +159,11 @@ class StatusReporter:
         if code >= 500 or code in _RETRY_STATUSES:
             self.failures += 1
             log.info(
-                "%s: status of port %s: server answered %d; will retry", self.host, port_id, code
+                "%s: status of port %s: server answered %d; will retry",
+                self.host,
+                port_id,
+                code,
+                extra={"host": self.host, "port": port_id},
             )
             return False
         self.dropped += 1
@@ -167,6 +175,7 @@ class StatusReporter:
             port_id,
             reason,
             why[:200],
+            extra={"host": self.host, "port": port_id},
         )
         return True
 

@@ -5,6 +5,10 @@
 ``--tls-ca`` falls back likewise (``L2POP_TLS_CA``). The agent's token is its host's token,
 not the operator's: ``--token`` or ``--token-file`` here, or ``L2POP_AGENT_TOKEN`` /
 ``L2POP_AGENT_TOKEN_FILE`` (never ``L2POP_TOKEN``, which holds the admin token).
+
+``l2pop agent``'s options are layered (``l2pop.cli.config``): each can also come from the
+environment (``L2POP_<OPTION>``; the token's as above) or the TOML file ``--config`` names.
+``agent-swarm`` is a test tool and is not.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from l2pop.agent.options import (
     DatapathOptions,
 )
 from l2pop.cli.common import DEFAULT_SERVER
+from l2pop.cli.config import ConfigError, add_log_options, layered, resolve
 from l2pop.tlsconfig import ENV_TLS_CA
 from l2pop.tokenfile import TokenFileError, resolve_token
 
@@ -58,9 +63,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=5.0,
         metavar="S",
         help="seconds between agent heartbeats and WebSocket pings (default 5)",
-    )
-    p.add_argument(
-        "--log-level", default=None, help="DEBUG, INFO, WARNING... (env L2POP_LOG_LEVEL)"
     )
 
 
@@ -125,6 +127,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the bridge's datapath: system (kernel module) or netdev (userspace; no kernel "
         "module needed) (default system)",
     )
+    add_log_options(p, default_level="INFO")
+    layered(
+        p,
+        env={"token": ENV_AGENT_TOKEN, "token-file": f"{ENV_AGENT_TOKEN}_FILE"},
+        groups=[("token", "token-file")],
+        # the global --server and --tls-ca (l2pop.cli.common) stand when not repeated here
+        inherited={"server": DEFAULT_SERVER, "tls_ca": None},
+    )
     p.set_defaults(func=_run_agent)
 
     s = subparsers.add_parser(
@@ -147,6 +157,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="spread the first connections over S seconds (default 0)",
     )
     s.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING... (env L2POP_LOG_LEVEL)"
+    )
+    s.add_argument(
         "--test-hooks", action="store_true", help="enable fault-injection hooks (tests only)"
     )
     s.add_argument(
@@ -160,6 +173,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_agent(args: argparse.Namespace) -> int:
+    try:
+        resolve(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from l2pop.agent.main import run_agent
 
     try:
@@ -191,6 +209,7 @@ def _run_agent(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         log_level=args.log_level,
         tls_ca=getattr(args, "tls_ca", None),
+        log_format=args.log_format,
     )
 
 

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from l2pop.cli.common import CliError
+from l2pop.cli.config import ConfigError, IntRange, add_log_options, layered, resolve
 from l2pop.tokenfile import TokenFileError, resolve_token
 
 DEFAULT_DB = "sqlite:///l2pop.db"
 DEFAULT_LISTEN = "127.0.0.1:9696"
 ENV_ADMIN_TOKEN = "L2POP_ADMIN_TOKEN"
+#: ``l2pop.server.workers.MAX_WORKERS``, spelt out so building the parser does not import
+#: the server (tests/unit/test_config.py keeps the two equal)
+MAX_WORKERS = 64
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``l2pop server [--db URL] [--listen HOST:PORT] [--admin-token[-file] T|FILE]
-    [--tls-cert FILE --tls-key FILE] [--replica NAME] [--workers N] ...``."""
+    [--tls-cert FILE --tls-key FILE] [--replica NAME] [--workers N] [--config FILE] ...``.
+
+    Every option can also come from the environment (``L2POP_<OPTION>``) or the TOML file
+    ``--config`` names (``l2pop.cli.config``; docs/configuration.md lists them all)."""
     p = subparsers.add_parser(
         "server",
         help="run the l2pop server (REST API and agent channel)",
@@ -24,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--db",
-        default=os.environ.get("L2POP_DB") or DEFAULT_DB,
+        default=DEFAULT_DB,
         metavar="URL",
         help=f"database URL, sqlite:///FILE or postgresql://... (env L2POP_DB; "
         f"default {DEFAULT_DB})",
@@ -94,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--replica",
-        default=os.environ.get("L2POP_REPLICA") or None,
+        default=None,
         metavar="NAME",
         help="this server's name among replicas on one database: shown as the holder of "
         "host sessions and as the replica label of /metrics (env L2POP_REPLICA; default "
@@ -103,24 +109,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--workers",
         type=int,
-        default=_env_workers(),
+        default=1,
         metavar="N",
         help="serve with N worker processes behind the one --listen address (SO_REUSEPORT), "
         "each a replica named <replica>/w<i>, restarted if it dies; PostgreSQL only; "
         "--max-connections is per worker (env L2POP_WORKERS; default 1)",
     )
+    add_log_options(p, default_level="INFO")
     # set by the --workers supervisor on the workers it starts: the supervisor's pid
     p.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
+    layered(
+        p,
+        groups=[("admin-token", "admin-token-file")],
+        bounds={
+            "queue-limit": IntRange(1),
+            "max-body": IntRange(1),
+            "max-connections": IntRange(1),
+            "workers": IntRange(1, MAX_WORKERS),
+        },
+    )
     p.set_defaults(func=_run)
-
-
-def _env_workers() -> int | str:
-    """L2POP_WORKERS, else 1; argparse converts (and refuses) a string default itself."""
-    return os.environ.get("L2POP_WORKERS") or 1
 
 
 def _run(args: argparse.Namespace) -> int:
     """Import the server only now (the CLI must start fast) and run it until stopped."""
+    try:
+        resolve(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         from l2pop.server.main import run
     except ImportError as exc:
@@ -146,5 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         replica=args.replica,
         workers=args.workers,
         worker_of=args.worker_of,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
     return result if isinstance(result, int) else 0

@@ -131,7 +131,11 @@ class Channel:
             deadline = time.monotonic() - 3 * self.heartbeat_interval
             for session in self.registry.live():
                 if session.last_heard < deadline:
-                    log.warning("agent %s silent for 3 heartbeats: closing", session.host)
+                    log.warning(
+                        "agent %s silent for 3 heartbeats: closing",
+                        session.host,
+                        extra={"host": session.host},
+                    )
                     await session.close(1001, "heartbeat timeout")
                 else:
                     session.push_heartbeat(self.hub.digest_of(session.host))
@@ -194,13 +198,23 @@ class Channel:
         if old is not None:
             await old.close(CloseCode.REPLACED, "replaced by a new session")
         self.registry.opened(host.name)
-        log.info("agent %s connected (vtep %s)", host.name, host.vtep_ip)
+        log.info(
+            "agent %s connected (vtep %s)",
+            host.name,
+            host.vtep_ip,
+            extra={"host": host.name, "revision": resume_from},
+        )
         sender = asyncio.create_task(session.send_loop())
         try:
             await self._receive_loop(ws, session)
         except ProtocolViolation as exc:
             self.stats.protocol_violations += 1
-            log.warning("agent %s: %s; closing its session", host.name, exc.reason)
+            log.warning(
+                "agent %s: %s; closing its session",
+                host.name,
+                exc.reason,
+                extra={"host": host.name, "revision": session.acked_revision},
+            )
             await session.close(exc.code, exc.reason)
         except (WebSocketDisconnect, RuntimeError):
             pass
@@ -212,7 +226,11 @@ class Channel:
             self.registry.discard(session)
             await self.flush_reports()  # the store keeps its last word for host_status
             self.registry.closed(host.name)
-            log.info("agent %s disconnected", host.name)
+            log.info(
+                "agent %s disconnected",
+                host.name,
+                extra={"host": host.name, "revision": session.acked_revision},
+            )
 
     async def _catch_up_to(self, revision: int) -> None:
         """Wait (bounded) for the hub to reach ``revision``: an agent coming from another
@@ -241,7 +259,7 @@ class Channel:
             return None
         except (WebSocketDisconnect, RuntimeError):
             # gone before its hello (e.g. it gave up waiting for the handshake): no refusal
-            log.info("agent of host %s left before its hello", host.name)
+            log.info("agent of host %s left before its hello", host.name, extra={"host": host.name})
             return None
         except (msgspec.DecodeError, ProtocolViolation):
             await self._refuse(ws, ErrorCode.PROTOCOL, "expected a hello message first")
@@ -280,7 +298,9 @@ class Channel:
         try:
             return await asyncio.to_thread(self.store.claim_session, report, self.replica)
         except Exception as exc:
-            log.warning("agent %s: cannot claim its session: %s", host.name, exc)
+            log.warning(
+                "agent %s: cannot claim its session: %s", host.name, exc, extra={"host": host.name}
+            )
             with contextlib.suppress(Exception):
                 message = "the store is unavailable; try again later"
                 await ws.send_text(encode(ErrorMsg(code=ErrorCode.CLOSED, message=message)))
@@ -293,7 +313,9 @@ class Channel:
             await asyncio.to_thread(self.store.release_session, name, self.replica, generation)
         except Exception as exc:
             # the beat's check and the replica's TTL cover it: the others see it go stale
-            log.warning("agent %s: releasing its session failed: %s", name, exc)
+            log.warning(
+                "agent %s: releasing its session failed: %s", name, exc, extra={"host": name}
+            )
 
     async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
         log.warning("agent refused: %s", message)
@@ -316,7 +338,12 @@ class Channel:
                 self._on_ack(session, message)
             elif isinstance(message, Resync):
                 self.stats.resyncs += 1
-                log.info("agent %s asks for a resync: %s", session.host, message.reason)
+                log.info(
+                    "agent %s asks for a resync: %s",
+                    session.host,
+                    message.reason,
+                    extra={"host": session.host, "revision": session.acked_revision},
+                )
                 session.request_snapshot()
 
     def _on_ack(self, session: Session, ack: Ack) -> None:
@@ -361,7 +388,11 @@ class Channel:
             try:
                 self.store.record_host_reports([report])
             except Exception:
-                log.exception("saving the report of agent %s failed", report.name)
+                log.exception(
+                    "saving the report of agent %s failed",
+                    report.name,
+                    extra={"host": report.name, "revision": report.applied_revision},
+                )
 
     # -- views for the REST API ---------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
+from l2pop import logfmt, sdnotify
 from l2pop.server.app import REPLICA_NAME_MAX, create_app, default_replica_name
 from l2pop.server.channel import MAX_AGENT_FRAME
 from l2pop.server.limits import (
@@ -105,6 +106,8 @@ class ServerOptions:
     #: as given (None: ``default_replica_name(port)``); workers append ``/w<i>``
     replica: str | None = None
     workers: int = 1
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def scheme(self) -> str:
@@ -168,14 +171,17 @@ def run(
     replica: str | None = None,
     workers: int = 1,
     worker_of: int | None = None,
+    log_level: str = "INFO",
+    log_format: str = "text",
 ) -> int:
     """Serve until stopped; 2 (after one ``error:`` line) for a bad option or file.
 
     ``workers`` > 1: supervise that many worker processes instead (``server/workers.py``).
     ``worker_of`` (a supervisor's pid) makes this process one of its workers: it serves on
-    its own ``SO_REUSEPORT`` socket and ends with the supervisor.
+    its own ``SO_REUSEPORT`` socket and ends with the supervisor. Logs go to stderr in
+    ``log_format`` (``l2pop.logfmt``).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logfmt.configure(log_level, log_format, text=logfmt.SERVER_TEXT)
     try:
         host, port = parse_listen(listen)
         options = ServerOptions(
@@ -192,6 +198,8 @@ def run(
             max_body=max_body,
             replica=replica,
             workers=workers,
+            log_level=log_level,
+            log_format=log_format,
         )
         check_options(options)
     except (ValueError, OptionError) as exc:
@@ -255,7 +263,7 @@ def serve(options: ServerOptions, *, worker_of: int | None = None) -> int:
             where,
             options.replica_name,
         )
-        server = uvicorn.Server(uvicorn_config(app, options))
+        server = NotifyingServer(uvicorn_config(app, options))
         try:
             server.run(sockets=None if sock is None else [sock])
         except KeyboardInterrupt:
@@ -280,6 +288,8 @@ def uvicorn_config(app: object, options: ServerOptions) -> uvicorn.Config:
         port=options.port,
         log_level="warning",
         access_log=False,
+        # uvicorn's loggers propagate to ours (l2pop.logfmt): one format, JSON included
+        log_config=None,
         # No WebSocket pings from the server: the channel's own heartbeats already prove the
         # agent alive (an ack each interval; a session silent for three is closed, see
         # server/channel.py), and a second liveness check per session costs every agent
@@ -295,3 +305,21 @@ def uvicorn_config(app: object, options: ServerOptions) -> uvicorn.Config:
         ws_max_size=MAX_AGENT_FRAME,
         limit_concurrency=options.max_connections,
     )
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server, telling systemd (``sdnotify``) when it serves and when it stops.
+
+    uvicorn's ``startup`` runs the app's lifespan (the hub loads the store) and then listens,
+    so once it returns with ``started`` set, ``/healthz`` answers: that is ``READY=1``. A
+    failed start (the address in use, the store unreadable) never sends it.
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            sdnotify.ready(f"serving on {self.config.host}:{self.config.port}")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        sdnotify.stopping()
+        await super().shutdown(sockets=sockets)

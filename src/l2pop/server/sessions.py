@@ -197,7 +197,11 @@ class Session:
             self._outbox.clear()
             self._needs_snapshot = True
             self._stats.coalesced += 1
-            log.warning("agent %s is slow: backlog replaced by a snapshot", self.host)
+            log.warning(
+                "agent %s is slow: backlog replaced by a snapshot",
+                self.host,
+                extra={"host": self.host},
+            )
         else:
             self._outbox.append(message)
         self._wake.set()
@@ -370,7 +374,11 @@ class SessionRegistry:
         session = self._live.get(host)
         if session is not None and session.generation < generation:
             del self._live[host]
-            log.info("agent %s: a newer session took over; closing this one", host)
+            log.info(
+                "agent %s: a newer session took over; closing this one",
+                host,
+                extra={"host": host},
+            )
             self._close_later(session, CloseCode.REPLACED, "replaced by a newer session")
 
     def _close_later(self, session: Session, code: int, reason: str) -> None:

@@ -28,6 +28,10 @@ Design notes (docs/adr/0023-server-workers.md):
   while workers restart and turns port 0 into one real port), starts the workers, forwards
   SIGTERM/SIGINT to them and waits, and restarts a worker that dies unexpectedly after a
   backoff. It signals only the pids it started (held as ``Popen``, reaped by it).
+- **Readiness** (ADR 26): under systemd the supervisor is the unit's main process. Workers
+  never notify systemd themselves (a restarted worker's ``STOPPING=1`` would read as the
+  service stopping); they notify the supervisor's ``sdnotify.Relay``, and the supervisor
+  sends ``READY=1`` once every worker it started has, and ``STOPPING=1`` on SIGTERM.
 - **A worker ends with its supervisor** (``die_with_parent``: ``PR_SET_PDEATHSIG``), so a
   ``kill -9`` of the parent leaves no orphan holding the port.
 """
@@ -47,6 +51,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from l2pop import sdnotify
 from l2pop.server.app import REPLICA_NAME_MAX
 
 if TYPE_CHECKING:
@@ -128,6 +133,7 @@ def worker_command(options: ServerOptions, replica: str, parent_pid: int) -> lis
     cmd += ["--client-timeout", repr(options.client_timeout)]
     cmd += ["--max-body", str(options.max_body)]
     cmd += ["--max-connections", str(options.max_connections)]
+    cmd += ["--log-level", options.log_level, "--log-format", options.log_format]
     if options.tls_cert and options.tls_key:
         cmd += ["--tls-cert", options.tls_cert, "--tls-key", options.tls_key]
     return cmd
@@ -135,9 +141,12 @@ def worker_command(options: ServerOptions, replica: str, parent_pid: int) -> lis
 
 def worker_env(options: ServerOptions) -> dict[str, str]:
     """The worker's environment: the parent's, with the database URL and the admin token
-    (which may hold passwords, so not in ``ps``) and nothing that could override them."""
+    (which may hold passwords, so not in ``ps``) and nothing that could override them: no
+    config file (the command line holds what the parent made of it) and no systemd notify
+    socket (see the module docstring)."""
     env = dict(os.environ)
-    for name in ("L2POP_ADMIN_TOKEN", "L2POP_ADMIN_TOKEN_FILE", "L2POP_REPLICA"):
+    drop = ("L2POP_ADMIN_TOKEN", "L2POP_ADMIN_TOKEN_FILE", "L2POP_REPLICA", "L2POP_CONFIG")
+    for name in (*drop, sdnotify.ENV_NOTIFY_SOCKET):
         env.pop(name, None)
     env["L2POP_DB"] = options.db_url
     if options.admin_token:
@@ -167,6 +176,9 @@ class Supervisor:
         base = options.replica_name
         self.workers = [Worker(i, worker_replica_name(base, i)) for i in range(options.workers)]
         self.signals: list[int] = []
+        #: where workers report readiness; only under a service manager that wants it
+        self.relay = sdnotify.Relay() if os.environ.get(sdnotify.ENV_NOTIFY_SOCKET) else None
+        self.notified_ready = False
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -183,7 +195,10 @@ class Supervisor:
         cmd = worker_command(self.options, worker.replica, self.parent_pid)
         # own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards
         # one SIGTERM (a second SIGINT would make uvicorn skip its graceful shutdown)
-        worker.proc = subprocess.Popen(cmd, env=worker_env(self.options), process_group=0)
+        env = worker_env(self.options)
+        if self.relay is not None:
+            env.update(self.relay.environ())
+        worker.proc = subprocess.Popen(cmd, env=env, process_group=0)
         worker.started_at = time.monotonic()
         log.info(
             "worker w%d pid %d started, replica %s", worker.index, worker.proc.pid, worker.replica
@@ -213,6 +228,15 @@ class Supervisor:
             delay,
         )
         worker.proc = None
+
+    def check_ready(self) -> None:
+        """``READY=1`` once, when every worker slot holds a process that reported ready."""
+        if self.relay is None or self.notified_ready:
+            return
+        ready = self.relay.ready_pids()
+        if all(w.proc is not None and w.proc.pid in ready for w in self.workers):
+            self.notified_ready = True
+            sdnotify.ready(f"{len(self.workers)} workers serving")
 
     def live(self) -> list[subprocess.Popen[bytes]]:
         return [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
@@ -261,10 +285,14 @@ class Supervisor:
                 now = time.monotonic()
                 for worker in self.workers:
                     self.check(worker, now)
+                self.check_ready()
                 time.sleep(POLL_S)
             log.info("%s: stopping the workers", signal.Signals(self.signals[0]).name)
+            sdnotify.stopping()
         finally:
             self.stop()
+            if self.relay is not None:
+                self.relay.close()
         return 0
 
 
