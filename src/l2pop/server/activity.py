@@ -135,7 +135,9 @@ class HostView:
     encaps: tuple[str, ...] | None
     connected: bool
     replica: str | None
-    applied_revision: int | None
+    #: not compared: an in-sync host's follows every revision, which is not news (its lag,
+    #: 0, says the same); a lagging host's lag changes instead
+    applied_revision: int | None = field(compare=False)
     lag: int | None  # revisions behind the hub's; None: not connected or nothing applied
     in_sync: bool
     #: not compared: a heartbeat moves it, and a view that only aged is not news

@@ -130,7 +130,7 @@ async function loadAll() {
   state.revision = Math.max(status.body.hub_revision, topology.body.revision);
   state.replica = status.body.replica;
   state.networks = new Map(topology.body.networks.map((n) => [n.id, n]));
-  state.hosts = new Map(hosts.map((h) => [h.name, h]));
+  state.hosts = new Map(hosts.map((h) => [h.name, withLag(h, status.body.hub_revision)]));
   state.events = events.body.slice().reverse();
   countNetworksPerHost();
 }
@@ -231,9 +231,21 @@ function hostState(host) {
 }
 
 function lagOf(host) {
-  if (host.lag !== undefined && host.lag !== null) return host.lag;
-  if (!host.connected || host.applied_revision === null) return null;
-  return Math.max(state.revision - host.applied_revision, 0);
+  return host.lag ?? null;
+}
+
+// A row of GET /v1/hosts has no lag: it is the revision it was read at minus the applied one
+// (the stream's rows carry theirs, and send it again whenever it changes).
+function withLag(host, revision) {
+  const known = host.connected && host.applied_revision !== null;
+  return { ...host, lag: known ? Math.max(revision - host.applied_revision, 0) : null };
+}
+
+// The stream sends a host again when its state changes, not each time an in-sync host's
+// applied revision follows the current one: show the current one for those.
+function appliedOf(host, lag) {
+  if (host.connected && host.in_sync && lag === 0) return Math.max(host.applied_revision || 0, state.revision);
+  return host.applied_revision;
 }
 
 function renderSummary() {
@@ -287,7 +299,7 @@ function hostRow(host) {
     ["encaps", host.encaps ? host.encaps.join(" ") : "-"],
     ["connected", host.connected ? "yes" : "no", host.connected ? "state-ok" : "state-bad"],
     ["replica", host.replica || "-"],
-    ["applied_revision", host.applied_revision ?? "-", "num"],
+    ["applied_revision", appliedOf(host, lag) ?? "-", "num"],
     ["lag", lag ?? "-", "num"],
     ["in_sync", host.in_sync && host.connected ? "yes" : "no", `state-${sync}`],
     ["last_seen", host.last_seen ? host.last_seen.replace("T", " ").slice(0, 19) : "-"],
