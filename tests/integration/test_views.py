@@ -183,6 +183,16 @@ def live_ticks(cluster: Cluster, ws: ClientConnection) -> None:
             seen += [e["kind"] for e in message["events"] if e["port_id"] == port]
             assert all(set(h) >= {"name", "in_sync", "lag"} for h in message["hosts"])
     assert [k for k in seen if k != "port BUILD"] == ["port created", "port bound", "port ACTIVE"]
+    # once all is quiet a tick carries nothing: hosts are sent when they change, not as
+    # heartbeats move their last_seen
+    quiet = 0
+    deadline = time.monotonic() + 15
+    while quiet < 3 and time.monotonic() < deadline:
+        message = json.loads(ws.recv(timeout=5))
+        if message["type"] == "tick":
+            empty = not (message["hosts"] or message["events"] or message["networks"])
+            quiet = quiet + 1 if empty else 0
+    assert quiet == 3, "ticks kept carrying hosts with nothing changing"
 
 
 def test_views_refuse_a_wrong_token_and_unknown_parameters(cluster: Cluster) -> None:

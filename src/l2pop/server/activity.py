@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -145,6 +145,12 @@ class HostView:
     networks: int
     errors: int
 
+    @property
+    def settled(self) -> bool:
+        """Connected, in sync and current: nothing about it changes until it is told
+        something, its session changes or its row does."""
+        return self.connected and self.in_sync and self.lag == 0
+
     def as_json(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -214,7 +220,9 @@ class Activity:
         self.others_alive = others_alive
         self._rows: dict[str, Host] = {}  # the hosts' rows as last read
         self._read_at = -FULL_READ_S
-        self._local: frozenset[str] = frozenset()  # hosts whose sessions are held here
+        # host -> its session's acks (``Session.acked``), for the sessions held here
+        self._sessions: dict[str, tuple[int | None, str | None, int, bool]] = {}
+        self._told: set[str] = set()  # hosts the hub told something since the last tick
         self._topology: tuple[int, list[dict[str, object]]] | None = None
         self.on_applied = on_applied
         self.events: deque[Event] = deque(maxlen=EVENTS_KEEP)
@@ -262,6 +270,7 @@ class Activity:
     def host_updates(self, revision: int, updates: Mapping[str, HostUpdate]) -> None:
         events = self._pending_revision.pop(revision, [])
         told = updates.keys()
+        self._told |= told
         for event in events:
             hosts = set(event.local_hosts)
             if event.network_id is not None and _remote(event.kind):
@@ -329,36 +338,56 @@ class Activity:
     async def tick(self) -> None:
         """Re-read the hosts, turn what changed into events, settle what was applied, and
         tell the watchers."""
-        rows = await self._hosts_rows()
+        dirty = await self._refresh_rows()
         now = time.monotonic()
-        changed = self._judge_hosts(rows, now)
-        self._judge_rows(rows, now)
+        changed = self._judge_hosts(dirty, now)
+        self._judge_rows(now)
         self._give_up(now)
         self._broadcast(changed)
 
-    async def _hosts_rows(self) -> list[Host]:
-        """Every host's row, re-read only when needed: a full read costs ~12 ms per 1,000
-        hosts (SQLite), too much for every second at 10,000. Other replicas' sessions are in
-        the store, so with any alive it is read every tick; alone, the rows are read fully
-        when hosts came or went (the hub's view differs) or every ``FULL_READ_S``, and a host
+    async def _refresh_rows(self) -> set[str]:
+        """Bring the hosts' rows up to date; return the hosts whose view may have changed.
+
+        Rows are re-read only when needed: a full read costs ~12 ms per 1,000 hosts
+        (SQLite), too much for every second at 10,000. Other replicas' sessions are in the
+        store, so with any alive it is read every tick; alone, the rows are read fully when
+        hosts came or went (the hub's view differs) or every ``FULL_READ_S``, and a host
         whose session opened here since the last tick is read alone (its hello changed its
-        datapath and encaps). Sessions held here are judged from memory either way."""
+        datapath and encaps). Judging every host costs ~12 µs each, so only those that may
+        have changed are judged: rows that changed, hosts the hub told something (their
+        digest and membership moved), sessions held here whose acks moved or that opened
+        or closed, and every host that was not connected, in sync and current (its lag
+        moves with the revision)."""
         now = time.monotonic()
-        local = frozenset(s.host for s in self.channel.registry.live())
-        opened, self._local = local - self._local, local
+        sessions = {s.host: s.acked for s in self.channel.registry.live()}
+        dirty = {h for h, acked in sessions.items() if self._sessions.get(h) != acked}
+        dirty |= self._sessions.keys() - sessions.keys()
+        self._sessions = sessions
+        dirty |= self._told
+        self._told = set()
+        dirty |= {
+            n for n, v in self.hosts.items() if not (v.connected and v.in_sync and v.lag == 0)
+        }
         full = (
             self.others_alive()
             or now - self._read_at >= FULL_READ_S
             or self.hub.vteps.keys() != self._rows.keys()
         )
         if full:
-            rows = await asyncio.to_thread(self._read_all)
-            self._rows = {row.name: row for row in rows}
+            rows = {row.name: row for row in await asyncio.to_thread(self._read_all)}
+            dirty |= {n for n, row in rows.items() if self._rows.get(n) != row}
+            dirty |= self._rows.keys() - rows.keys()
+            self._rows = rows
             self._read_at = now
-        elif opened:
-            fresh = await asyncio.to_thread(self._read_some, sorted(opened))
-            self._rows.update(fresh)
-        return list(self._rows.values())
+        else:
+            opened = [h for h in sessions if h in dirty and not self._was_connected(h)]
+            if opened:
+                self._rows.update(await asyncio.to_thread(self._read_some, sorted(opened)))
+        return dirty
+
+    def _was_connected(self, host: str) -> bool:
+        view = self.hosts.get(host)
+        return view is not None and view.connected
 
     def _read_all(self) -> list[Host]:
         with self.store.read() as tx:
@@ -369,26 +398,33 @@ class Activity:
             rows = {name: tx.get_host(name) for name in names}
         return {name: row for name, row in rows.items() if row is not None}
 
-    def _judge_hosts(self, rows: Iterable[Host], now: float) -> list[HostView]:
-        """New host views; the ones that differ from the last tick's (session events too)."""
+    def _judge_hosts(self, dirty: set[str], now: float) -> list[HostView]:
+        """Judge the ``dirty`` hosts again; the views that differ from the last tick's
+        (and their session events)."""
         wall = time.time()
-        views = {row.name: self.view(row) for row in rows}
-        changed = [v for name, v in views.items() if self.hosts.get(name) != v]
-        if self._baseline:
-            for name in sorted(views.keys() | self.hosts.keys()):
-                was, new = self.hosts.get(name), views.get(name)
-                if was == new:
-                    continue
-                before = (was.connected, was.in_sync) if was is not None else None
-                after = (new.connected, new.in_sync) if new is not None else None
-                for kind in host_session_events(before, after):
-                    revision = new.applied_revision if new is not None else None
-                    detail = new.replica if kind is EventKind.HOST_CONNECTED and new else None
-                    self._event(kind, now, wall, revision, host=name, detail=detail)
+        changed: list[HostView] = []
+        gone: list[str] = []
+        for name in sorted(dirty):
+            row = self._rows.get(name)
+            was, new = self.hosts.get(name), self.view(row) if row is not None else None
+            if was == new:
+                continue
+            if new is None:
+                del self.hosts[name]
+                gone.append(name)
+            else:
+                self.hosts[name] = new
+                changed.append(new)
+            if not self._baseline:
+                continue
+            before = (was.connected, was.in_sync) if was is not None else None
+            after = (new.connected, new.in_sync) if new is not None else None
+            for kind in host_session_events(before, after):
+                revision = new.applied_revision if new is not None else None
+                detail = new.replica if kind is EventKind.HOST_CONNECTED and new else None
+                self._event(kind, now, wall, revision, host=name, detail=detail)
         self._baseline = True
-        gone = self.hosts.keys() - views.keys()
-        self.hosts = views
-        self._gone = sorted(gone)
+        self._gone = gone
         return changed
 
     def view(self, row: Host) -> HostView:
@@ -419,12 +455,14 @@ class Activity:
             if status is not None:
                 self._settle(host, status.applied_revision, now)
 
-    def _judge_rows(self, rows: Iterable[Host], now: float) -> None:
-        for row in rows:
-            if row.name in self._waiting:
+    def _judge_rows(self, now: float) -> None:
+        """Settle the pending hosts whose sessions other replicas hold (from their rows)."""
+        for name in list(self._waiting):
+            row = self._rows.get(name)
+            if row is not None and self.channel.local_status(name) is None:
                 status = self.channel.host_status(row)
                 if status.connected:
-                    self._settle(row.name, status.applied_revision, now)
+                    self._settle(name, status.applied_revision, now)
 
     def _settle(self, host: str, applied: int | None, now: float) -> None:
         if applied is None:

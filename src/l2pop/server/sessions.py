@@ -158,6 +158,13 @@ class Session:
         """The agent sent something (any frame): it is alive."""
         self.last_heard = time.monotonic()
 
+    @property
+    def acked(self) -> tuple[int | None, str | None, int, bool]:
+        """What a host's view is judged from (``server/activity.py``): the revision and
+        digest the agent last acked, how many networks it fails on, and whether nothing is
+        in flight."""
+        return self.acked_revision, self.acked_digest, len(self.errors), self.idle
+
     def record_ack(self, ack: Ack) -> None:
         """Keep the agent's last word on what it applied (bounded by ``Ack``'s validation)."""
         self.acked_revision, self.acked_digest = ack.revision, ack.digest
