@@ -35,7 +35,7 @@ def test_fifty_agents_two_thousand_ports(cluster: Cluster) -> None:
     assert len(active) == NETWORKS * PORTS_PER_NETWORK
 
     # one port event: how long until every other member has applied it, and what it cost
-    sent_before = cluster.metric("l2pop_channel_messages_sent_total", type="delta")
+    sent_before = cluster.metric("l2pop_channel_sent_messages_total", type="delta")
     port, (network, owner, _) = port_ids[0], requests[0]
     t0 = time.monotonic()
     revision = cluster.patch_port(port, fixed_ips=["198.19.200.1"])["revision"]
@@ -46,7 +46,7 @@ def test_fifty_agents_two_thousand_ports(cluster: Cluster) -> None:
         applied |= swarm.http.get("/applied").json()
     # agents log (revision, time.monotonic()) per apply; the clock is system-wide
     latency = max(next(t for rev, t in applied[h] if rev >= revision) for h in others) - t0
-    sent = cluster.metric("l2pop_channel_messages_sent_total", type="delta") - sent_before
+    sent = cluster.metric("l2pop_channel_sent_messages_total", type="delta") - sent_before
     assert sent <= HOSTS_PER_NETWORK, f"{sent} deltas for one event in a 10-host network"
     assert latency < 5.0
     print(

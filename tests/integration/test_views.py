@@ -74,6 +74,8 @@ def test_feed_names_each_change_and_how_long_members_took(cluster: Cluster) -> N
     assert active["hosts"] == 2 and active["pending"] == []
     assert active["network"] == "blue" and active["host"] == "h2"
     assert 0 <= active["applied_ms"] < 10_000
+    # and Prometheus has it: a port's ACTIVE applied by every member
+    assert cluster.metric("l2pop_port_activation_seconds_count") >= 2  # a's and b's
 
     cluster.api.update_port(b, host="h3")  # a migration: h3 joins, h2 leaves
     cluster.wait_status(b, "ACTIVE")

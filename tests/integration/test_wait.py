@@ -157,8 +157,8 @@ def test_a_stopped_agent_makes_the_wait_time_out_naming_it(cluster: Cluster, blu
         held = [pool.submit(cluster.http.get, url, params={"wait": 40}) for _ in range(MAX_WAITS)]
         # all of them under way, as the server's gauge says (however loaded the machine is)
         deadline = time.monotonic() + 30
-        while cluster.metric("l2pop_revision_waits") < MAX_WAITS:
-            assert time.monotonic() < deadline, cluster.metric("l2pop_revision_waits")
+        while cluster.metric("l2pop_revision_waits_in_flight") < MAX_WAITS:
+            assert time.monotonic() < deadline, cluster.metric("l2pop_revision_waits_in_flight")
             time.sleep(0.05)
         extra = cluster.http.get(url, params={"wait": 0.01})
         assert extra.status_code == 503, extra.text
@@ -167,7 +167,7 @@ def test_a_stopped_agent_makes_the_wait_time_out_naming_it(cluster: Cluster, blu
         # h4's agent comes back: every held wait answers 200 once it applied the revision
         cluster.start_agents(["h4"])
         assert {f.result().status_code for f in held} == {200}
-    assert cluster.metric("l2pop_revision_waits") == 0
+    assert cluster.metric("l2pop_revision_waits_in_flight") == 0
 
 
 def test_the_route_answers_404_422_and_the_state_at_once(cluster: Cluster, blue: str) -> None:

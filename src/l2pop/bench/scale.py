@@ -412,10 +412,10 @@ def measure_rate(
         "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
         "max_ms": round(max(lat, default=float("nan")) * 1000, 1),
         "messages_per_event": round(
-            counter_delta(before, after, "l2pop_channel_messages_sent_total") / n, 1
+            counter_delta(before, after, "l2pop_channel_sent_messages_total") / n, 1
         ),
         "bytes_per_event": round(
-            counter_delta(before, after, "l2pop_channel_bytes_sent_total") / n
+            counter_delta(before, after, "l2pop_channel_sent_bytes_total") / n
         ),
         "fanout_to_all_messages_per_event": 2 * cfg.hosts,
         "server_cpu_ms_per_event": round((cpu_after - cpu_before) / n * 1000, 2),

@@ -153,7 +153,7 @@ def heartbeats_sent(counters: dict[str, float]) -> float:
     return sum(
         v
         for k, v in counters.items()
-        if k.startswith("l2pop_channel_messages_sent_total") and 'type="heartbeat"' in k
+        if k.startswith("l2pop_channel_sent_messages_total") and 'type="heartbeat"' in k
     )
 
 

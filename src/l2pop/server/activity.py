@@ -37,6 +37,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from l2pop.model import Host, Network, Port, PortStatus
 from l2pop.model.events import (
@@ -72,6 +73,21 @@ FULL_READ_S = 30.0
 NETWORK_EVENTS_APPLIED = frozenset({EventKind.NETWORK_UPDATED, EventKind.NETWORK_DELETED})
 
 
+class Observes(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+def activation_observer(histogram: Observes) -> Callable[[Event, float], None]:
+    """An ``on_applied`` feeding ``l2pop_port_activation_seconds``: a port's ACTIVE, from
+    when the hub heard of its commit to when the last member host acked it."""
+
+    def observe(event: Event, seconds: float) -> None:
+        if event.kind is EventKind.PORT_ACTIVE and event.hosts:
+            histogram.observe(seconds)
+
+    return observe
+
+
 def compact_json(message: dict[str, object]) -> str:
     """How the live stream encodes a message: JSON without spaces."""
     return json.dumps(message, separators=(",", ":"))
@@ -89,7 +105,7 @@ class Event:
 
     seq: int
     wall: float
-    started: float  # time.monotonic() of the batch
+    started: float  # time.monotonic(): when the hub heard of the commit (or read the batch)
     kind: EventKind
     revision: int | None = None  # the changed row's (a host event: its applied revision)
     batch_revision: int = 0  # what the hosts ack once they applied it
@@ -256,10 +272,13 @@ class Activity:
             self._touched.add(port.network_id)
             network = self.hub.networks.get(port.network_id)
             local = tuple(sorted({p.host for p in (old_port, new_port) if p and p.host}))
+            # from when the hub heard of the port's commit (else of the batch's)
+            heard = self.hub.trace.heard_at(port.revision) or self.hub.trace.heard_at(revision)
+            started = min(heard, now) if heard is not None else now
             for kind in port_events(old_port, new_port):
                 detail = _port_detail(kind, old_port, new_port)
                 event = self._event(
-                    kind, now, wall, port.revision, network=network, port=port, detail=detail
+                    kind, started, wall, port.revision, network=network, port=port, detail=detail
                 )
                 event.local_hosts = local
                 events.append(event)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 import l2pop
 from l2pop.runtime import keep_heap_frozen
-from l2pop.server.activity import Activity, compact_json
+from l2pop.server.activity import Activity, activation_observer, compact_json
 from l2pop.server.auth import TokenCache
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
@@ -177,15 +177,16 @@ def create_app(
         max_body=max_body,
         body_timeout=client_timeout,
     )
-    install_metrics(
+    instruments = install_metrics(
         app,
         store,
-        sessions,
-        channel.stats,
+        hub,
+        channel,
         lambda: feed.revision,
         replica=replica,
         waits=lambda: waits.active,
     )
+    activity.on_applied = activation_observer(instruments.port_activation)
     app.include_router(router)
     app.include_router(views_router)
     app.include_router(channel_router, prefix=API_PREFIX)

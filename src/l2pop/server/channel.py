@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -77,6 +78,12 @@ class HostStatus:
     replica: str | None
 
 
+class Observer(Protocol):
+    """Where a duration goes (a ``prometheus_client.Histogram`` is one)."""
+
+    def observe(self, amount: float, /) -> None: ...
+
+
 class ProtocolViolation(Exception):
     """The agent sent something the protocol does not allow; the session is closed."""
 
@@ -90,6 +97,13 @@ class Channel:
 
     Hub updates reach sessions through ``registry`` (the hub's subscriber), not through
     this class.
+
+    ``apply_latency`` (None: not measured; ``server/metrics.py`` sets it) hears, for each
+    ack that advances its session's applied revision without errors, the seconds from
+    when this server's hub first heard of the commit of the acked revision to the ack's
+    arrival. An ack covers a batch, which ends with its latest commit, so earlier commits
+    of the batch waited longer than observed; a revision the hub no longer remembers, or
+    heard of before the session began, is not observed.
     """
 
     def __init__(
@@ -117,6 +131,7 @@ class Channel:
         self.stats = ChannelStats()
         self._reports: dict[str, HostReport] = {}  # host -> last ack not yet saved
         self._opening: Counter[str] = Counter()  # host -> sessions being served
+        self.apply_latency: Observer | None = None
 
     async def report_loop(self) -> None:
         """Save the agents' latest acks every ``REPORT_FLUSH_S`` (at most one transaction,
@@ -348,9 +363,20 @@ class Channel:
 
     def _on_ack(self, session: Session, ack: Ack) -> None:
         said = (ack.revision, ack.digest)
-        unchanged = (session.acked_revision, session.acked_digest) == said
+        previous = session.acked_revision
+        unchanged = (previous, session.acked_digest) == said
         session.record_ack(ack)
         now = time.monotonic()
+        if (
+            self.apply_latency is not None
+            and (previous is None or ack.revision > previous)
+            and not ack.errors
+        ):
+            # one dictionary look-up per advancing ack (RevisionTrace.heard_at); a heartbeat's
+            # ack repeats its revision and costs a comparison
+            heard = self.hub.trace.heard_at(ack.revision)
+            if heard is not None and heard >= session.started_at:
+                self.apply_latency.observe(now - heard)
         if unchanged and now - session.saved_at < self.heartbeat_interval:
             # the agent's heartbeat repeats what the store has: save it (for last_seen) no
             # more than once per heartbeat interval; a new revision or digest goes at once

@@ -259,7 +259,7 @@ class Hub:
     def notify(self, revision: int) -> None:
         """A write committed, here or in a replica (any thread): wake the loop to read the
         change log. Revisions the hub already has are ignored."""
-        self.trace.commits.append((revision, time.monotonic()))
+        self.trace.heard(revision, time.monotonic())
         if self._loop is not None and revision > self.revision:
             self._loop.call_soon_threadsafe(self._wake.set)
 

@@ -132,7 +132,9 @@ class Session:
         self.acked_revision: int | None = None
         self.acked_digest: str | None = None
         self.errors: list[AckError] = []  # networks the agent failed on, as of its last ack
-        self.last_heard = time.monotonic()
+        #: when the session was made (``time.monotonic()``): commits heard before it are
+        #: not timed when acked (``Channel._on_ack``), they would time the agent's absence
+        self.started_at = self.last_heard = time.monotonic()
         #: when this session's ack was last queued to be saved (``Channel._on_ack``)
         self.saved_at = 0.0
 
