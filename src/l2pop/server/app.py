@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 import l2pop
 from l2pop.runtime import keep_heap_frozen
-from l2pop.server.activity import Activity, activation_observer, compact_json
+from l2pop.server.activity import Activity
 from l2pop.server.auth import TokenCache
 from l2pop.server.channel import Channel
 from l2pop.server.channel import router as channel_router
@@ -30,6 +30,7 @@ from l2pop.server.sessions import SessionRegistry
 from l2pop.server.ui import install_ui
 from l2pop.server.views import views_router
 from l2pop.server.waits import Waits
+from l2pop.server.watch import activation_observer, compact_json
 from l2pop.store import Store, notify_dsn
 
 #: worker threads for the API's sync routes (see lifespan)

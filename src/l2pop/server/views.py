@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDis
 
 import l2pop
 from l2pop.model import Host
-from l2pop.server.activity import Activity, HostView
+from l2pop.server.activity import Activity
 from l2pop.server.routes import (
     _ALWAYS,
     API_PREFIX,
@@ -29,6 +29,7 @@ from l2pop.server.routes import (
     error_responses,
     json_response,
 )
+from l2pop.server.watch import HostView
 from l2pop.store import Store
 from l2pop.store.abc import StoreCounts
 from l2pop.wire.views import EventOut, HostCounts, HostSummary, StatusOut, TopologyOut
