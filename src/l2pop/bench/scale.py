@@ -489,12 +489,19 @@ def run(cfg: ScaleConfig, workdir: Path, progress: Progress = print) -> dict[str
                 f"server kill -9 + restart: all agents in sync after {result['restart_resync_s']} s"
             )
     finally:
-        for swarm in swarms:
-            swarm.stop()
-        server.stop()
-        if pg is not None:
-            pg.stop()
+        stop_run(swarms, [server], pg)
     return result
+
+
+def stop_run(swarms: Sequence[AgentSwarm], servers: Sequence[ServerProcess], pg: Any) -> None:
+    """A run's teardown, agents first (so that no agent hammers a stopping server), then
+    the servers, then the throwaway PostgreSQL if the run started one (None: none)."""
+    for swarm in swarms:
+        swarm.stop()
+    for server in servers:
+        server.stop()
+    if pg is not None:
+        pg.stop()
 
 
 def main_json(result: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ from l2pop.bench.scale import (
     populate,
     proc_stats,
     start_swarms,
+    stop_run,
     wait_in_sync,
 )
 from l2pop.bench.scale_replicas import resync
@@ -289,11 +290,7 @@ def one_size(
         )
         out["restart_resync_s"] = resync([server], swarms, progress)["restart_resync_s"]
     finally:
-        for swarm in swarms:
-            swarm.stop()
-        server.stop()
-        if pg is not None:
-            pg.stop()
+        stop_run(swarms, [server], pg)
     out["load_average_end"] = load_average()
 
 

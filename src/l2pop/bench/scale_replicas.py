@@ -34,6 +34,7 @@ from l2pop.bench.scale import (
     populate,
     proc_stats,
     start_swarms,
+    stop_run,
     wait_in_sync,
 )
 from l2pop.testbed.agents import AgentSwarm
@@ -172,10 +173,7 @@ def one_pass(
         if cfg.restart:
             result.update(resync(servers, swarms, progress))
     finally:
-        for swarm in swarms:
-            swarm.stop()
-        for server in servers:
-            server.stop()
+        stop_run(swarms, servers, None)
         pg.drop_database(dbname)
     return result
 
