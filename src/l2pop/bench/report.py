@@ -3,15 +3,17 @@
 Result files live in ``docs/bench/`` (``kernel.json``, ``kernel-ovs.json``,
 ``scale-sqlite.json``, ``scale-postgresql.json``, ``scale-replicas.json``,
 ``scale-curve.json``, ``flood.json``, ``flood-ovs.json``, ``flood-mixed.json``,
-``activation[-<datapath>].json``; see ``l2pop.bench.results``; the flood sections are
-``l2pop.bench.flood_report``'s, the activation one ``l2pop.bench.activation_trace``'s, the
-curve of cost against hosts ``l2pop.bench.scale_curve_report``'s). ``render(bench_dir,
-page)`` writes the page (tables, the machine, the exact commands, each target met or not)
-and its PNG plots (``l2pop.bench.plots``) beside the result files. A missing result file
-leaves its section saying so. The page's "Gaps" section lists every target that is missed or
-not measured; the explanation between the ``gaps:begin`` and ``gaps:end`` markers is written
-by hand and kept when the page is regenerated. The sections ``rest`` and ``chaos`` write themselves
-(``l2pop.bench.sections``) and are kept as they are.
+``activation[-<datapath>].json``, ``ui.json``; see ``l2pop.bench.results``; the flood
+sections are ``l2pop.bench.flood_report``'s, the activation one
+``l2pop.bench.activation_trace``'s, the curve of cost against hosts
+``l2pop.bench.scale_curve_report``'s, the web page's ``l2pop.bench.ui_report``'s).
+``render(bench_dir, page)`` writes the page (tables, the machine, the exact commands, each
+target met or not) and its PNG plots (``l2pop.bench.plots``) beside the result files. A
+missing result file leaves its section saying so. The page's "Gaps" section lists every
+target that is missed or not measured; the explanation between the ``gaps:begin`` and
+``gaps:end`` markers is written by hand and kept when the page is regenerated. The
+sections ``rest`` and ``chaos`` write themselves (``l2pop.bench.sections``) and are kept
+as they are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from l2pop.bench import activation_trace, flood_report, scale_curve_report, sections
+from l2pop.bench import activation_trace, flood_report, scale_curve_report, sections, ui_report
 from l2pop.bench.cost_table import cost_section
 from l2pop.bench.formatting import (
     SCALE_RATE_COLUMNS,
@@ -400,6 +402,7 @@ def render(bench_dir: Path, page: Path) -> list[Path]:
     lines += scale_curve_report.section(results.get("scale-curve"), png.get("scale-curve"))
     lines += flood_report.sections(results, png)
     lines += activation_trace.report_section(results)
+    lines += ui_report.section(results.get("ui"))
     lines += sections.kept(page)  # written by their own benchmarks (rest, chaos)
     lines += _commands_section(results)
     lines += _gaps_section(targets, kept_gaps(page))

@@ -36,6 +36,7 @@ RESULT_FILES = (
     *FLOOD_RESULTS,
     *ACTIVATION_RESULTS,
     "rest",
+    "ui",
 )
 #: the store engines a result is measured on, in page order
 ENGINES = ("sqlite", "postgresql")

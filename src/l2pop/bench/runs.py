@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from l2pop.bench.chaos import ChaosConfig
     from l2pop.bench.scale import ScaleConfig
     from l2pop.bench.scale_curve import CurveConfig
+    from l2pop.bench.ui import UiConfig
 
 
 def _command(words: list[str]) -> str:
@@ -194,6 +195,34 @@ def curve(cfg: CurveConfig, workdir: Path | None, out: Output) -> int:
     words = _curve_words(cfg)
     _publish(out, name="scale-curve", result=result, words=words, clock=clock, show=show_curve)
     return 1 if any("error" in s for s in result["sizes"]) else 0
+
+
+def _ui_words(cfg: UiConfig) -> list[str]:
+    words = ["ui", "--hosts", str(cfg.hosts)]
+    if cfg.swarms is not None:
+        words += ["--swarms", str(cfg.swarms)]
+    words += ["--reps", str(cfg.reps), "--loads", str(cfg.loads)]
+    words += ["--render-window", f"{cfg.render_window:g}"]
+    if not cfg.browser:
+        words.append("--no-browser")
+    words += ["--rate", f"{cfg.rate:g}", "--window", f"{cfg.window:g}"]
+    words += ["--watchers", ",".join(str(n) for n in cfg.watchers)]
+    words += ["--passes", str(cfg.passes)]
+    return [*words, "--save"]
+
+
+def ui(cfg: UiConfig, workdir: Path | None, out: Output) -> int:
+    """``l2pop bench ui``: the web page's reads, load and live stream at scale, saved as
+    ``ui``."""
+    from l2pop.bench import ui as bench
+    from l2pop.bench.ui_report import show_ui
+
+    clock = _Clock()
+    title = f"ui: the web page with {cfg.hosts:,} hosts (sqlite)"
+    with _workdir(workdir, "l2pop-bench-ui-") as where, Reporter(title) as rep:
+        result = bench.run(cfg, where, rep)
+    _publish(out, name="ui", result=result, words=_ui_words(cfg), clock=clock, show=show_ui)
+    return 0
 
 
 def flood_name(datapath: str) -> str:

@@ -1,4 +1,4 @@
-"""``l2pop bench kernel|scale|curve|flood|rest|chaos|report``: the benchmarks' arguments.
+"""``l2pop bench kernel|scale|curve|flood|rest|ui|chaos|report``: the benchmarks' arguments.
 
 This module only parses; each command's handler hands its arguments to ``l2pop.bench.runs``,
 which runs the benchmark and prints it. Each benchmark prints its progress on stderr (a rich
@@ -6,7 +6,7 @@ spinner or bar on a terminal, plain timestamped lines otherwise) and its result 
 table, or with ``--json`` exactly one JSON object (NaN and infinities as ``null``). ``--save``
 also writes the result, with the command that produced it and the machine it ran on, to
 ``docs/bench/<name>.json`` (``kernel``, ``kernel-ovs``, ``scale-<engine>``, ``scale-curve``,
-``flood``, ``flood-ovs``, ``flood-mixed``, ``activation[-<datapath>]``); ``l2pop bench
+``flood``, ``flood-ovs``, ``flood-mixed``, ``activation[-<datapath>]``, ``ui``); ``l2pop bench
 report`` turns the saved results into ``docs/benchmarks.md`` and its PNG plots.
 """
 
@@ -217,9 +217,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _register_activation(sub)
     _register_curve(sub)
 
-    from l2pop.cli import bench_rest  # its own module: this one is long enough
-
-    bench_rest.register(sub)
+    _register_own_modules(sub)
 
     c = sub.add_parser(
         "chaos",
@@ -297,6 +295,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the docs directory (default: the source tree's docs/)",
     )
     r.set_defaults(func=_report)
+
+
+def _register_own_modules(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``rest`` and ``ui``, each in its own module: this one is long enough."""
+    from l2pop.cli import bench_rest, bench_ui
+
+    bench_rest.register(sub)
+    bench_ui.register(sub)
 
 
 def _register_activation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -182,6 +182,7 @@ async function reconnect() {
 function onStream(message) {
   if (message.type === "hello") {
     setLive(true);
+    requestAnimationFrame(() => { document.documentElement.dataset.ready ||= String(performance.now()); }); // after the first render: l2pop bench ui
     return;
   }
   if (message.type !== "tick") return;
