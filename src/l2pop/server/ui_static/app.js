@@ -195,10 +195,18 @@ function onStream(message) {
   const bySeq = new Map(message.settled.map((e) => [e.seq, e]));
   if (bySeq.size) state.events = state.events.map((e) => bySeq.get(e.seq) || e);
   state.events = message.events.slice().reverse().concat(state.events).slice(0, EVENTS_SHOWN);
+  eventChanges.fresh.push(...message.events);
+  eventChanges.settled.push(...message.settled);
   const detail = state.detail;
   if (detail && (message.hosts.some((h) => h.name === detail) || message.networks.length))
     loadDetail(detail);
-  render();
+  // redraw only what the tick changed: a quiet tick costs nothing, a busy one the rows
+  const hosts = message.hosts.length || message.hosts_removed.length;
+  const networks = message.networks.length || message.networks_removed.length;
+  if (hosts || networks) render("hosts"); // a host's network count may have moved
+  if (networks) render("networks");
+  if (message.events.length || message.settled.length) render("events");
+  render("summary");
 }
 
 function setLive(on) {
@@ -210,18 +218,26 @@ function setLive(on) {
 
 // -- rendering -----------------------------------------------------------------------------
 
-let scheduled = false;
+const dirty = new Set();
+const eventChanges = { fresh: [], settled: [] }; // since the last frame, for renderEvents
 
-function render() {
-  if (scheduled) return;
-  scheduled = true;
+// Redraw `part` ("all", "summary", "hosts", "networks", "events") at the next frame.
+function render(part = "all") {
+  const first = dirty.size === 0;
+  dirty.add(part);
+  if (!first) return;
   requestAnimationFrame(() => {
-    scheduled = false;
+    const all = dirty.has("all");
+    const hosts = all || dirty.has("hosts");
+    const networks = all || dirty.has("networks");
+    const events = dirty.has("events");
+    dirty.clear();
     renderSummary();
-    if (state.tab === "hosts") renderHosts();
-    if (state.tab === "networks") renderNetworks();
-    if (state.tab === "graph") renderGraph();
-    renderEvents();
+    if (state.tab === "hosts" && hosts) renderHosts();
+    if (state.tab === "networks" && networks) renderNetworks();
+    if (state.tab === "graph" && (hosts || networks)) renderGraph();
+    if (all) renderEvents();
+    else if (events) updateEvents();
   });
 }
 
@@ -351,7 +367,24 @@ function renderGraph() {
 }
 
 function renderEvents() {
+  eventChanges.fresh = [];
+  eventChanges.settled = [];
   $("#events").replaceChildren(...state.events.map(eventItem));
+}
+
+// The tick's events only: new ones on top, settled ones replaced, the oldest dropped.
+function updateEvents() {
+  const list = $("#events");
+  const { fresh, settled } = eventChanges;
+  eventChanges.fresh = [];
+  eventChanges.settled = [];
+  const latest = new Map(settled.map((e) => [e.seq, e])); // newer than a fresh copy
+  for (const event of settled) {
+    const old = list.querySelector(`li[data-seq="${event.seq}"]`);
+    if (old) old.replaceWith(eventItem(event));
+  }
+  for (const event of fresh) list.prepend(eventItem(latest.get(event.seq) || event));
+  while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
 }
 
 function eventItem(event) {
