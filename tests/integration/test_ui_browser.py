@@ -17,20 +17,10 @@ from pathlib import Path
 import pytest
 from channel_harness import Cluster
 
-CHROMIUM = Path("/usr/bin/chromium")
+from l2pop.bench.ui_browser import CHROMIUM, CHROMIUM_ARGS, TOKEN_KEY
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "ui"
 README_SHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "ui.png"
-#: as the machine's own notes say: no sandbox as root, and none of the background
-#: connections a closed network refuses
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 20_000
 
 if not CHROMIUM.exists() and os.environ.get("CI") != "true":
@@ -101,7 +91,7 @@ def test_an_operator_watches_ports_and_hosts_live(cluster: Cluster, page: Page) 
         expect(cell(page, host, "in_sync")).to_have_text("yes")
     expect(page.locator("#hosts-in-sync")).to_have_text("5")
     assert cluster.server.admin_token not in page.url  # the token never goes in a URL
-    stored = page.evaluate("() => sessionStorage.getItem('l2pop-token')")
+    stored = page.evaluate("(key) => sessionStorage.getItem(key)", TOKEN_KEY)
     assert stored == cluster.server.admin_token
     page.evaluate("() => { window.notReloaded = true; }")
 
@@ -151,7 +141,7 @@ def test_an_operator_watches_ports_and_hosts_live(cluster: Cluster, page: Page) 
 
 def test_a_saved_token_that_stops_working_signs_out(cluster: Cluster, page: Page) -> None:
     page.goto(cluster.server.url + "/ui/")
-    page.evaluate("() => sessionStorage.setItem('l2pop-token', 'stale')")
+    page.evaluate("(key) => sessionStorage.setItem(key, 'stale')", TOKEN_KEY)
     page.reload()
     expect(page.locator("#signin-error")).to_contain_text("refused")
     page.fill("#token", cluster.server.admin_token)
@@ -159,4 +149,4 @@ def test_a_saved_token_that_stops_working_signs_out(cluster: Cluster, page: Page
     expect(page.locator("#live")).to_have_text("live")
     page.click("#sign-out")
     expect(page.locator("#signin")).to_be_visible()
-    assert page.evaluate("() => sessionStorage.getItem('l2pop-token')") is None
+    assert page.evaluate("(key) => sessionStorage.getItem(key)", TOKEN_KEY) is None
