@@ -106,7 +106,10 @@ def _ui(args: argparse.Namespace) -> int:
     from l2pop.bench import runs, ui, ui_browser
 
     if min(args.rate, args.window) <= 0 or args.render_window < 0:
-        print("error: --rate and --window must be positive", file=sys.stderr)
+        print(
+            "error: --rate and --window must be positive, --render-window at least 0",
+            file=sys.stderr,
+        )
         return 2
     browser = not args.no_browser
     if browser and not ui_browser.chromium_available():

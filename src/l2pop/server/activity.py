@@ -406,9 +406,7 @@ class Activity:
     def close(self) -> None:
         """End every live stream (the server is stopping)."""
         for watcher in self.watchers:
-            watcher.dropped = True
-            watcher.queue = asyncio.Queue(1)
-            watcher.queue.put_nowait(None)
+            watcher.end()
         self.watchers.clear()
 
     # -- helpers ----------------------------------------------------------------------------

@@ -95,7 +95,7 @@ async def get_status(request: Request, store: StoreDep, _: Admin) -> Response:
     activity = activity_of(request)
     revision, counts, hosts = await asyncio.to_thread(_read_status, store)
     views = [activity.view(h) for h in hosts]
-    behind = sorted((v for v in views if not (v.connected and v.in_sync) or v.lag), key=_lag_order)
+    behind = sorted((v for v in views if not v.settled), key=_lag_order)
     presence = request.app.state.presence
     out = StatusOut(
         replica=request.app.state.replica,

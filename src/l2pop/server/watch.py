@@ -159,6 +159,12 @@ class Watcher:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
-            self.dropped = True
-            self.queue = asyncio.Queue(1)
-            self.queue.put_nowait(None)  # the stream ends: the page reconnects and reloads
+            self.end()  # the page reconnects and reloads what it missed
+
+    def end(self) -> None:
+        """End the stream: what is queued is dropped and the stream reads None next. The
+        same queue is kept, so a stream waiting on it wakes at once."""
+        self.dropped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
